@@ -1,0 +1,3 @@
+"""imagehost: a self-hosted image host on Twisted."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,142 @@
+"""Configuration: built-in defaults < ini file < IMAGEHOST_<SECTION>_<KEY> env < command line.
+
+Every key is declared once in ``KEYS``; ``etc/imagehost.ini`` documents the same keys
+(a test keeps the two in step).
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(Exception):
+    """A configuration value is missing, unknown or malformed."""
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+def _list(text: str) -> list[str]:
+    return [item.strip() for item in text.replace("\n", ",").split(",") if item.strip()]
+
+
+@dataclass(frozen=True)
+class Key:
+    """One configuration key: where it lives, how to parse it, its default."""
+
+    section: str
+    name: str
+    parse: Callable[[str], Any]
+    default: Any
+
+    @property
+    def env_var(self) -> str:
+        return f"IMAGEHOST_{self.section}_{self.name}".upper()
+
+
+KEYS: tuple[Key, ...] = (
+    Key("server", "data_dir", str, "./data"),
+    Key("server", "listen", _list, ["tcp:8080"]),
+    Key("server", "public_url", str, "http://localhost:8080"),
+    Key("server", "max_body_size", int, 64 * 1000 * 1000),
+    Key("server", "shutdown_timeout", float, 10.0),
+    Key("database", "url", str, ""),
+    Key("database", "pool_size", int, 5),
+    Key("storage", "backend", str, "local"),
+    Key("auth", "access_token_ttl", int, 3600),
+    Key("auth", "refresh_token_ttl", int, 30 * 24 * 3600),
+    Key("auth", "jwt_algorithm", str, "HS256"),
+    Key("access", "allow_guest_uploads", _bool, False),
+    Key("access", "allow_registration", _bool, False),
+    Key("image", "max_size", int, 15 * 1000 * 1000),
+    Key("image", "allowed_mime_types", _list,
+        ["image/jpeg", "image/png", "image/webp", "image/gif"]),
+    Key("image", "max_pixels", int, 50 * 1000 * 1000),
+    Key("image", "max_dimension", int, 8192),
+    Key("render", "threads", int, 0),
+    Key("render", "queue_size", int, 64),
+    Key("cache", "max_size", int, 1024 * 1000 * 1000),
+    Key("admin", "username", str, ""),
+    Key("admin", "password", str, ""),
+    Key("admin", "email", str, ""),
+)
+
+_BY_NAME = {(k.section, k.name): k for k in KEYS}
+
+
+class Config:
+    """Resolved configuration values, read as ``config.get("section", "key")``."""
+
+    def __init__(self, values: Mapping[tuple[str, str], Any]):
+        self._values = dict(values)
+
+    def get(self, section: str, name: str) -> Any:
+        return self._values[(section, name)]
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.get("server", "data_dir"))
+
+    @property
+    def database_url(self) -> str:
+        url = self.get("database", "url")
+        return url or f"sqlite:///{(self.data_dir / 'imagehost.db').absolute()}"
+
+    def render_threads(self) -> int:
+        return self.get("render", "threads") or os.cpu_count() or 1
+
+
+def load_config(
+    path: str | os.PathLike | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[tuple[str, str], Any] | None = None,
+) -> Config:
+    """Resolve every key: defaults, then the ini file, then the environment, then overrides."""
+    environ = os.environ if environ is None else environ
+    values = {(k.section, k.name): k.default for k in KEYS}
+    if path is not None:
+        values.update(_read_ini(Path(path)))
+    for key in KEYS:
+        if key.env_var in environ:
+            values[(key.section, key.name)] = _parse(key, environ[key.env_var], key.env_var)
+    for (section, name), value in (overrides or {}).items():
+        if value is not None:
+            values[(section, name)] = value
+    return Config(values)
+
+
+def _read_ini(path: Path) -> dict[tuple[str, str], Any]:
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with path.open(encoding="utf-8") as f:
+            parser.read_file(f)
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from e
+    except configparser.Error as e:
+        raise ConfigError(f"config file {path} is malformed: {e}") from e
+    values = {}
+    for section in parser.sections():
+        for name, text in parser.items(section):
+            key = _BY_NAME.get((section, name))
+            if key is None:
+                raise ConfigError(f"{path}: unknown key [{section}] {name}")
+            values[(section, name)] = _parse(key, text, f"[{section}] {name}")
+    return values
+
+
+def _parse(key: Key, text: str, where: str) -> Any:
+    try:
+        return key.parse(text)
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}") from e

@@ -1,0 +1,92 @@
+"""Database access: SQLAlchemy Core run in a dedicated thread pool, results as Deferreds.
+
+alchimia used to do this job but does not import with SQLAlchemy >= 1.4; this is the
+small wrapper buildbot uses instead: ``db.run(thd, *args)`` calls ``thd(conn, *args)``
+inside a transaction on a DB thread and fires with its (plain, non-lazy) result.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+
+T = TypeVar("T")
+
+_LOCK_RETRIES = 5
+
+
+def create_engine(url: str, pool_size: int = 5) -> sa.Engine:
+    """An Engine for ``url``; SQLite gets WAL, a busy timeout and foreign keys."""
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return sa.create_engine(url, pool_size=pool_size, max_overflow=0, pool_pre_ping=True)
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def db_threads(engine: sa.Engine, pool_size: int) -> int:
+    """SQLite allows one writer, so it gets one thread; other engines one per connection."""
+    return 1 if engine.dialect.name == "sqlite" else pool_size
+
+
+def upgrade(engine: sa.Engine, revision: str = "head") -> None:
+    """Apply Alembic migrations up to ``revision`` (blocking)."""
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
+    here = Path(__file__).parent
+    cfg = AlembicConfig(str(here / "alembic.ini"))
+    cfg.set_main_option("script_location", str(here / "migrations"))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+
+
+def run_sync(engine: sa.Engine, thd: Callable[..., T], *args: Any) -> T:
+    """Run ``thd(conn, *args)`` in one transaction, retrying when SQLite is locked."""
+    for attempt in range(_LOCK_RETRIES):
+        try:
+            with engine.begin() as conn:
+                return thd(conn, *args)
+        except sa.exc.OperationalError as e:
+            if "locked" not in str(e.orig) or attempt == _LOCK_RETRIES - 1:
+                raise
+            time.sleep(0.05 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+class Database:
+    """Runs query functions in the DB thread pool and returns Deferreds."""
+
+    def __init__(self, engine: sa.Engine, reactor, threadpool: ThreadPool):
+        self.engine = engine
+        self._reactor = reactor
+        self._pool = threadpool
+
+    def start(self) -> None:
+        self._pool.start()
+
+    def stop(self) -> None:
+        self._pool.stop()
+        self.engine.dispose()
+
+    def run(self, thd: Callable[..., T], *args: Any) -> Deferred[T]:
+        """Call ``thd(conn, *args)`` on a DB thread inside a transaction."""
+        return deferToThreadPool(self._reactor, self._pool, run_sync, self.engine, thd, *args)

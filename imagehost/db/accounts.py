@@ -1,0 +1,149 @@
+"""Query functions for users, API keys and refresh tokens (run on a DB thread)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from imagehost.db.schema import api_keys, refresh_tokens, users
+
+
+@dataclass(frozen=True)
+class User:
+    id: str
+    username: str
+    email: str
+    display_name: str
+    password_hash: str
+    is_admin: bool
+    is_active: bool
+    created_at: datetime
+
+    @property
+    def roles(self) -> list[str]:
+        return ["ROLE_USER", "ROLE_ADMIN"] if self.is_admin else ["ROLE_USER"]
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: str
+    user_id: str
+    name: str
+    key_hash: str
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+
+    def is_expired(self, now: datetime) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
+
+
+@dataclass(frozen=True)
+class RefreshToken:
+    id: str
+    user_id: str
+    family_id: str
+    token_hash: str
+    created_at: datetime
+    expires_at: datetime
+    used_at: datetime | None
+    revoked_at: datetime | None
+
+
+def _one(conn: sa.Connection, record, query) -> object | None:
+    row = conn.execute(query).mappings().first()
+    return None if row is None else record(**row)
+
+
+def insert_user(conn: sa.Connection, user: User) -> None:
+    conn.execute(users.insert().values(**user.__dict__))
+
+
+def user_by_id(conn: sa.Connection, user_id: str) -> User | None:
+    return _one(conn, User, users.select().where(users.c.id == user_id))
+
+
+def user_by_username(conn: sa.Connection, username: str) -> User | None:
+    return _one(conn, User, users.select().where(users.c.username == username))
+
+
+def user_by_login(conn: sa.Connection, login: str) -> User | None:
+    """The user whose username or email is ``login``."""
+    query = users.select().where(sa.or_(users.c.username == login, users.c.email == login))
+    return _one(conn, User, query.order_by(users.c.username == login).limit(1))
+
+
+def username_or_email_taken(conn: sa.Connection, username: str, email: str) -> set[str]:
+    """Which of ``username``/``email`` already belong to someone."""
+    taken = set()
+    if conn.execute(sa.select(users.c.id).where(users.c.username == username)).first():
+        taken.add("username")
+    if conn.execute(sa.select(users.c.id).where(users.c.email == email)).first():
+        taken.add("email")
+    return taken
+
+
+def list_users(conn: sa.Connection) -> list[User]:
+    return [User(**r) for r in conn.execute(users.select().order_by(users.c.username)).mappings()]
+
+
+def update_user(conn: sa.Connection, user_id: str, **values) -> bool:
+    return conn.execute(users.update().where(users.c.id == user_id).values(**values)).rowcount > 0
+
+
+def insert_api_key(conn: sa.Connection, key: ApiKey) -> None:
+    conn.execute(api_keys.insert().values(**key.__dict__))
+
+
+def api_key_owner(conn: sa.Connection, key_hash: str, now: datetime) -> tuple[ApiKey, User] | None:
+    """The key with this hash and its user, stamping ``last_used_at``; None if unknown."""
+    key = _one(conn, ApiKey, api_keys.select().where(api_keys.c.key_hash == key_hash))
+    if key is None:
+        return None
+    conn.execute(api_keys.update().where(api_keys.c.id == key.id).values(last_used_at=now))
+    return key, user_by_id(conn, key.user_id)
+
+
+def list_api_keys(conn: sa.Connection, user_id: str | None = None) -> list[ApiKey]:
+    query = api_keys.select().order_by(api_keys.c.created_at, api_keys.c.id)
+    if user_id is not None:
+        query = query.where(api_keys.c.user_id == user_id)
+    return [ApiKey(**r) for r in conn.execute(query).mappings()]
+
+
+def delete_api_key(conn: sa.Connection, key_id: str, user_id: str | None = None) -> bool:
+    """Delete a key (only ``user_id``'s when given); True if one was deleted."""
+    query = api_keys.delete().where(api_keys.c.id == key_id)
+    if user_id is not None:
+        query = query.where(api_keys.c.user_id == user_id)
+    return conn.execute(query).rowcount > 0
+
+
+def insert_refresh_token(conn: sa.Connection, token: RefreshToken) -> None:
+    conn.execute(refresh_tokens.insert().values(**token.__dict__))
+
+
+def refresh_token_by_hash(conn: sa.Connection, token_hash: str) -> RefreshToken | None:
+    query = refresh_tokens.select().where(refresh_tokens.c.token_hash == token_hash)
+    return _one(conn, RefreshToken, query)
+
+
+def mark_refresh_token_used(conn: sa.Connection, token_id: str, now: datetime) -> bool:
+    """Spend a token; False if it was already spent (a concurrent reuse)."""
+    query = (
+        refresh_tokens.update()
+        .where(refresh_tokens.c.id == token_id, refresh_tokens.c.used_at.is_(None))
+        .values(used_at=now)
+    )
+    return conn.execute(query).rowcount == 1
+
+
+def revoke_refresh_family(conn: sa.Connection, family_id: str, now: datetime) -> None:
+    query = (
+        refresh_tokens.update()
+        .where(refresh_tokens.c.family_id == family_id, refresh_tokens.c.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    conn.execute(query)

@@ -1,0 +1,57 @@
+"""Query functions for image records (run on a DB thread)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from imagehost.db.schema import images
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    id: str
+    owner_id: str | None
+    file_name: str
+    description: str
+    is_public: bool
+    created_at: datetime
+    updated_at: datetime | None
+    views: int
+    size: int
+    mime_type: str
+    width: int
+    height: int
+    sha256: str
+
+
+def insert_image(conn: sa.Connection, image: ImageRecord) -> None:
+    conn.execute(images.insert().values(**image.__dict__))
+
+
+def image_by_id(conn: sa.Connection, image_id: str) -> ImageRecord | None:
+    row = conn.execute(images.select().where(images.c.id == image_id)).mappings().first()
+    return None if row is None else ImageRecord(**row)
+
+
+def image_by_owner_and_hash(conn: sa.Connection, owner_id: str | None,
+                            sha256: str) -> ImageRecord | None:
+    """An image of this owner with this content hash, if any (for deduplicating imports)."""
+    query = images.select().where(images.c.owner_id == owner_id, images.c.sha256 == sha256)
+    row = conn.execute(query.limit(1)).mappings().first()
+    return None if row is None else ImageRecord(**row)
+
+
+def delete_image(conn: sa.Connection, image_id: str) -> bool:
+    return conn.execute(images.delete().where(images.c.id == image_id)).rowcount > 0
+
+
+def add_views(conn: sa.Connection, counts: Mapping[str, int]) -> None:
+    """Add batched view counts (image id -> views since the last flush)."""
+    for image_id, count in counts.items():
+        conn.execute(
+            images.update().where(images.c.id == image_id).values(views=images.c.views + count)
+        )

@@ -1,0 +1,51 @@
+"""The service layer: the one place that orchestrates use cases for the web and the CLI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from imagehost.db import Database
+from imagehost.db.accounts import User
+from imagehost.service.accounts import Accounts, check_new_user
+from imagehost.service.errors import Forbidden, ValidationFailed
+from imagehost.service.images import Images
+from imagehost.service.runtime_settings import RuntimeSettings
+from imagehost.service.workers import WorkerPool
+from imagehost.storage import LocalStorage
+
+
+@dataclass
+class Imagehost:
+    """Everything a front end (HTTP or CLI) may call."""
+
+    db: Database
+    workers: WorkerPool
+    storage: LocalStorage
+    accounts: Accounts
+    images: Images
+    settings: RuntimeSettings
+
+    async def signup(self, *, email: object, username: object, password: object,
+                     confirm: object) -> User:
+        """Self-registration, when the runtime setting allows it."""
+        settings = await self.settings.current()
+        if not settings.allow_registration:
+            raise Forbidden("Registration is disabled.")
+        if password != confirm:
+            raise ValidationFailed.one("confirm", "The two passwords do not match.")
+        check_new_user(username, email, password)
+        return await self.accounts.create_user(username, email, password)
+
+    async def healthy(self) -> bool:
+        """True when the database answers and storage is writable."""
+        try:
+            await self.db.run(_ping)
+        except Exception:
+            return False
+        return self.storage.is_healthy()
+
+
+def _ping(conn: sa.Connection) -> None:
+    conn.execute(sa.text("SELECT 1"))

@@ -1,0 +1,135 @@
+"""Image use cases: accept uploads, look up originals."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import BinaryIO
+
+from imagehost.db import Database
+from imagehost.db import images as q
+from imagehost.db.accounts import User
+from imagehost.db.images import ImageRecord
+from imagehost.imaging import probe as imaging
+from imagehost.service.errors import Forbidden, NotFound, ValidationFailed
+from imagehost.service.forms import parse_upload_form
+from imagehost.service.runtime_settings import RuntimeSettings, Settings
+from imagehost.service.workers import WorkerPool
+from imagehost.storage import LocalStorage
+
+_MB = 1000 * 1000
+
+
+@dataclass(frozen=True)
+class StoredOriginal:
+    """An accepted upload, already written to storage, not yet recorded."""
+
+    image_id: str
+    info: imaging.ImageInfo
+    size: int
+    sha256: str
+
+
+class Images:
+    """Uploading and reading images."""
+
+    def __init__(self, db: Database, workers: WorkerPool, storage: LocalStorage,
+                 settings: RuntimeSettings, *, max_pixels: int, now: Callable[[], datetime]):
+        self._db = db
+        self._workers = workers
+        self._storage = storage
+        self._settings = settings
+        self._max_pixels = max_pixels
+        self._now = now
+
+    async def upload(self, body: BinaryIO, content_type: str | None,
+                     owner: User | None) -> ImageRecord:
+        """Parse, validate, store and record an upload; ``owner`` None means a guest."""
+        settings = await self._settings.current()
+        if owner is None and not settings.allow_guest_uploads:
+            raise Forbidden("Guest uploads are disabled.")
+        form, stored = await self._workers.submit(self._accept_form, body, content_type,
+                                                  settings)
+        return await self.record(stored, owner=owner, file_name=form.file_name,
+                                 description=form.description,
+                                 is_public=form.is_public or owner is None)
+
+    def _accept_form(self, body: BinaryIO, content_type: str | None, settings: Settings):
+        body.seek(0)
+        form = parse_upload_form(body, content_type)
+        if form.image is None:
+            raise ValidationFailed.one("image", "This value should not be null.")
+        return form, self.accept(form.image, settings)
+
+    def accept(self, data: bytes, settings: Settings) -> StoredOriginal:
+        """Validate image bytes and write the original (blocking; worker thread)."""
+        info = validate_image(data, settings, self._max_pixels)
+        image_id = str(uuid.uuid4())
+        self._storage.put_original(image_id, info.ext, data)
+        return StoredOriginal(image_id, info, len(data), hashlib.sha256(data).hexdigest())
+
+    async def record(self, stored: StoredOriginal, *, owner: User | None, file_name: str,
+                     description: str, is_public: bool) -> ImageRecord:
+        """Insert the record of a stored original; the file is removed if that fails."""
+        info = stored.info
+        image = ImageRecord(
+            id=stored.image_id, owner_id=owner.id if owner else None,
+            file_name=file_name or f"{stored.image_id}.{info.ext}", description=description,
+            is_public=is_public, created_at=self._now(), updated_at=None, views=0,
+            size=stored.size, mime_type=info.mime_type, width=info.width, height=info.height,
+            sha256=stored.sha256)
+        try:
+            await self._db.run(q.insert_image, image)
+        except BaseException:
+            self._storage.delete_original(stored.image_id, info.ext)
+            raise
+        return image
+
+    async def original(self, image_id: str) -> tuple[ImageRecord, Path]:
+        """The record of an image and the path of its stored original; NotFound if unknown."""
+        image = await self._db.run(q.image_by_id, image_id)
+        if image is None:
+            raise NotFound("No such image.")
+        ext = imaging.EXTENSION_BY_MIME[image.mime_type]
+        return image, self._storage.original_path(image.id, ext)
+
+
+def validate_image(data: bytes, settings: Settings, max_pixels: int) -> imaging.ImageInfo:
+    """Check size, type and integrity in the seed's order; ValidationFailed with its messages."""
+    if len(data) > settings.max_size:
+        raise _invalid(
+            f"The file is too large ({len(data) / _MB:.2f} MB). "
+            f"Allowed maximum size is {_megabytes(settings.max_size)} MB.")
+    try:
+        info = imaging.probe(data, max_pixels)
+    except imaging.NotAnImage as e:
+        if e.mime_type in settings.allowed_mime_types:
+            raise _invalid("The image file is corrupted.") from e
+        raise _wrong_type(e.mime_type, settings) from e
+    except imaging.CorruptImage as e:
+        raise _invalid("The image file is corrupted.") from e
+    except imaging.TooManyPixels as e:
+        raise _invalid(f"The image has too many pixels ({e.pixels} pixels). "
+                       f"Maximum amount expected is {e.max_pixels} pixels.") from e
+    if info.mime_type not in settings.allowed_mime_types:
+        raise _wrong_type(info.mime_type, settings)
+    return info
+
+
+def _wrong_type(mime_type: str, settings: Settings) -> ValidationFailed:
+    allowed = ", ".join(f'"{m}"' for m in settings.allowed_mime_types)
+    return _invalid(f'The mime type of the file is invalid ("{mime_type}"). '
+                    f"Allowed mime types are {allowed}.")
+
+
+def _invalid(message: str) -> ValidationFailed:
+    return ValidationFailed.one("image", message)
+
+
+def _megabytes(size: int) -> str:
+    """A limit as the seed prints it: ``1`` for 1 MB, ``1.5`` for 1.5 MB."""
+    return f"{size / _MB:.2f}".rstrip("0").rstrip(".")

@@ -1,0 +1,70 @@
+"""Blob storage for originals: a local data directory with atomic writes.
+
+Originals live at ``originals/<id[0:2]>/<id[2:4]>/<id>.<ext>``. Every write goes to a
+temp file in the same folder and is renamed into place, so readers never see a
+partial file; ``sweep_temp_files`` removes what a crash left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+TEMP_PREFIX = ".tmp-"
+
+
+class LocalStorage:
+    """Originals in ``<data_dir>/originals``."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.originals = self.root / "originals"
+
+    def prepare(self) -> None:
+        """Create folders and remove temp files left by a crash (blocking)."""
+        self.originals.mkdir(parents=True, exist_ok=True)
+        sweep_temp_files(self.originals)
+
+    def original_path(self, image_id: str, ext: str) -> Path:
+        return self.originals / image_id[0:2] / image_id[2:4] / f"{image_id}.{ext}"
+
+    def put_original(self, image_id: str, ext: str, data: bytes) -> Path:
+        """Store ``data`` atomically (blocking); returns its path."""
+        path = self.original_path(image_id, ext)
+        atomic_write(path, data)
+        return path
+
+    def delete_original(self, image_id: str, ext: str) -> None:
+        """Remove an original; a missing file is not an error (blocking)."""
+        try:
+            self.original_path(image_id, ext).unlink()
+        except FileNotFoundError:
+            pass
+
+    def is_healthy(self) -> bool:
+        return os.access(self.originals, os.W_OK)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a synced temp file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        os.unlink(temp)
+        raise
+
+
+def sweep_temp_files(root: Path) -> int:
+    """Delete temp files under ``root``; returns how many were removed."""
+    removed = 0
+    for temp in root.rglob(TEMP_PREFIX + "*"):
+        temp.unlink(missing_ok=True)
+        removed += 1
+    return removed

@@ -1,0 +1,215 @@
+"""The twistd plugin's tap module: options, and the one place that builds the object graph."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from twisted.application import service
+from twisted.internet import endpoints
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python import usage
+
+from imagehost import auth
+from imagehost.config import Config, ConfigError, load_config
+from imagehost.db import Database, create_engine, db_threads, run_sync, upgrade
+from imagehost.db import accounts as account_queries
+from imagehost.service import Imagehost
+from imagehost.service.accounts import Accounts
+from imagehost.service.images import Images
+from imagehost.service.runtime_settings import RuntimeSettings
+from imagehost.service.workers import WorkerPool
+from imagehost.storage import LocalStorage
+from imagehost.web.api import ImagehostAPI
+from imagehost.web.site import ImagehostSite
+
+_log = Logger()
+
+
+class Options(usage.Options):
+    """``twistd imagehost`` options."""
+
+    synopsis = "[--listen ENDPOINT ...] [--data-dir DIR] [--config FILE]"
+    optParameters = [
+        ["data-dir", "d", None, "Data directory (default ./data, or [server] data_dir)."],
+        ["config", "c", None, "Configuration file (ini); see etc/imagehost.ini."],
+    ]
+
+    def __init__(self):
+        super().__init__()
+        self["listen"] = []
+
+    def opt_listen(self, endpoint: str) -> None:
+        """Listen on a Twisted endpoint, e.g. tcp:8080 (repeatable; default tcp:8080)."""
+        try:
+            endpoints._parseServer(endpoint, None)
+        except (ValueError, KeyError) as e:
+            raise usage.UsageError(f"--listen {endpoint!r} is not a valid endpoint: {e}") from e
+        self["listen"].append(endpoint)
+
+    opt_l = opt_listen
+
+    def postOptions(self) -> None:
+        if self["config"] and not Path(self["config"]).is_file():
+            raise usage.UsageError(f"--config {self['config']}: no such file")
+        try:
+            self.config = options_config(self)
+        except ConfigError as e:
+            raise usage.UsageError(str(e)) from e
+
+
+def options_config(options) -> Config:
+    return load_config(options["config"], overrides={
+        ("server", "data_dir"): options["data-dir"],
+        ("server", "listen"): options["listen"] or None,
+    })
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def prepare_installation(config: Config) -> bytes:
+    """Create the data directory, migrate the database, bootstrap the admin (blocking).
+
+    Idempotent. Returns the JWT secret.
+    """
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    secret = _load_or_create_secret(config.data_dir / "secret.key")
+    LocalStorage(config.data_dir).prepare()
+    engine = create_engine(config.database_url)
+    try:
+        upgrade(engine)
+        _bootstrap_admin(engine, config)
+    finally:
+        engine.dispose()
+    return secret
+
+
+def _load_or_create_secret(path: Path) -> bytes:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes().strip()
+    secret = os.urandom(32).hex().encode()
+    with os.fdopen(fd, "wb") as f:
+        f.write(secret)
+    return secret
+
+
+def _bootstrap_admin(engine, config: Config) -> None:
+    username = config.get("admin", "username")
+    password = config.get("admin", "password")
+    if not username or not password:
+        return
+    email = config.get("admin", "email") or f"{username}@localhost"
+    if run_sync(engine, account_queries.user_by_username, username) is not None:
+        return
+    user = account_queries.User(
+        id=str(uuid.uuid4()), username=username, email=email, display_name=username,
+        password_hash=auth.hash_password(password), is_admin=True, is_active=True,
+        created_at=utc_now())
+    run_sync(engine, account_queries.insert_user, user)
+    _log.info("Created administrator {username}", username=username)
+
+
+def build_imagehost(config: Config, reactor, secret: bytes) -> Imagehost:
+    """Wire the service layer for ``config`` (pools are created, not started)."""
+    from twisted.python.threadpool import ThreadPool
+
+    engine = create_engine(config.database_url, config.get("database", "pool_size"))
+    threads = db_threads(engine, config.get("database", "pool_size"))
+    db = Database(engine, reactor, ThreadPool(minthreads=1, maxthreads=threads,
+                                              name="imagehost-db"))
+    workers = WorkerPool(reactor, config.render_threads(), config.get("render", "queue_size"))
+    storage = LocalStorage(config.data_dir)
+    settings = RuntimeSettings(config, db)
+    accounts = Accounts(db, workers, secret, algorithm=config.get("auth", "jwt_algorithm"),
+                        access_ttl=config.get("auth", "access_token_ttl"),
+                        refresh_ttl=config.get("auth", "refresh_token_ttl"), now=utc_now)
+    images = Images(db, workers, storage, settings,
+                    max_pixels=config.get("image", "max_pixels"), now=utc_now)
+    return Imagehost(db=db, workers=workers, storage=storage, accounts=accounts,
+                     images=images, settings=settings)
+
+
+class ImagehostService(service.Service):
+    """Starts the pools; on stop, lets in-flight requests finish, then stops them."""
+
+    def __init__(self, imagehost: Imagehost, site: ImagehostSite, reactor,
+                 shutdown_timeout: float):
+        self.imagehost = imagehost
+        self.site = site
+        self._reactor = reactor
+        self._shutdown_timeout = shutdown_timeout
+
+    def startService(self) -> None:
+        super().startService()
+        self.imagehost.db.start()
+        self.imagehost.workers.start()
+
+    async def _stop(self) -> None:
+        idle = self.site.when_idle()
+        idle.addTimeout(self._shutdown_timeout, self._reactor)
+        try:
+            await idle
+        except Exception:
+            _log.warn("Stopping with {n} requests still in flight", n=len(self.site.in_flight))
+        self.imagehost.workers.stop()
+        self.imagehost.db.stop()
+
+    def stopService(self) -> Deferred:
+        super().stopService()
+        return Deferred.fromCoroutine(self._stop())
+
+
+class ListeningService(service.Service):
+    """Listens on one endpoint string; ``port`` is set once listening."""
+
+    def __init__(self, reactor, description: str, factory):
+        self._reactor = reactor
+        self.description = description
+        self.factory = factory
+        self.port = None
+        self.listening: Deferred = Deferred()
+
+    def startService(self) -> None:
+        super().startService()
+        d = endpoints.serverFromString(self._reactor, self.description).listen(self.factory)
+        d.addCallback(self._listened)
+        d.addErrback(self._failed)
+
+    def _listened(self, port) -> None:
+        self.port = port
+        _log.info("imagehost listening on {description}", description=self.description)
+        self.listening.callback(port)
+
+    def _failed(self, failure) -> None:
+        _log.failure("Cannot listen on {description}", failure, description=self.description)
+        self.listening.errback(failure)
+        self._reactor.stop()
+
+    def stopService(self):
+        super().stopService()
+        if self.port is not None:
+            return self.port.stopListening()
+
+
+def makeService(options, reactor=None) -> service.MultiService:
+    """Build the whole daemon from parsed ``Options``."""
+    if reactor is None:
+        from twisted.internet import reactor
+    config = options.config
+    secret = prepare_installation(config)
+    imagehost = build_imagehost(config, reactor, secret)
+    site = ImagehostSite(ImagehostAPI(imagehost).resource(), reactor,
+                         config.get("server", "max_body_size"))
+    top = service.MultiService()
+    ImagehostService(imagehost, site, reactor,
+                     config.get("server", "shutdown_timeout")).setServiceParent(top)
+    for description in config.get("server", "listen"):
+        ListeningService(reactor, description, site).setServiceParent(top)
+    return top

@@ -1,0 +1,1 @@
+"""HTTP front end (Klein). Routes parse, authenticate, call the service layer, render JSON."""

@@ -1,0 +1,286 @@
+"""The HTTP API: thin Klein routes over the service layer."""
+
+from __future__ import annotations
+
+import functools
+import re
+from datetime import datetime
+from email.utils import format_datetime
+from typing import Any
+
+from klein import Klein
+from twisted.logger import Logger
+from twisted.protocols.basic import FileSender
+from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
+from werkzeug.exceptions import HTTPException
+
+from imagehost.db.accounts import ApiKey, User
+from imagehost.imaging.probe import EXTENSION_BY_MIME
+from imagehost.service import Imagehost
+from imagehost.service.accounts import Principal, require_admin
+from imagehost.service.errors import (
+    BadRequest,
+    NotFound,
+    Overloaded,
+    RateLimited,
+    ServiceError,
+    ValidationFailed,
+)
+from imagehost.web.responses import error_body, iso, json_object, json_response, no_content
+
+_log = Logger()
+
+_IMAGE_NAME = re.compile(
+    r"^(?P<id>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
+    r"(?P<thumbnail>_thumbnail)?\.(?P<ext>[a-z]{3,4})$"
+)
+_EXT_ALIASES = {"jpeg": "jpg"}
+
+
+def authenticated(*, jwt: bool = True, api_key: bool = True):
+    """Route decorator: resolve the caller (401 if none) and pass it as ``principal``."""
+
+    def decorate(route):
+        @functools.wraps(route)
+        async def wrapper(self, request, *args, **kwargs):
+            header = request.getHeader(b"authorization")
+            principal = await self.imagehost.accounts.authenticate(
+                header.decode("latin-1") if header else None, jwt=jwt, api_key=api_key)
+            return await route(self, request, principal, *args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+class ImagehostAPI:
+    """All HTTP routes of one imagehost installation."""
+
+    app = Klein()
+
+    def __init__(self, imagehost: Imagehost):
+        self.imagehost = imagehost
+
+    def resource(self):
+        return self.app.resource()
+
+    # -- errors ------------------------------------------------------------
+
+    @app.handle_errors(ServiceError)
+    def service_error(self, request: IRequest, failure: Failure) -> bytes:
+        error = failure.value
+        if isinstance(error, (Overloaded, RateLimited)):
+            request.setHeader(b"Retry-After", str(error.retry_after).encode())
+        return json_response(request, error_body(error), error.status)
+
+    @app.handle_errors(HTTPException)
+    def http_error(self, request: IRequest, failure: Failure) -> bytes:
+        error = failure.value
+        body = {"error": {"title": type(error).__name__, "message": error.description}}
+        return json_response(request, body, error.code)
+
+    @app.handle_errors(Exception)
+    def unexpected_error(self, request: IRequest, failure: Failure) -> bytes:
+        _log.failure("Unhandled error in {method} {uri}", failure,
+                     method=request.method, uri=request.uri)
+        body = {"error": {"title": "InternalServerError",
+                          "message": "The server failed to handle this request."}}
+        return json_response(request, body, 500)
+
+    # -- operations --------------------------------------------------------
+
+    @app.route("/health", methods=["GET", "HEAD"])
+    async def health(self, request: IRequest) -> bytes:
+        healthy = await self.imagehost.healthy()
+        request.setResponseCode(200 if healthy else 503)
+        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+        request.setHeader(b"Cache-Control", b"no-store")
+        return b"OK" if healthy else b"UNAVAILABLE"
+
+    # -- authentication ----------------------------------------------------
+
+    @app.route("/api/auth/login", methods=["POST"])
+    async def login(self, request: IRequest) -> bytes:
+        body = json_object(request)
+        username, password = body.get("username"), body.get("password")
+        if not isinstance(username, str) or not isinstance(password, str):
+            raise BadRequest('"username" and "password" are required strings.')
+        pair = await self.imagehost.accounts.login(username, password)
+        return json_response(request, _token_pair(pair))
+
+    @app.route("/api/auth/refresh", methods=["POST"])
+    async def refresh(self, request: IRequest) -> bytes:
+        pair = await self.imagehost.accounts.refresh(_refresh_token(request))
+        return json_response(request, _token_pair(pair))
+
+    @app.route("/api/auth/logout", methods=["POST"])
+    async def logout(self, request: IRequest) -> bytes:
+        await self.imagehost.accounts.logout(_refresh_token(request))
+        return no_content(request)
+
+    @app.route("/api/auth/signup", methods=["POST"])
+    async def signup(self, request: IRequest) -> bytes:
+        body = json_object(request)
+        user = await self.imagehost.signup(
+            email=body.get("email"), username=body.get("username"),
+            password=body.get("password"), confirm=body.get("confirm"))
+        return json_response(request, {"id": user.id}, 201)
+
+    # -- the current user and their API keys -------------------------------
+
+    @app.route("/api/user", methods=["GET"])
+    @authenticated()
+    async def current_user(self, request: IRequest, principal: Principal) -> bytes:
+        return json_response(request, {"data": _user_json(principal.user)})
+
+    @app.route("/api/user/api-keys", methods=["POST"])
+    @authenticated(api_key=False)
+    async def create_api_key(self, request: IRequest, principal: Principal) -> bytes:
+        body = json_object(request)
+        expires_at = _parse_datetime(body.get("expiresAt"), "expiresAt")
+        new = await self.imagehost.accounts.create_api_key(
+            principal.user, body.get("name"), expires_at)
+        return json_response(request, {"key": new.key, "keyId": new.record.id,
+                                       "name": new.record.name,
+                                       "expiresAt": iso(new.record.expires_at)}, 201)
+
+    @app.route("/api/user/api-keys", methods=["GET"])
+    @authenticated(api_key=False)
+    async def list_api_keys(self, request: IRequest, principal: Principal) -> bytes:
+        keys = await self.imagehost.accounts.list_api_keys(principal.user)
+        now = self.imagehost.accounts.now()
+        return json_response(request, {"data": [_api_key_json(k, now) for k in keys]})
+
+    @app.route("/api/user/api-keys/<string:key_id>", methods=["DELETE"])
+    @authenticated(api_key=False)
+    async def revoke_api_key(self, request: IRequest, principal: Principal,
+                             key_id: str) -> bytes:
+        await self.imagehost.accounts.revoke_api_key(key_id, principal.user)
+        return no_content(request)
+
+    # -- settings ----------------------------------------------------------
+
+    @app.route("/api/settings/public", methods=["GET"])
+    async def public_settings(self, request: IRequest) -> bytes:
+        settings = await self.imagehost.settings.current()
+        return json_response(request, {"data": settings.tree(public_only=True)})
+
+    @app.route("/api/settings", methods=["GET"])
+    @authenticated()
+    async def all_settings(self, request: IRequest, principal: Principal) -> bytes:
+        require_admin(principal)
+        settings = await self.imagehost.settings.current()
+        return json_response(request, {"data": settings.tree()})
+
+    @app.route("/api/settings", methods=["POST"])
+    @authenticated()
+    async def change_settings(self, request: IRequest, principal: Principal) -> bytes:
+        require_admin(principal)
+        body = json_object(request)
+        await self.imagehost.settings.update(body.get("category"), body.get("settings"))
+        return no_content(request)
+
+    # -- uploads -----------------------------------------------------------
+
+    @app.route("/api/upload", methods=["POST", "PUT"])
+    @authenticated()
+    async def upload(self, request: IRequest, principal: Principal) -> bytes:
+        image = await self._upload(request, principal.user)
+        return json_response(request, {"id": image.id}, 201)
+
+    @app.route("/api/guest/upload", methods=["POST", "PUT"])
+    async def guest_upload(self, request: IRequest) -> bytes:
+        image = await self._upload(request, None)
+        return json_response(request, {"id": image.id}, 201)
+
+    @app.route("/api/external/upload", methods=["POST", "PUT"])
+    @authenticated(jwt=False)
+    async def external_upload(self, request: IRequest, principal: Principal) -> bytes:
+        image = await self._upload(request, principal.user)
+        ext = EXTENSION_BY_MIME[image.mime_type]
+        return json_response(request, {
+            "id": image.id,
+            "url": f"/api/image/{image.id}.{ext}",
+            "thumbnailUrl": f"/api/image/{image.id}_thumbnail.{ext}",
+        }, 201)
+
+    def _upload(self, request: IRequest, owner: User | None):
+        content_type = request.getHeader(b"content-type")
+        return self.imagehost.images.upload(
+            request.content, content_type.decode("latin-1") if content_type else None, owner)
+
+    # -- delivery ----------------------------------------------------------
+
+    @app.route("/image/<string:name>", methods=["GET", "HEAD"])
+    @app.route("/api/image/<string:name>", methods=["GET", "HEAD"])
+    async def image(self, request: IRequest, name: str) -> Any:
+        match = _IMAGE_NAME.match(name)
+        if match is None:
+            raise NotFound("No such image.")
+        image, path = await self.imagehost.images.original(match["id"])
+        stored_ext = EXTENSION_BY_MIME[image.mime_type]
+        ext = _EXT_ALIASES.get(match["ext"], match["ext"])
+        if ext != stored_ext or match["thumbnail"]:
+            raise NotFound("No such image.")
+        return await _send_file(request, path, image.mime_type, image.sha256, image.created_at)
+
+
+async def _send_file(request: IRequest, path, content_type: str, etag: str,
+                     modified: datetime) -> None:
+    tag = f'"{etag}"'.encode()
+    request.setHeader(b"ETag", tag)
+    request.setHeader(b"Last-Modified", format_datetime(modified, usegmt=True).encode())
+    request.setHeader(b"Cache-Control", b"public, max-age=31536000, immutable")
+    request.setHeader(b"X-Content-Type-Options", b"nosniff")
+    if tag in (request.getHeader(b"if-none-match") or b"").replace(b"W/", b"").split(b", "):
+        request.setResponseCode(304)
+        return None
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed when the transfer ends
+    except FileNotFoundError as e:
+        raise NotFound("No such image.") from e
+    with f:
+        size = f.seek(0, 2)
+        f.seek(0)
+        request.setHeader(b"Content-Type", content_type.encode())
+        request.setHeader(b"Content-Length", str(size).encode())
+        if request.method == b"HEAD":
+            return None
+        await FileSender().beginFileTransfer(f, request)
+    return None
+
+
+def _token_pair(pair) -> dict[str, str]:
+    return {"access_token": pair.access_token, "refresh_token": pair.refresh_token}
+
+
+def _refresh_token(request: IRequest) -> str:
+    token = json_object(request).get("refresh_token")
+    if not isinstance(token, str) or not token:
+        raise BadRequest('"refresh_token" is required.')
+    return token
+
+
+def _user_json(user: User) -> dict[str, Any]:
+    return {"id": user.id, "email": user.email, "username": user.username,
+            "displayName": user.display_name, "roles": user.roles,
+            "createdAt": iso(user.created_at)}
+
+
+def _api_key_json(key: ApiKey, now: datetime) -> dict[str, Any]:
+    return {"id": key.id, "name": key.name, "createdAt": iso(key.created_at),
+            "expiresAt": iso(key.expires_at), "lastUsedAt": iso(key.last_used_at),
+            "isExpired": key.is_expired(now)}
+
+
+def _parse_datetime(value: Any, prop: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except (TypeError, ValueError) as e:
+        raise ValidationFailed.one(prop, "This value is not a valid ISO 8601 datetime.") from e
+    if moment.tzinfo is None:
+        raise ValidationFailed.one(prop, "This value must include a UTC offset.")
+    return moment
