@@ -8,6 +8,7 @@ partial file; ``sweep_temp_files`` removes what a crash left behind.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -15,16 +16,26 @@ TEMP_PREFIX = ".tmp-"
 
 
 class LocalStorage:
-    """Originals in ``<data_dir>/originals``."""
+    """Originals in ``<data_dir>/originals``, rendered variants in ``<data_dir>/cache``."""
 
     def __init__(self, root: Path):
         self.root = Path(root)
         self.originals = self.root / "originals"
+        self.cache = self.root / "cache"
 
     def prepare(self) -> None:
         """Create folders and remove temp files left by a crash (blocking)."""
-        self.originals.mkdir(parents=True, exist_ok=True)
-        sweep_temp_files(self.originals)
+        for folder in (self.originals, self.cache):
+            folder.mkdir(parents=True, exist_ok=True)
+            sweep_temp_files(folder)
+
+    def variants_dir(self, image_id: str) -> Path:
+        """The folder holding every cached variant of one image."""
+        return self.cache / image_id[0:2] / image_id
+
+    def delete_variants(self, image_id: str) -> None:
+        """Remove every cached variant of an image (blocking)."""
+        shutil.rmtree(self.variants_dir(image_id), ignore_errors=True)
 
     def original_path(self, image_id: str, ext: str) -> Path:
         return self.originals / image_id[0:2] / image_id[2:4] / f"{image_id}.{ext}"
