@@ -59,12 +59,12 @@ def upgrade(engine: sa.Engine, revision: str = "head") -> None:
         command.upgrade(cfg, revision)
 
 
-def run_sync(engine: sa.Engine, thd: Callable[..., T], *args: Any) -> T:
-    """Run ``thd(conn, *args)`` in one transaction, retrying when SQLite is locked."""
+def run_sync(engine: sa.Engine, thd: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run ``thd(conn, *args, **kwargs)`` in one transaction, retrying when SQLite is locked."""
     for attempt in range(_LOCK_RETRIES):
         try:
             with engine.begin() as conn:
-                return thd(conn, *args)
+                return thd(conn, *args, **kwargs)
         except sa.exc.OperationalError as e:
             if "locked" not in str(e.orig) or attempt == _LOCK_RETRIES - 1:
                 raise
@@ -87,6 +87,7 @@ class Database:
         self._pool.stop()
         self.engine.dispose()
 
-    def run(self, thd: Callable[..., T], *args: Any) -> Deferred[T]:
-        """Call ``thd(conn, *args)`` on a DB thread inside a transaction."""
-        return deferToThreadPool(self._reactor, self._pool, run_sync, self.engine, thd, *args)
+    def run(self, thd: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
+        """Call ``thd(conn, *args, **kwargs)`` on a DB thread inside a transaction."""
+        return deferToThreadPool(self._reactor, self._pool, run_sync, self.engine, thd,
+                                 *args, **kwargs)
