@@ -386,13 +386,15 @@ def _encode(
 
 
 def _encoder_options(spec: RenderSpec) -> dict[str, Any]:
+    # Identity specs carry no quality; re-encoding one anyway uses the default.
+    quality = DEFAULT_QUALITY if spec.quality is None else spec.quality
     if spec.format == "JPEG":
-        return {"quality": spec.quality, "optimize": True}
+        return {"quality": quality, "optimize": True}
     if spec.format == "WEBP":
-        return {"quality": spec.quality, "method": 4}
+        return {"quality": quality, "method": 4}
     if spec.format == "AVIF":
         # Pillow's default speed 6 is about 20x slower for a barely smaller file.
-        return {"quality": spec.quality, "speed": 8}
+        return {"quality": quality, "speed": 8}
     if spec.format == "PNG":
         return {"optimize": False, "compress_level": 6}
     return {}
