@@ -135,7 +135,8 @@ async def start_server(tmp_path: Path, reactor, sections: dict | None = None) ->
 async def server(tmp_path, reactor):
     running = await start_server(tmp_path, reactor)
     yield running
-    await running.service.stopService()
+    if running.service.running:
+        await running.service.stopService()
 
 
 @pytest_twisted.async_fixture
