@@ -10,6 +10,7 @@ from pathlib import Path
 from twisted.application import service
 from twisted.internet import endpoints
 from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -20,6 +21,7 @@ from imagehost.db import accounts as account_queries
 from imagehost.service import Imagehost
 from imagehost.service.accounts import Accounts
 from imagehost.service.images import Images
+from imagehost.service.library import Library
 from imagehost.service.runtime_settings import RuntimeSettings
 from imagehost.service.workers import WorkerPool
 from imagehost.storage import LocalStorage
@@ -132,8 +134,11 @@ def build_imagehost(config: Config, reactor, secret: bytes) -> Imagehost:
                         refresh_ttl=config.get("auth", "refresh_token_ttl"), now=utc_now)
     images = Images(db, workers, storage, settings,
                     max_pixels=config.get("image", "max_pixels"), now=utc_now)
+    # -- library -- file removal is brief blocking IO: the reactor's own thread pool.
+    library = Library(db, storage, now=utc_now, run_blocking=lambda fn, *args: (
+        deferToThreadPool(reactor, reactor.getThreadPool(), fn, *args)))
     return Imagehost(db=db, workers=workers, storage=storage, accounts=accounts,
-                     images=images, settings=settings)
+                     images=images, settings=settings, library=library)
 
 
 class ImagehostService(service.Service):

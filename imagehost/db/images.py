@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -28,19 +28,29 @@ class ImageRecord:
     sha256: str
 
 
+# The columns of an ImageRecord; the table has more (sort_updated_at), so select these.
+IMAGE_COLUMNS = tuple(images.c[f.name] for f in fields(ImageRecord))
+
+
+def select_images() -> sa.Select:
+    """``SELECT`` of exactly the ImageRecord columns (use instead of ``images.select()``)."""
+    return sa.select(*IMAGE_COLUMNS)
+
+
 def insert_image(conn: sa.Connection, image: ImageRecord) -> None:
-    conn.execute(images.insert().values(**image.__dict__))
+    conn.execute(images.insert().values(
+        **image.__dict__, sort_updated_at=image.updated_at or image.created_at))
 
 
 def image_by_id(conn: sa.Connection, image_id: str) -> ImageRecord | None:
-    row = conn.execute(images.select().where(images.c.id == image_id)).mappings().first()
+    row = conn.execute(select_images().where(images.c.id == image_id)).mappings().first()
     return None if row is None else ImageRecord(**row)
 
 
 def image_by_owner_and_hash(conn: sa.Connection, owner_id: str | None,
                             sha256: str) -> ImageRecord | None:
     """An image of this owner with this content hash, if any (for deduplicating imports)."""
-    query = images.select().where(images.c.owner_id == owner_id, images.c.sha256 == sha256)
+    query = select_images().where(images.c.owner_id == owner_id, images.c.sha256 == sha256)
     row = conn.execute(query.limit(1)).mappings().first()
     return None if row is None else ImageRecord(**row)
 

@@ -64,6 +64,8 @@ images = sa.Table(
     sa.Column("is_public", sa.Boolean, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=True),
+    # COALESCE(updated_at, created_at), stored so the feed's default order has an index.
+    sa.Column("sort_updated_at", UTCDateTime, nullable=False),
     sa.Column("views", sa.Integer, nullable=False, server_default="0"),
     sa.Column("size", sa.Integer, nullable=False),
     sa.Column("mime_type", sa.String(64), nullable=False),
@@ -72,6 +74,11 @@ images = sa.Table(
     sa.Column("sha256", sa.String(64), nullable=False),
     sa.Index("ix_images_owner_id_created_at_id", "owner_id", "created_at", "id"),
     sa.Index("ix_images_owner_id_sha256", "owner_id", "sha256"),
+    # One index per orderBy of the public feed; see docs/library-indexes.md.
+    sa.Index("ix_images_is_public_created_at_id", "is_public", "created_at", "id"),
+    sa.Index("ix_images_is_public_sort_updated_at_id", "is_public", "sort_updated_at", "id"),
+    sa.Index("ix_images_is_public_views_id", "is_public", "views", "id"),
+    sa.Index("ix_images_is_public_size_id", "is_public", "size", "id"),
 )
 
 settings = sa.Table(

@@ -11,6 +11,7 @@ from imagehost.db.accounts import User
 from imagehost.service.accounts import Accounts, check_new_user
 from imagehost.service.errors import Forbidden, ValidationFailed
 from imagehost.service.images import Images
+from imagehost.service.library import Library
 from imagehost.service.runtime_settings import RuntimeSettings
 from imagehost.service.workers import WorkerPool
 from imagehost.storage import LocalStorage
@@ -26,6 +27,7 @@ class Imagehost:
     accounts: Accounts
     images: Images
     settings: RuntimeSettings
+    library: Library  # -- library --
 
     async def signup(self, *, email: object, username: object, password: object,
                      confirm: object) -> User:

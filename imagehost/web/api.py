@@ -27,6 +27,8 @@ from imagehost.service.errors import (
     ServiceError,
     ValidationFailed,
 )
+from imagehost.service.library import parse_limit, parse_listing, parse_page
+from imagehost.web import library_json
 from imagehost.web.responses import error_body, iso, json_object, json_response, no_content
 
 _log = Logger()
@@ -210,6 +212,60 @@ class ImagehostAPI:
         return self.imagehost.images.upload(
             request.content, content_type.decode("latin-1") if content_type else None, owner)
 
+    # -- library -------------------------------------------------------------
+
+    @app.route("/api/image/<string:image_id>/detail", methods=["GET"])
+    @authenticated()
+    async def image_detail(self, request: IRequest, principal: Principal,
+                           image_id: str) -> bytes:
+        image = await self.imagehost.library.detail(principal, image_id)
+        return json_response(request, library_json.detail_json(image))
+
+    @app.route("/api/images/<string:page>", methods=["GET"])
+    @authenticated()
+    async def public_feed(self, request: IRequest, principal: Principal, page: str) -> bytes:
+        params = parse_listing(
+            page, limit=_arg(request, "limit"), order_by=_arg(request, "orderBy"),
+            order=_arg(request, "order"), search_term=_arg(request, "searchTerm"),
+            search_by=_arg(request, "searchBy"), cursor=_arg(request, "cursor"))
+        listed = await self.imagehost.library.feed(principal, params)
+        return json_response(request, library_json.feed_json(listed, principal))
+
+    @app.route("/api/images", methods=["GET"])
+    @app.route("/api/images/by-id", methods=["GET"])
+    @authenticated()
+    async def images_by_id(self, request: IRequest, principal: Principal) -> bytes:
+        ids = _args(request, "uuid[]") + _args(request, "uuid")
+        entries = await self.imagehost.library.by_ids(principal, ids)
+        return json_response(request, [library_json.feed_item_json(e, principal)
+                                       for e in entries])
+
+    @app.route("/api/images/history/<string:page>", methods=["GET"])
+    @authenticated()
+    async def history(self, request: IRequest, principal: Principal, page: str) -> bytes:
+        listed = await self.imagehost.library.history(
+            principal, parse_page(page), parse_limit(_arg(request, "limit")))
+        return json_response(request, library_json.history_json(listed, principal))
+
+    @app.route("/api/image/<string:image_id>", methods=["PATCH"])
+    @authenticated()
+    async def edit_image(self, request: IRequest, principal: Principal,
+                         image_id: str) -> bytes:
+        body = json_object(request)
+        await self.imagehost.library.edit(principal, image_id,
+                                          description=body.get("description"),
+                                          is_public=body.get("isPublic"))
+        return no_content(request)
+
+    @app.route("/api/image/<string:image_id>", methods=["DELETE"])
+    @authenticated()
+    async def delete_image(self, request: IRequest, principal: Principal,
+                           image_id: str) -> bytes:
+        body = json_object(request, required=False)
+        await self.imagehost.library.delete(
+            principal, image_id, preserve_on_disk=body.get("preserveOnDisk", False))
+        return no_content(request)
+
     # -- delivery ----------------------------------------------------------
 
     @app.route("/image/<string:name>", methods=["GET", "HEAD"])
@@ -249,6 +305,25 @@ async def _send_file(request: IRequest, path, content_type: str, etag: str,
             return None
         await FileSender().beginFileTransfer(f, request)
     return None
+
+
+def _args(request: IRequest, name: str) -> list[str]:
+    """Every value of a query parameter, decoded; BadRequest if not UTF-8."""
+    try:
+        return [v.decode("utf-8") for v in request.args.get(name.encode(), [])]
+    except UnicodeDecodeError as e:
+        raise BadRequest(f'The query parameter "{name}" is not valid UTF-8.') from e
+
+
+def _arg(request: IRequest, name: str) -> str | None:
+    values = _args(request, name)
+    return values[0] if values else None
+
+
+def _client(request: IRequest) -> str:
+    """The client's address (the peer; proxies are not trusted)."""
+    address = request.getClientAddress()
+    return getattr(address, "host", None) or "local"
 
 
 def _token_pair(pair) -> dict[str, str]:

@@ -1,0 +1,181 @@
+"""Query functions for the image library: keyset listings, counts, batch lookup, edits.
+
+Listings are ordered by one sort column and the image id as a tie-breaker, so every
+row has a unique, stable position; a page continues *after* (or *before*) the sort key
+of a row with a row-value comparison, which the feed indexes answer with one seek
+(docs/library-indexes.md). OFFSET is only used for plain page numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from imagehost.db.images import IMAGE_COLUMNS, ImageRecord
+from imagehost.db.schema import images, users
+
+# Sort keys a listing may use -> the column holding them.
+SORT_COLUMNS: dict[str, sa.Column] = {
+    "created_at": images.c.created_at,
+    "updated_at": images.c.sort_updated_at,
+    "views": images.c.views,
+    "size": images.c.size,
+}
+SEARCH_FIELDS = ("description", "file_name", "user")
+
+_OWNER_COLUMNS = (
+    users.c.username.label("owner_username"),
+    users.c.email.label("owner_email"),
+    users.c.display_name.label("owner_display_name"),
+)
+_WITH_OWNER = images.outerjoin(users, users.c.id == images.c.owner_id)
+
+
+@dataclass(frozen=True)
+class Owner:
+    id: str
+    username: str
+    email: str
+    display_name: str
+
+
+@dataclass(frozen=True)
+class LibraryEntry:
+    """An image with its owner (None for guest uploads)."""
+
+    image: ImageRecord
+    owner: Owner | None
+
+
+@dataclass(frozen=True)
+class SortKey:
+    """A row's position in a listing: its sort value and its id."""
+
+    value: datetime | int
+    image_id: str
+
+
+@dataclass(frozen=True)
+class ImageFilter:
+    """Which images a listing holds."""
+
+    public_only: bool = False
+    owner_id: str | None = None
+    search_term: str | None = None
+    search_by: str = "description"
+
+
+@dataclass(frozen=True)
+class Ordering:
+    key: str  # one of SORT_COLUMNS
+    descending: bool = True
+
+
+@dataclass(frozen=True)
+class Listing:
+    """One page of a listing; ``more`` says whether rows follow in the scan direction."""
+
+    entries: list[LibraryEntry]
+    more: bool
+    total: int
+
+
+def sort_key(image: ImageRecord, key: str) -> SortKey:
+    """The position of ``image`` in a listing ordered by ``key``."""
+    values = {"created_at": image.created_at, "updated_at": image.updated_at or image.created_at,
+              "views": image.views, "size": image.size}
+    return SortKey(values[key], image.id)
+
+
+def list_images(conn: sa.Connection, where: ImageFilter, ordering: Ordering, limit: int, *,
+                offset: int = 0, after: SortKey | None = None,
+                before: SortKey | None = None) -> Listing:
+    """A page of ``limit`` entries and the total count, in ``ordering``.
+
+    ``after`` continues past a row; ``before`` returns the rows just before one (still in
+    ``ordering``, ``more`` then meaning more rows further back).
+    """
+    column = SORT_COLUMNS[ordering.key]
+    backwards = before is not None
+    scan_descending = ordering.descending != backwards
+    query = _filtered(sa.select(*IMAGE_COLUMNS, *_OWNER_COLUMNS).select_from(_WITH_OWNER), where)
+    seek = before or after
+    if seek is not None:
+        row = sa.tuple_(column, images.c.id)
+        bound = sa.tuple_(sa.literal(seek.value, column.type),
+                          sa.literal(seek.image_id, images.c.id.type))
+        query = query.where(row < bound if scan_descending else row > bound)
+    direction = sa.desc if scan_descending else sa.asc
+    query = query.order_by(direction(column), direction(images.c.id))
+    rows = conn.execute(query.limit(limit + 1).offset(offset or None)).mappings().all()
+    entries = [_entry(r) for r in rows[:limit]]
+    if backwards:
+        entries.reverse()
+    return Listing(entries, len(rows) > limit, count_images(conn, where))
+
+
+def count_images(conn: sa.Connection, where: ImageFilter) -> int:
+    """How many images ``where`` matches."""
+    source = _WITH_OWNER if where.search_term and where.search_by == "user" else images
+    query = _filtered(sa.select(sa.func.count()).select_from(source), where)
+    return conn.execute(query).scalar_one()
+
+
+def entries_by_ids(conn: sa.Connection, image_ids: Sequence[str],
+                   viewer_id: str | None, see_all: bool = False) -> list[LibraryEntry]:
+    """The entries among ``image_ids`` the viewer may see (own or public), in that order."""
+    query = (sa.select(*IMAGE_COLUMNS, *_OWNER_COLUMNS).select_from(_WITH_OWNER)
+             .where(images.c.id.in_(list(image_ids))))
+    if not see_all:
+        query = query.where(sa.or_(images.c.is_public == sa.true(),
+                                   images.c.owner_id == viewer_id))
+    found = {r["id"]: _entry(r) for r in conn.execute(query).mappings()}
+    return [found[i] for i in dict.fromkeys(image_ids) if i in found]
+
+
+def update_image(conn: sa.Connection, image_id: str, now: datetime, *,
+                 description: str | None = None, is_public: bool | None = None) -> bool:
+    """Change description and/or visibility, stamping ``updated_at``; False if unknown."""
+    values: dict[str, object] = {"updated_at": now, "sort_updated_at": now}
+    if description is not None:
+        values["description"] = description
+    if is_public is not None:
+        values["is_public"] = is_public
+    query = images.update().where(images.c.id == image_id).values(**values)
+    return conn.execute(query).rowcount > 0
+
+
+def _filtered(query: sa.Select, where: ImageFilter) -> sa.Select:
+    if where.public_only:
+        # "= 1", not "IS 1": only an equality lets SQLite use the feed indexes.
+        query = query.where(images.c.is_public == sa.true())
+    if where.owner_id is not None:
+        query = query.where(images.c.owner_id == where.owner_id)
+    if where.search_term:
+        query = query.where(_search(where.search_by, where.search_term))
+    return query
+
+
+def _search(search_by: str, term: str) -> sa.ColumnElement[bool]:
+    if search_by == "user":
+        return sa.or_(_contains(users.c.username, term), _contains(users.c.display_name, term))
+    column = {"description": images.c.description, "file_name": images.c.file_name}[search_by]
+    return _contains(column, term)
+
+
+def _contains(column: sa.ColumnElement, term: str) -> sa.ColumnElement[bool]:
+    """Case-insensitive substring match; ``%`` and ``_`` in ``term`` match themselves."""
+    escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return column.ilike(f"%{escaped}%", escape="\\")
+
+
+def _entry(row) -> LibraryEntry:
+    image = ImageRecord(**{c.name: row[c.name] for c in IMAGE_COLUMNS})
+    owner = None
+    if image.owner_id is not None and row["owner_username"] is not None:
+        owner = Owner(image.owner_id, row["owner_username"], row["owner_email"],
+                      row["owner_display_name"])
+    return LibraryEntry(image, owner)

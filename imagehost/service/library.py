@@ -1,0 +1,299 @@
+"""Library use cases: detail, public feed, batch lookup, history, edit and delete.
+
+Listing parameters arrive as the strings of a query string and are checked here, so
+every front end gets the same 400s. Cursors are opaque to clients: base64url JSON of
+the ordering and the sort key of the row a page continues from.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from imagehost.db import Database
+from imagehost.db import images as image_queries
+from imagehost.db import library as q
+from imagehost.db.images import ImageRecord
+from imagehost.db.library import ImageFilter, LibraryEntry, Ordering, SortKey
+from imagehost.imaging.probe import EXTENSION_BY_MIME
+from imagehost.service.accounts import Principal
+from imagehost.service.errors import BadRequest, Forbidden, NotFound, ValidationFailed, Violation
+from imagehost.storage import LocalStorage
+
+_log = Logger()
+
+# API names -> sort keys of imagehost.db.library.
+ORDER_BY = {
+    "attributes.createdAt": "created_at",
+    "attributes.updatedAt": "updated_at",
+    "attributes.views": "views",
+    "metadata.size": "size",
+}
+SEARCH_BY = {"description": "description", "fileName": "file_name", "user": "user"}
+DEFAULT_LIMIT = 10
+MAX_LIMIT = 100
+MAX_BATCH = 100
+MAX_DESCRIPTION = 255
+_DATED_KEYS = {"created_at", "updated_at"}
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where a listing continues: after (or before) ``key`` in ``ordering``."""
+
+    ordering: Ordering
+    key: SortKey
+    backwards: bool = False
+
+    def encode(self) -> str:
+        value = self.key.value
+        payload = {
+            "o": self.ordering.key, "d": self.ordering.descending,
+            "v": value.isoformat() if isinstance(value, datetime) else value,
+            "i": self.key.image_id, "b": self.backwards,
+        }
+        raw = json.dumps(payload, separators=(",", ":")).encode()
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    @classmethod
+    def decode(cls, text: str) -> Cursor:
+        """Parse a cursor from a client; BadRequest if it is not one of ours."""
+        try:
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+            payload = json.loads(raw)
+            ordering = Ordering(_known(payload["o"]), _boolean(payload["d"]))
+            key = SortKey(_sort_value(ordering.key, payload["v"]), _text(payload["i"]))
+            return cls(ordering, key, _boolean(payload["b"]))
+        except (binascii.Error, ValueError, TypeError, KeyError) as e:
+            raise BadRequest('"cursor" is malformed; use meta.nextCursor or prevCursor.') from e
+
+
+@dataclass(frozen=True)
+class ListingParams:
+    """A checked listing request."""
+
+    page: int
+    limit: int
+    ordering: Ordering
+    search_term: str | None = None
+    search_by: str = "description"
+    cursor: Cursor | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a listing, with what the ``meta`` object reports."""
+
+    entries: list[LibraryEntry]
+    page: int
+    size: int
+    total: int
+    next_cursor: str | None = None
+    prev_cursor: str | None = None
+
+
+def parse_listing(page: str, *, limit: str | None = None, order_by: str | None = None,
+                  order: str | None = None, search_term: str | None = None,
+                  search_by: str | None = None, cursor: str | None = None) -> ListingParams:
+    """Check raw listing parameters; BadRequest names the first bad one."""
+    ordering = Ordering(_choice("orderBy", order_by or "attributes.updatedAt", ORDER_BY),
+                        _choice("order", (order or "desc").lower(),
+                                {"desc": True, "asc": False}))
+    decoded = None
+    if cursor:
+        decoded = Cursor.decode(cursor)
+        if decoded.ordering != ordering:
+            raise BadRequest('"cursor" belongs to a listing with another orderBy or order.')
+    return ListingParams(
+        page=parse_page(page),
+        limit=_bounded_int("limit", limit, DEFAULT_LIMIT, 1, MAX_LIMIT),
+        ordering=ordering,
+        search_term=search_term or None,
+        search_by=_choice("searchBy", search_by or "description", SEARCH_BY),
+        cursor=decoded)
+
+
+def parse_page(page: str) -> int:
+    """A page number from a path; pages start at 1."""
+    return _bounded_int("page", page, 1, 1, 2**31 - 1)
+
+
+def parse_limit(limit: str | None) -> int:
+    return _bounded_int("limit", limit, DEFAULT_LIMIT, 1, MAX_LIMIT)
+
+
+def email_visible(viewer: Principal, owner_id: str) -> bool:
+    """An owner's email is shown only to that owner and to administrators."""
+    return viewer.is_admin or viewer.user.id == owner_id
+
+
+class Library:
+    """What users and tools do with the images they uploaded."""
+
+    def __init__(self, db: Database, storage: LocalStorage, *, now: Callable[[], datetime],
+                 run_blocking: Callable[..., Deferred]):
+        self._db = db
+        self._storage = storage
+        self._now = now
+        self._run_blocking = run_blocking
+
+    async def detail(self, viewer: Principal, image_id: str) -> ImageRecord:
+        """One image, for its owner or an administrator."""
+        return await self._manageable(viewer, image_id)
+
+    async def feed(self, viewer: Principal, params: ListingParams) -> Page:
+        """The public images of everyone."""
+        where = ImageFilter(public_only=True, search_term=params.search_term,
+                            search_by=params.search_by)
+        return await self._page(where, params)
+
+    async def history(self, viewer: Principal, page: int, limit: int = DEFAULT_LIMIT) -> Page:
+        """The viewer's own images, newest first."""
+        params = ListingParams(page, limit, Ordering("created_at", descending=True))
+        listed = await self._page(ImageFilter(owner_id=viewer.user.id), params)
+        return Page(listed.entries, listed.page, listed.size, listed.total)
+
+    async def by_ids(self, viewer: Principal, image_ids: Sequence[str]) -> list[LibraryEntry]:
+        """The requested images the viewer may see, in request order; unknown ids skipped."""
+        if len(image_ids) > MAX_BATCH:
+            raise BadRequest(f"At most {MAX_BATCH} uuid[] values per request.")
+        if not image_ids:
+            return []
+        return await self._db.run(q.entries_by_ids, list(image_ids), viewer.user.id,
+                                  viewer.is_admin)
+
+    async def edit(self, viewer: Principal, image_id: str, *, description: object = None,
+                   is_public: object = None) -> None:
+        """Change description and/or visibility (None leaves a field as it is)."""
+        _check_edit(description, is_public)
+        await self._manageable(viewer, image_id)
+        if description is None and is_public is None:
+            return
+        if not await self._db.run(q.update_image, image_id, self._now(),
+                                  description=description, is_public=is_public):
+            raise NotFound("No such image.")
+
+    async def delete(self, viewer: Principal, image_id: str, *,
+                     preserve_on_disk: object = False) -> None:
+        """Delete the record, then cached variants and (unless preserved) the original.
+
+        The record goes first: a failure later leaves an orphan file, never a record
+        without its file.
+        """
+        if not isinstance(preserve_on_disk, bool):
+            raise ValidationFailed.one("preserveOnDisk", "This value should be of type bool.")
+        image = await self._manageable(viewer, image_id)
+        if not await self._db.run(image_queries.delete_image, image_id):
+            raise NotFound("No such image.")
+        try:
+            await self._run_blocking(self._remove_files, image, preserve_on_disk)
+        except Exception:
+            _log.failure("Image {id} deleted; removing its files failed", id=image_id)
+
+    def _remove_files(self, image: ImageRecord, preserve_original: bool) -> None:
+        self._storage.delete_variants(image.id)
+        if not preserve_original:
+            self._storage.delete_original(image.id, EXTENSION_BY_MIME[image.mime_type])
+
+    async def _manageable(self, viewer: Principal, image_id: str) -> ImageRecord:
+        image = await self._db.run(image_queries.image_by_id, image_id)
+        if image is None:
+            raise NotFound("No such image.")
+        if not (viewer.is_admin or image.owner_id == viewer.user.id):
+            raise Forbidden("Only the owner or an administrator may manage this image.")
+        return image
+
+    async def _page(self, where: ImageFilter, params: ListingParams) -> Page:
+        cursor = params.cursor
+        if cursor is None:
+            offset = (params.page - 1) * params.limit
+            listed = await self._db.run(q.list_images, where, params.ordering, params.limit,
+                                        offset=offset)
+            return _page(params, listed, backwards=False, from_start=offset == 0)
+        seek = {"before" if cursor.backwards else "after": cursor.key}
+        listed = await self._db.run(q.list_images, where, params.ordering, params.limit,
+                                    **seek)
+        return _page(params, listed, backwards=cursor.backwards, from_start=False)
+
+
+def _page(params: ListingParams, listed: q.Listing, *, backwards: bool,
+          from_start: bool) -> Page:
+    entries, ordering = listed.entries, params.ordering
+    next_cursor = prev_cursor = None
+    if entries:
+        first = Cursor(ordering, q.sort_key(entries[0].image, ordering.key), backwards=True)
+        last = Cursor(ordering, q.sort_key(entries[-1].image, ordering.key))
+        more_after = True if backwards else listed.more
+        more_before = listed.more if backwards else not from_start
+        next_cursor = last.encode() if more_after else None
+        prev_cursor = first.encode() if more_before else None
+    return Page(entries, params.page, params.limit, listed.total, next_cursor, prev_cursor)
+
+
+def _check_edit(description: object, is_public: object) -> None:
+    violations = []
+    if description is not None and not isinstance(description, str):
+        violations.append(Violation("description", "This value should be of type string."))
+    elif isinstance(description, str) and len(description) > MAX_DESCRIPTION:
+        violations.append(Violation(
+            "description",
+            f"This value is too long. It should have {MAX_DESCRIPTION} characters or less."))
+    if is_public is not None and not isinstance(is_public, bool):
+        violations.append(Violation("isPublic", "This value should be of type bool."))
+    if violations:
+        raise ValidationFailed(*violations)
+
+
+def _choice(name: str, value: str, allowed: dict[str, Any]) -> Any:
+    if value not in allowed:
+        names = ", ".join(allowed)
+        raise BadRequest(f'"{name}" must be one of {names}; got {value!r}.')
+    return allowed[value]
+
+
+def _bounded_int(name: str, text: str | None, default: int, low: int, high: int) -> int:
+    if text is None:
+        return default
+    if not text.isascii() or not text.isdigit():
+        raise BadRequest(f'"{name}" must be an integer from {low} to {high}.')
+    value = int(text)
+    if not low <= value <= high:
+        raise BadRequest(f'"{name}" must be an integer from {low} to {high}; got {value}.')
+    return value
+
+
+def _known(key: object) -> str:
+    if key not in q.SORT_COLUMNS:
+        raise ValueError(key)
+    return key
+
+
+def _boolean(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(value)
+    return value
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(value)
+    return value
+
+
+def _sort_value(key: str, value: object) -> datetime | int:
+    if key in _DATED_KEYS:
+        moment = datetime.fromisoformat(_text(value))
+        if moment.tzinfo is None:
+            raise ValueError("naive datetime in cursor")
+        return moment
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(value)
+    return value

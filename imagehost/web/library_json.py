@@ -1,0 +1,104 @@
+"""The seed's JSON shapes for library listings and image details."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from imagehost.db.images import ImageRecord
+from imagehost.db.library import LibraryEntry, Owner
+from imagehost.imaging.probe import EXTENSION_BY_MIME
+from imagehost.service.accounts import Principal
+from imagehost.service.library import Page, email_visible
+from imagehost.web.responses import iso
+
+# Month names fixed in English: strftime("%b") follows the process locale.
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun",
+           "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def feed_date(moment: datetime) -> str:
+    """``Jan 15, 2024`` (the feed's and batch lookup's style)."""
+    return f"{_MONTHS[moment.month - 1]} {moment.day}, {moment.year}"
+
+
+def history_date(moment: datetime) -> str:
+    """``2025-07-11 22:03:06`` (the history's style)."""
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def detail_json(image: ImageRecord) -> dict[str, Any]:
+    """The flat object of ``GET /api/image/{id}/detail``."""
+    ext = EXTENSION_BY_MIME[image.mime_type]
+    return {
+        "id": image.id,
+        "fileName": image.file_name,
+        "description": image.description,
+        "isPublic": image.is_public,
+        "createdAt": iso(image.created_at),
+        "updatedAt": iso(image.updated_at),
+        "views": image.views,
+        "size": image.size,
+        "mimeType": image.mime_type,
+        "width": image.width,
+        "height": image.height,
+        "supportsResize": image.mime_type in EXTENSION_BY_MIME,
+        "url": f"/image/{image.id}.{ext}",
+    }
+
+
+def feed_item_json(entry: LibraryEntry, viewer: Principal) -> dict[str, Any]:
+    """An item of the public feed and of the batch lookup."""
+    owner = entry.owner
+    return _item(entry.image, feed_date, None if owner is None else {
+        "id": owner.id,
+        "email": _email(owner, viewer),
+        "displayName": owner.display_name,
+    })
+
+
+def history_item_json(entry: LibraryEntry, viewer: Principal) -> dict[str, Any]:
+    """An item of the history (the owner also carries ``username``)."""
+    owner = entry.owner
+    return _item(entry.image, history_date, None if owner is None else {
+        "id": owner.id,
+        "email": _email(owner, viewer),
+        "username": owner.username,
+        "displayName": owner.display_name,
+    })
+
+
+def feed_json(page: Page, viewer: Principal) -> dict[str, Any]:
+    meta = {"size": page.size, "page": page.page, "total": page.total,
+            "nextCursor": page.next_cursor, "prevCursor": page.prev_cursor}
+    return {"meta": meta, "data": [feed_item_json(e, viewer) for e in page.entries]}
+
+
+def history_json(page: Page, viewer: Principal) -> dict[str, Any]:
+    meta = {"size": page.size, "page": page.page, "total": page.total}
+    return {"meta": meta, "data": [history_item_json(e, viewer) for e in page.entries]}
+
+
+def _item(image: ImageRecord, date_style, owner: dict[str, Any] | None) -> dict[str, Any]:
+    return {
+        "id": image.id,
+        "owner": owner,
+        "attributes": {
+            "fileName": image.file_name,
+            "description": image.description,
+            "isPublic": image.is_public,
+            "createdAt": {"formattedDate": date_style(image.created_at),
+                          "timestamp": int(image.created_at.timestamp())},
+            "views": image.views,
+        },
+        "metadata": {
+            "size": image.size,
+            "mimeType": image.mime_type,
+            "width": image.width,
+            "height": image.height,
+        },
+    }
+
+
+def _email(owner: Owner, viewer: Principal) -> str | None:
+    return owner.email if email_visible(viewer, owner.id) else None
