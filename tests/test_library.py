@@ -354,6 +354,12 @@ async def test_feed_search(server):
     assert await search(searchTerm="nobody", searchBy="user") == set()
     body = await feed(alice.client, searchTerm="bob", searchBy="user")
     assert body["meta"]["total"] == 1
+    by_name = await feed(alice.client, 1, limit=1, searchTerm="_", searchBy="fileName")
+    assert by_name["meta"]["total"] == 2 and by_name["meta"]["nextCursor"]
+    second = await feed(alice.client, 2, limit=1, searchTerm="_", searchBy="fileName")
+    assert set(ids(by_name) + ids(second)) == {sunset.id, percent.id}
+    assert ids(await feed(alice.client, 2, limit=1, searchTerm="o", searchBy="user")) \
+        == ids(await feed(alice.client, 1, limit=2, searchTerm="o", searchBy="user"))[1:]
 
 
 @pytest_twisted.ensureDeferred

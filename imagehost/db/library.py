@@ -32,6 +32,8 @@ _OWNER_COLUMNS = (
     users.c.display_name.label("owner_display_name"),
 )
 _WITH_OWNER = images.outerjoin(users, users.c.id == images.c.owner_id)
+# Select objects are immutable; building this once saves every listing a little time.
+_ENTRIES = sa.select(*IMAGE_COLUMNS, *_OWNER_COLUMNS).select_from(_WITH_OWNER)
 
 
 @dataclass(frozen=True)
@@ -98,10 +100,29 @@ def list_images(conn: sa.Connection, where: ImageFilter, ordering: Ordering, lim
     ``after`` continues past a row; ``before`` returns the rows just before one (still in
     ``ordering``, ``more`` then meaning more rows further back).
     """
+    entries, more = image_page(conn, where, ordering, limit, offset=offset, after=after,
+                               before=before)
+    return Listing(entries, more, count_images(conn, where))
+
+
+def image_page(conn: sa.Connection, where: ImageFilter, ordering: Ordering, limit: int, *,
+               offset: int = 0, after: SortKey | None = None,
+               before: SortKey | None = None) -> tuple[list[LibraryEntry], bool]:
+    """The entries of one page and whether more follow (``list_images`` without the count)."""
+    query = page_query(where, ordering, limit + 1, offset=offset, after=after, before=before)
+    rows = conn.execute(query).all()
+    entries = [_entry(r) for r in rows[:limit]]
+    if before is not None:
+        entries.reverse()
+    return entries, len(rows) > limit
+
+
+def page_query(where: ImageFilter, ordering: Ordering, limit: int, *, offset: int = 0,
+               after: SortKey | None = None, before: SortKey | None = None) -> sa.Select:
+    """The ``SELECT`` of one page: a seek on (sort column, id), or an OFFSET."""
     column = SORT_COLUMNS[ordering.key]
-    backwards = before is not None
-    scan_descending = ordering.descending != backwards
-    query = _filtered(sa.select(*IMAGE_COLUMNS, *_OWNER_COLUMNS).select_from(_WITH_OWNER), where)
+    scan_descending = ordering.descending != (before is not None)
+    query = _filtered(_ENTRIES, where)
     seek = before or after
     if seek is not None:
         row = sa.tuple_(column, images.c.id)
@@ -109,12 +130,15 @@ def list_images(conn: sa.Connection, where: ImageFilter, ordering: Ordering, lim
                           sa.literal(seek.image_id, images.c.id.type))
         query = query.where(row < bound if scan_descending else row > bound)
     direction = sa.desc if scan_descending else sa.asc
-    query = query.order_by(direction(column), direction(images.c.id))
-    rows = conn.execute(query.limit(limit + 1).offset(offset or None)).mappings().all()
-    entries = [_entry(r) for r in rows[:limit]]
-    if backwards:
-        entries.reverse()
-    return Listing(entries, len(rows) > limit, count_images(conn, where))
+    order = (direction(column), direction(images.c.id))
+    if offset:
+        # Skip rows in an id-only subquery: the index covers it, and the owner join and
+        # row fetches happen only for the rows of the page.
+        source = _WITH_OWNER if where.search_term and where.search_by == "user" else images
+        skipped = _filtered(sa.select(images.c.id).select_from(source), where)
+        page_ids = skipped.order_by(*order).limit(limit).offset(offset).scalar_subquery()
+        return _ENTRIES.where(images.c.id.in_(page_ids)).order_by(*order)
+    return query.order_by(*order).limit(limit)
 
 
 def count_images(conn: sa.Connection, where: ImageFilter) -> int:
@@ -127,12 +151,11 @@ def count_images(conn: sa.Connection, where: ImageFilter) -> int:
 def entries_by_ids(conn: sa.Connection, image_ids: Sequence[str],
                    viewer_id: str | None, see_all: bool = False) -> list[LibraryEntry]:
     """The entries among ``image_ids`` the viewer may see (own or public), in that order."""
-    query = (sa.select(*IMAGE_COLUMNS, *_OWNER_COLUMNS).select_from(_WITH_OWNER)
-             .where(images.c.id.in_(list(image_ids))))
+    query = _ENTRIES.where(images.c.id.in_(list(image_ids)))
     if not see_all:
         query = query.where(sa.or_(images.c.is_public == sa.true(),
                                    images.c.owner_id == viewer_id))
-    found = {r["id"]: _entry(r) for r in conn.execute(query).mappings()}
+    found = {r.id: _entry(r) for r in conn.execute(query)}
     return [found[i] for i in dict.fromkeys(image_ids) if i in found]
 
 
@@ -172,10 +195,14 @@ def _contains(column: sa.ColumnElement, term: str) -> sa.ColumnElement[bool]:
     return column.ilike(f"%{escaped}%", escape="\\")
 
 
-def _entry(row) -> LibraryEntry:
-    image = ImageRecord(**{c.name: row[c.name] for c in IMAGE_COLUMNS})
+def _entry(row: sa.Row) -> LibraryEntry:
+    """An entry from a row of ``_ENTRIES``: the image's columns, then the owner's."""
+    image = ImageRecord(*row[:_IMAGE_WIDTH])
+    username, email, display_name = row[_IMAGE_WIDTH:]
     owner = None
-    if image.owner_id is not None and row["owner_username"] is not None:
-        owner = Owner(image.owner_id, row["owner_username"], row["owner_email"],
-                      row["owner_display_name"])
+    if image.owner_id is not None and username is not None:
+        owner = Owner(image.owner_id, username, email, display_name)
     return LibraryEntry(image, owner)
+
+
+_IMAGE_WIDTH = len(IMAGE_COLUMNS)
