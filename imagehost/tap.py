@@ -20,9 +20,12 @@ from imagehost.db import Database, create_engine, db_threads, run_sync, upgrade
 from imagehost.db import accounts as account_queries
 from imagehost.service import Imagehost
 from imagehost.service.accounts import Accounts
+from imagehost.service.delivery import Delivery
 from imagehost.service.images import Images
 from imagehost.service.library import Library
 from imagehost.service.runtime_settings import RuntimeSettings
+from imagehost.service.variant_cache import VariantCache
+from imagehost.service.views import ViewCounter
 from imagehost.service.workers import WorkerPool
 from imagehost.storage import LocalStorage
 from imagehost.web.api import ImagehostAPI
@@ -137,8 +140,13 @@ def build_imagehost(config: Config, reactor, secret: bytes) -> Imagehost:
     # -- library -- file removal is brief blocking IO: the reactor's own thread pool.
     library = Library(db, storage, now=utc_now, run_blocking=lambda fn, *args: (
         deferToThreadPool(reactor, reactor.getThreadPool(), fn, *args)))
+    # -- delivery --
+    delivery = Delivery(db, workers, storage,
+                        VariantCache(storage, config.get("cache", "max_size")),
+                        ViewCounter(db, clock=reactor),
+                        max_dimension=config.get("image", "max_dimension"))
     return Imagehost(db=db, workers=workers, storage=storage, accounts=accounts,
-                     images=images, settings=settings, library=library)
+                     images=images, settings=settings, library=library, delivery=delivery)
 
 
 class ImagehostService(service.Service):
@@ -155,6 +163,10 @@ class ImagehostService(service.Service):
         super().startService()
         self.imagehost.db.start()
         self.imagehost.workers.start()
+        # -- delivery -- view flushing and the variant cache scan (off the reactor)
+        self._delivery = Deferred.fromCoroutine(self.imagehost.delivery.start())
+        self._delivery.addErrback(
+            lambda f: _log.failure("Cannot start image delivery", f))
 
     async def _stop(self) -> None:
         idle = self.site.when_idle()
@@ -163,6 +175,9 @@ class ImagehostService(service.Service):
             await idle
         except Exception:
             _log.warn("Stopping with {n} requests still in flight", n=len(self.site.in_flight))
+        # -- delivery -- pending view counts need the DB pool, so before it stops
+        await self._delivery
+        await self.imagehost.delivery.stop()
         self.imagehost.workers.stop()
         self.imagehost.db.stop()
 

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from imagehost.db import Database
 from imagehost.db.accounts import User
 from imagehost.service.accounts import Accounts, check_new_user
+from imagehost.service.delivery import Delivery
 from imagehost.service.errors import Forbidden, ValidationFailed
 from imagehost.service.images import Images
 from imagehost.service.library import Library
@@ -28,6 +29,7 @@ class Imagehost:
     images: Images
     settings: RuntimeSettings
     library: Library  # -- library --
+    delivery: Delivery  # -- delivery --
 
     async def signup(self, *, email: object, username: object, password: object,
                      confirm: object) -> User:

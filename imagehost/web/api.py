@@ -19,6 +19,7 @@ from imagehost.db.accounts import ApiKey, User
 from imagehost.imaging.probe import EXTENSION_BY_MIME
 from imagehost.service import Imagehost
 from imagehost.service.accounts import Principal, require_admin
+from imagehost.service.delivery import Body, ImageContent
 from imagehost.service.errors import (
     BadRequest,
     NotFound,
@@ -37,7 +38,6 @@ _IMAGE_NAME = re.compile(
     r"^(?P<id>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
     r"(?P<thumbnail>_thumbnail)?\.(?P<ext>[a-z]{3,4})$"
 )
-_EXT_ALIASES = {"jpeg": "jpg"}
 
 
 def authenticated(*, jwt: bool = True, api_key: bool = True):
@@ -270,40 +270,53 @@ class ImagehostAPI:
 
     @app.route("/image/<string:name>", methods=["GET", "HEAD"])
     @app.route("/api/image/<string:name>", methods=["GET", "HEAD"])
-    async def image(self, request: IRequest, name: str) -> Any:
+    async def image(self, request: IRequest, name: str) -> bytes | None:
         match = _IMAGE_NAME.match(name)
         if match is None:
             raise NotFound("No such image.")
-        image, path = await self.imagehost.images.original(match["id"])
-        stored_ext = EXTENSION_BY_MIME[image.mime_type]
-        ext = _EXT_ALIASES.get(match["ext"], match["ext"])
-        if ext != stored_ext or match["thumbnail"]:
-            raise NotFound("No such image.")
-        return await _send_file(request, path, image.mime_type, image.sha256, image.created_at)
+        delivery = self.imagehost.delivery
+        content = await delivery.locate(match["id"], match["ext"],
+                                        thumbnail=bool(match["thumbnail"]),
+                                        query=_query(request))
+        _set_image_headers(request, content)
+        if _etag_matches(request, content.etag):
+            request.setResponseCode(304)
+            return None
+        body = await delivery.body(content, count_view=request.method == b"GET")
+        return await _send_body(request, content.content_type, body)
 
 
-async def _send_file(request: IRequest, path, content_type: str, etag: str,
-                     modified: datetime) -> None:
-    tag = f'"{etag}"'.encode()
-    request.setHeader(b"ETag", tag)
-    request.setHeader(b"Last-Modified", format_datetime(modified, usegmt=True).encode())
+def _query(request: IRequest) -> dict[str, list[str]]:
+    return {name.decode("latin-1"): [v.decode("latin-1") for v in values]
+            for name, values in request.args.items()}
+
+
+def _set_image_headers(request: IRequest, content: ImageContent) -> None:
+    request.setHeader(b"ETag", content.etag.encode())
+    request.setHeader(b"Last-Modified",
+                      format_datetime(content.last_modified, usegmt=True).encode())
     request.setHeader(b"Cache-Control", b"public, max-age=31536000, immutable")
     request.setHeader(b"X-Content-Type-Options", b"nosniff")
-    if tag in (request.getHeader(b"if-none-match") or b"").replace(b"W/", b"").split(b", "):
-        request.setResponseCode(304)
-        return None
-    try:
-        f = open(path, "rb")  # noqa: SIM115 - closed when the transfer ends
-    except FileNotFoundError as e:
-        raise NotFound("No such image.") from e
-    with f:
-        size = f.seek(0, 2)
-        f.seek(0)
-        request.setHeader(b"Content-Type", content_type.encode())
-        request.setHeader(b"Content-Length", str(size).encode())
-        if request.method == b"HEAD":
-            return None
-        await FileSender().beginFileTransfer(f, request)
+
+
+def _etag_matches(request: IRequest, etag: str) -> bool:
+    header = (request.getHeader(b"if-none-match") or b"").decode("latin-1")
+    # If-None-Match uses the weak comparison: a W/ prefix does not matter.
+    tags = {tag.strip().removeprefix("W/") for tag in header.split(",")}
+    return etag in tags or "*" in tags
+
+
+async def _send_body(request: IRequest, content_type: str, body: Body) -> bytes | None:
+    """Send in-memory bytes, or stream an open file without reading it all on the reactor."""
+    request.setHeader(b"Content-Type", content_type.encode())
+    request.setHeader(b"Content-Length", str(body.size).encode())
+    if body.cache is not None:
+        request.setHeader(b"X-Cache", body.cache.encode())
+    if body.file is None:
+        return b"" if request.method == b"HEAD" else body.data
+    with body.file:
+        if request.method != b"HEAD":
+            await FileSender().beginFileTransfer(body.file, request)
     return None
 
 

@@ -1,0 +1,249 @@
+"""Image delivery: the stored original or a resized/converted variant, cached on disk.
+
+``locate`` resolves a request (id, extension, query) to an :class:`ImageContent` whose
+ETag is known before any pixel is touched, so a conditional request costs one DB read.
+``body`` then produces the bytes: the original file, a cached variant file, or a fresh
+render on the CPU pool. Identical concurrent misses share one render (single flight).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import BinaryIO
+
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+
+from imagehost.db import Database
+from imagehost.db import images as q
+from imagehost.db.images import ImageRecord
+from imagehost.imaging.probe import EXTENSION_BY_MIME, KNOWN_FORMATS
+from imagehost.imaging.render import (
+    LOSSY_FORMATS,
+    OUTPUT_FORMATS,
+    RenderSpec,
+    plan_thumbnail,
+    plan_variant,
+    render_variant,
+)
+from imagehost.service.errors import BadRequest, NotFound
+from imagehost.service.variant_cache import VariantCache
+from imagehost.service.views import ViewCounter
+from imagehost.service.workers import WorkerPool
+from imagehost.storage import LocalStorage, atomic_write
+
+_FORMAT_BY_MIME = {mime: fmt for fmt, (mime, _ext) in KNOWN_FORMATS.items()}
+_DIGITS = re.compile(r"^[0-9]{1,9}$")
+_CROP_VALUES = {"true": True, "1": True, "false": False, "0": False}
+
+
+@dataclass(frozen=True)
+class VariantQuery:
+    """Validated query parameters of an image URL (None = not given)."""
+
+    width: int | None = None
+    height: int | None = None
+    crop: bool = False
+    quality: int | None = None
+
+
+def parse_variant_query(query: Mapping[str, Sequence[str]], max_dimension: int) -> VariantQuery:
+    """Validate ``w``/``width``, ``h``/``height``, ``crop``, ``q``/``quality``; BadRequest if bad.
+
+    Other parameters (cache busters and the like) are ignored.
+    """
+    width = _integer(query, ("w", "width"), 1, max_dimension)
+    height = _integer(query, ("h", "height"), 1, max_dimension)
+    quality = _integer(query, ("q", "quality"), 1, 100)
+    crop_text = _single(query, ("crop",))
+    crop_text = "false" if crop_text is None else crop_text
+    if crop_text.lower() not in _CROP_VALUES:
+        raise BadRequest('"crop" must be true, false, 1 or 0.')
+    return VariantQuery(width, height, _CROP_VALUES[crop_text.lower()], quality)
+
+
+def _single(query: Mapping[str, Sequence[str]], names: tuple[str, ...]) -> str | None:
+    values = {value for name in names for value in query.get(name, ())}
+    if len(values) > 1:
+        raise BadRequest(f'"{names[0]}" is given more than once with different values.')
+    return values.pop() if values else None
+
+
+def _integer(query: Mapping[str, Sequence[str]], names: tuple[str, ...], low: int,
+             high: int) -> int | None:
+    text = _single(query, names)
+    if text is None:
+        return None
+    if not _DIGITS.match(text) or not low <= int(text) <= high:
+        raise BadRequest(f'"{names[0]}" must be an integer from {low} to {high}.')
+    return int(text)
+
+
+@dataclass(frozen=True)
+class ImageContent:
+    """What a delivery URL resolves to; ``spec`` is None for the stored original's bytes."""
+
+    image: ImageRecord
+    original: Path
+    spec: RenderSpec | None
+    content_type: str
+    etag: str
+    last_modified: datetime
+
+
+@dataclass(frozen=True)
+class Body:
+    """The bytes to send: an open ``file`` (the caller closes it) or in-memory ``data``.
+
+    ``cache`` is ``"HIT"`` or ``"MISS"`` for variants, None for the original.
+    """
+
+    size: int
+    file: BinaryIO | None = None
+    data: bytes | None = None
+    cache: str | None = None
+
+
+class Delivery:
+    """Resolves image URLs and produces originals and (cached) rendered variants."""
+
+    def __init__(self, db: Database, workers: WorkerPool, storage: LocalStorage,
+                 cache: VariantCache, views: ViewCounter, *, max_dimension: int):
+        self._db = db
+        self._workers = workers
+        self._storage = storage
+        self.cache = cache
+        self.views = views
+        self.max_dimension = max_dimension
+        self._flights: dict[tuple[str, str], list[Deferred]] = {}
+        self.hits = 0
+        self.misses = 0
+        self.renders = 0
+
+    async def start(self) -> None:
+        """Start counting views and index the variant cache (the scan runs on a worker)."""
+        self.views.start()
+        found = await self._workers.submit(self.cache.scan)
+        self.cache.merge_scan(found)
+
+    async def stop(self) -> None:
+        """Write pending view counts (call before the pools stop)."""
+        await self.views.stop()
+
+    async def locate(self, image_id: str, ext: str, *, thumbnail: bool,
+                     query: Mapping[str, Sequence[str]]) -> ImageContent:
+        """Resolve ``/image/{id}[_thumbnail].{ext}?query``; NotFound or BadRequest."""
+        if ext not in OUTPUT_FORMATS:
+            raise NotFound("No such image.")
+        params = parse_variant_query(query, self.max_dimension)
+        image = await self._db.run(q.image_by_id, image_id)
+        if image is None or image.mime_type not in _FORMAT_BY_MIME:
+            raise NotFound("No such image.")
+        original = self._storage.original_path(image.id, EXTENSION_BY_MIME[image.mime_type])
+        spec = _plan(image, ext, params, thumbnail)
+        if spec is None:
+            return ImageContent(image, original, None, image.mime_type, f'"{image.sha256}"',
+                                image.created_at)
+        return ImageContent(image, original, spec, spec.mime_type,
+                            f'"{image.sha256}-{spec.cache_key()}"', image.created_at)
+
+    async def body(self, content: ImageContent, *, count_view: bool) -> Body:
+        """The bytes of ``content``, rendering and caching a variant on a miss.
+
+        Raises Overloaded when the render queue is full, NotFound if the original is gone.
+        """
+        body = self._original(content) if content.spec is None else await self._variant(content)
+        if count_view:
+            self.views.count(content.image.id)
+        return body
+
+    def forget_variants(self, image_id: str) -> None:
+        """Remove an image's cached variants from disk and from the index (blocking, quick)."""
+        self._storage.delete_variants(image_id)
+        self.cache.forget_image(image_id)
+
+    def _original(self, content: ImageContent) -> Body:
+        try:
+            f = open(content.original, "rb")  # noqa: SIM115 - the web layer streams and closes it
+        except FileNotFoundError as e:
+            raise NotFound("No such image.") from e
+        return Body(size=os.fstat(f.fileno()).st_size, file=f)
+
+    async def _variant(self, content: ImageContent) -> Body:
+        assert content.spec is not None
+        path = self.cache.path(content.image.id, content.spec.cache_key())
+        cached = self.cache.open(path)
+        if cached is not None:
+            self.hits += 1
+            return Body(size=cached.size, file=cached.file, cache="HIT")
+        self.misses += 1
+        data = await self._render_once(content, path)
+        return Body(size=len(data), data=data, cache="MISS")
+
+    def _render_once(self, content: ImageContent, path: Path) -> Deferred[bytes]:
+        """Join the render of ``path`` in flight, or start it on the CPU pool."""
+        key = (content.image.id, path.name)
+        waiters = self._flights.get(key)
+        if waiters is None:
+            d = self._workers.submit(_render_and_store, content.original, content.spec, path)
+            waiters = self._flights[key] = []
+            self.renders += 1
+            d.addBoth(self._landed, key, path)
+        # Each request waits on its own Deferred: a client hanging up cancels only its own.
+        waiter: Deferred[bytes] = Deferred()
+        waiters.append(waiter)
+        return waiter
+
+    def _landed(self, result, key: tuple[str, str], path: Path) -> None:
+        waiters = self._flights.pop(key)
+        if isinstance(result, Failure):
+            if result.check(FileNotFoundError):
+                result = Failure(NotFound("No such image."))
+        else:
+            data, stored = result
+            if stored:
+                self.cache.stored(path, len(data))
+            result = data
+        for waiter in waiters:
+            if waiter.called:
+                continue  # cancelled: that client went away
+            if isinstance(result, Failure):
+                waiter.errback(result)
+            else:
+                waiter.callback(result)
+
+
+def _plan(image: ImageRecord, ext: str, params: VariantQuery,
+          thumbnail: bool) -> RenderSpec | None:
+    """The variant to render, or None when the stored original is exactly what is asked."""
+    src_format = _FORMAT_BY_MIME[image.mime_type]
+    if thumbnail:
+        spec = plan_thumbnail(image.width, image.height, src_format, out_ext=ext,
+                              quality=params.quality)
+    else:
+        spec = plan_variant(image.width, image.height, src_format, width=params.width,
+                            height=params.height, crop=params.crop, out_ext=ext,
+                            quality=params.quality)
+    if spec.format in LOSSY_FORMATS and spec.quality is None and params.quality is not None:
+        # An explicit quality asks for a re-encode even at the original's size and format.
+        return dataclasses.replace(spec, quality=params.quality)
+    if spec.is_identity(image.width, image.height, src_format):
+        return None
+    return spec
+
+
+def _render_and_store(source: Path, spec: RenderSpec, path: Path) -> tuple[bytes, bool]:
+    """Render on a worker thread and write the cache file; a failed write still serves."""
+    data = render_variant(source, spec)
+    try:
+        atomic_write(path, data)
+    except OSError:
+        return data, False
+    return data, True
+

@@ -1,0 +1,110 @@
+"""The on-disk cache of rendered variants, bounded in bytes with least-recently-used eviction.
+
+Files live at ``storage.variants_dir(image_id) / spec.cache_key()`` and are written with
+``atomic_write`` (temp file + rename), so two writers of the same variant (two requests,
+two daemons) can only ever replace one complete file with another identical one.
+
+The index of sizes and use order lives in memory. It is filled by a startup scan that
+runs off the reactor, and by every file this process writes or opens; it may miss files
+another process wrote or removed (``storage.delete_variants``), so the filesystem stays
+the authority: a hit is an ``open`` that succeeds, and eviction ignores files already gone.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from imagehost.storage import TEMP_PREFIX, LocalStorage
+
+
+@dataclass(frozen=True)
+class CachedFile:
+    """A variant found in the cache, opened for reading (the caller closes it)."""
+
+    file: BinaryIO
+    size: int
+
+
+class VariantCache:
+    """Variant files under the storage's cache folder, at most ``max_size`` bytes in total."""
+
+    def __init__(self, storage: LocalStorage, max_size: int):
+        self._storage = storage
+        self.max_size = max_size
+        self._entries: OrderedDict[Path, int] = OrderedDict()  # oldest use first
+        self.size = 0
+        self.evictions = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def path(self, image_id: str, key: str) -> Path:
+        """Where the variant ``key`` of an image lives."""
+        return self._storage.variants_dir(image_id) / key
+
+    def open(self, path: Path) -> CachedFile | None:
+        """Open a cached variant and mark it as just used; None when it is not cached."""
+        try:
+            f = open(path, "rb")  # noqa: SIM115 - the caller streams and closes it
+        except FileNotFoundError:
+            self._forget(path)
+            return None
+        size = os.fstat(f.fileno()).st_size
+        self._record(path, size)
+        return CachedFile(f, size)
+
+    def stored(self, path: Path, size: int) -> None:
+        """Account for a variant just written, evicting the least recently used beyond the bound."""
+        self._record(path, size)
+        self._evict()
+
+    def forget_image(self, image_id: str) -> None:
+        """Drop an image's variants from the index (after ``storage.delete_variants``)."""
+        folder = self._storage.variants_dir(image_id)
+        for path in [p for p in self._entries if p.parent == folder]:
+            self._forget(path)
+
+    def merge_scan(self, found: Iterable[tuple[Path, int]]) -> None:
+        """Add files found by ``scan`` (oldest first) as older than anything used since."""
+        newer = self._entries
+        self._entries = OrderedDict((path, size) for path, size in found if path not in newer)
+        self._entries.update(newer)
+        self.size = sum(self._entries.values())
+        self._evict()
+
+    def scan(self) -> list[tuple[Path, int]]:
+        """Every variant file on disk with its size, least recently used first (blocking)."""
+        found = []
+        for folder, _dirs, files in os.walk(self._storage.cache):
+            for name in files:
+                if name.startswith(TEMP_PREFIX):
+                    continue
+                path = Path(folder) / name
+                try:
+                    st = path.stat()
+                except FileNotFoundError:
+                    continue
+                found.append((max(st.st_atime, st.st_mtime), path, st.st_size))
+        found.sort()
+        return [(path, size) for _used, path, size in found]
+
+    def _record(self, path: Path, size: int) -> None:
+        self.size += size - self._entries.get(path, 0)
+        self._entries[path] = size
+        self._entries.move_to_end(path)
+
+    def _forget(self, path: Path) -> None:
+        self.size -= self._entries.pop(path, 0)
+
+    def _evict(self) -> None:
+        while self.size > self.max_size and self._entries:
+            path, size = self._entries.popitem(last=False)
+            self.size -= size
+            self.evictions += 1
+            # An open reader keeps its file: POSIX unlink only removes the name.
+            path.unlink(missing_ok=True)

@@ -1,0 +1,448 @@
+"""Image delivery end to end over the real daemon: variants, cache, HTTP caching, views, load."""
+
+from __future__ import annotations
+
+import http.client
+import io
+import os
+import time
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+import sqlalchemy as sa
+from PIL import Image, features
+from twisted.internet.defer import DeferredList, ensureDeferred
+from twisted.internet.task import Clock
+from twisted.internet.threads import deferToThread
+
+from tests.conftest import image_bytes, start_server
+
+
+def noise_bytes(fmt: str = "JPEG", size: tuple[int, int] = (400, 300), **save_kwargs) -> bytes:
+    """An image of random pixels (so encoded sizes depend on quality and dimensions)."""
+    im = Image.frombytes("RGB", size, os.urandom(size[0] * size[1] * 3))
+    buffer = io.BytesIO()
+    im.save(buffer, fmt, **save_kwargs)
+    return buffer.getvalue()
+
+
+def large_photo(size: tuple[int, int] = (3000, 2000)) -> bytes:
+    """A smooth, photo-like JPEG that is slow to decode at full size and small to upload."""
+    grey = Image.effect_mandelbrot(size, (-2.0, -1.0, 1.0, 1.0), 64)
+    im = Image.merge("RGB", (grey, grey.transpose(Image.Transpose.FLIP_LEFT_RIGHT), grey))
+    buffer = io.BytesIO()
+    im.save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def raw_request(base_url: str, method: str, path: str) -> tuple[int, dict[str, str], bytes]:
+    """One request with http.client (blocking), to see the headers as sent on the wire;
+    Twisted's client keeps Content-Length to itself."""
+    host, port = base_url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.request(method, path)
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
+def decoded(body: bytes) -> Image.Image:
+    im = Image.open(io.BytesIO(body))
+    im.load()
+    return im
+
+
+def cached_files(data_dir: Path, image_id: str | None = None) -> list[Path]:
+    root = data_dir / "cache"
+    if image_id is not None:
+        root = root / image_id[0:2] / image_id
+    return [p for p in root.rglob("*") if p.is_file()]
+
+
+def views_in_db(data_dir: Path, image_id: str) -> int:
+    engine = sa.create_engine(f"sqlite:///{data_dir / 'imagehost.db'}")
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text("SELECT views FROM images WHERE id = :id"),
+                                {"id": image_id}).scalar_one()
+    finally:
+        engine.dispose()
+
+
+async def upload(client, data: bytes) -> str:
+    response = await client.upload("/api/upload", data)
+    assert response.code == 201, response.body
+    return response.json()["id"]
+
+
+# -- variants ----------------------------------------------------------------
+
+VARIANTS = [
+    # (name suffix and query, expected size, expected PIL format, expected Content-Type)
+    (".jpg?w=100", (100, 75), "JPEG", "image/jpeg"),
+    (".jpg?h=150", (200, 150), "JPEG", "image/jpeg"),
+    (".jpeg?width=80&height=80", (80, 60), "JPEG", "image/jpeg"),
+    (".png?w=100&h=100", (100, 75), "PNG", "image/png"),
+    (".webp?w=100&h=100&crop=true", (100, 100), "WEBP", "image/webp"),
+    (".jpg?w=50&crop=1", (50, 50), "JPEG", "image/jpeg"),
+    (".jpg?h=40&crop=1", (40, 40), "JPEG", "image/jpeg"),
+    (".gif?width=80", (80, 60), "GIF", "image/gif"),
+    (".png?height=30&crop=false", (40, 30), "PNG", "image/png"),
+    (".jpg?w=120&h=30&crop=true", (120, 30), "JPEG", "image/jpeg"),
+    (".png?w=1000&h=900", (400, 300), "PNG", "image/png"),
+    (".jpg?w=1000&h=10&crop=true", (400, 4), "JPEG", "image/jpeg"),
+    (".webp?quality=50", (400, 300), "WEBP", "image/webp"),
+    ("_thumbnail.jpg", (300, 300), "JPEG", "image/jpeg"),
+    ("_thumbnail.png", (300, 300), "PNG", "image/png"),
+]
+if features.check("avif"):
+    VARIANTS.append((".avif?w=64", (64, 48), "AVIF", "image/avif"))
+
+
+@pytest_twisted.ensureDeferred
+async def test_variants_have_the_requested_size_and_format(server, admin):
+    image_id = await upload(admin, image_bytes("JPEG", (400, 300)))
+    for suffix, size, fmt, mime in VARIANTS:
+        for prefix in ("/image/", "/api/image/"):
+            response = await server.client.get(f"{prefix}{image_id}{suffix}")
+            assert response.code == 200, (suffix, response.body)
+            assert response.header("Content-Type") == mime, suffix
+            im = decoded(response.body)
+            assert (im.format, im.size) == (fmt, size), suffix
+
+
+@pytest_twisted.ensureDeferred
+async def test_thumbnail_of_a_small_image_is_never_enlarged(server, admin):
+    image_id = await upload(admin, image_bytes("PNG", (64, 48)))
+    response = await server.client.get(f"/api/image/{image_id}_thumbnail.png")
+    assert response.code == 200
+    assert decoded(response.body).size == (48, 48)
+
+
+@pytest_twisted.ensureDeferred
+async def test_quality_changes_the_encoding(server, admin):
+    original = noise_bytes("JPEG", quality=90)
+    image_id = await upload(admin, original)
+    low = await server.client.get(f"/image/{image_id}.jpg?w=200&q=10")
+    high = await server.client.get(f"/image/{image_id}.jpg?w=200&quality=95")
+    assert decoded(low.body).size == decoded(high.body).size == (200, 150)
+    assert len(low.body) < len(high.body) / 2
+    # An explicit quality re-encodes even at the original's size and format.
+    same_size = await server.client.get(f"/image/{image_id}.jpg?q=10")
+    assert same_size.header("X-Cache") == "MISS"
+    assert len(same_size.body) < len(original) / 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_same_format_without_transform_is_the_original_bytes(server, admin):
+    original = noise_bytes("PNG", (120, 90))
+    image_id = await upload(admin, original)
+    for path in (f"/image/{image_id}.png", f"/api/image/{image_id}.png",
+                 f"/image/{image_id}.png?w=5000", f"/image/{image_id}.png?w=120&h=90",
+                 f"/image/{image_id}.png?crop=false&cachebuster=7"):
+        response = await server.client.get(path)
+        assert response.code == 200, path
+        assert response.body == original, path
+        assert response.header("X-Cache") is None, path
+    assert cached_files(server.data_dir, image_id) == []
+    jpeg = image_bytes("JPEG", (64, 48))
+    jpeg_id = await upload(admin, jpeg)
+    assert (await server.client.get(f"/image/{jpeg_id}.jpeg")).body == jpeg
+
+
+@pytest_twisted.ensureDeferred
+async def test_unknown_image_or_extension_is_404(server, admin):
+    image_id = await upload(admin, image_bytes())
+    for path in (f"/image/{image_id}.bmp", f"/image/{image_id}.tiff",
+                 f"/image/{image_id}_thumbnail.svg",
+                 "/image/00000000-0000-4000-8000-000000000000.jpg",
+                 "/api/image/00000000-0000-4000-8000-000000000000_thumbnail.png?w=5",
+                 f"/image/{image_id}", "/image/not-an-id.jpg"):
+        response = await server.client.get(path)
+        assert response.code == 404, path
+        assert response.json()["error"]["message"], path
+
+
+BAD_QUERIES = ["w=abc", "w=0", "w=-5", "w=1.5", "w=", "w=+5", "w=8193", "h=0", "height=x",
+               "width=99999999999", "crop=maybe", "crop=", "q=0", "q=101", "quality=abc",
+               "w=10&width=20", "w=10&w=11"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_bad_parameters_are_400_with_the_envelope(server, admin):
+    image_id = await upload(admin, image_bytes())
+    for query in BAD_QUERIES:
+        for name in (f"{image_id}.jpg", f"{image_id}_thumbnail.png"):
+            response = await server.client.get(f"/image/{name}?{query}")
+            assert response.code == 400, (query, response.body)
+            error = response.json()["error"]
+            assert error["title"] == "BadRequest" and error["message"], query
+    # Repeating the same value is not a conflict.
+    assert (await server.client.get(f"/image/{image_id}.jpg?w=10&width=10")).code == 200
+
+
+@pytest_twisted.ensureDeferred
+async def test_max_dimension_is_configurable(tmp_path, reactor):
+    server = await start_server(tmp_path, reactor, {"image": {"max_dimension": 500}})
+    try:
+        image_id = await upload(await server.admin(), image_bytes("JPEG", (800, 600)))
+        assert (await server.client.get(f"/image/{image_id}.jpg?w=500")).code == 200
+        assert (await server.client.get(f"/image/{image_id}.jpg?w=501")).code == 400
+        assert (await server.client.get(f"/image/{image_id}.jpg?h=501")).code == 400
+    finally:
+        await server.service.stopService()
+
+
+# -- the variant cache -------------------------------------------------------
+
+@pytest_twisted.ensureDeferred
+async def test_second_request_is_a_cache_hit(server, admin):
+    image_id = await upload(admin, image_bytes("JPEG", (400, 300)))
+    delivery = server.imagehost.delivery
+    first = await server.client.get(f"/image/{image_id}.webp?w=100")
+    second = await server.client.get(f"/image/{image_id}.webp?w=100")
+    assert (first.header("X-Cache"), second.header("X-Cache")) == ("MISS", "HIT")
+    assert first.body == second.body
+    assert (delivery.misses, delivery.hits, delivery.renders) == (1, 1, 1)
+    assert [p.name for p in cached_files(server.data_dir, image_id)] == ["100x75-q85.webp"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_equivalent_parameters_share_one_entry(server, admin):
+    image_id = await upload(admin, image_bytes("JPEG", (400, 300)))
+    delivery = server.imagehost.delivery
+    same_as_original = [".png", ".png?w=5000", ".png?width=400", ".png?w=400&h=300",
+                        ".png?h=300&crop=0", ".png?w=800&h=600&crop=true", ".png?q=40"]
+    bodies = set()
+    for suffix in same_as_original:
+        response = await server.client.get(f"/image/{image_id}{suffix}")
+        assert response.code == 200, suffix
+        bodies.add(response.body)
+    assert len(bodies) == 1
+    assert delivery.renders == 1 and delivery.hits == len(same_as_original) - 1
+    small = [".jpg?w=100", ".jpeg?width=100", ".jpg?w=100&h=5000", ".jpg?w=100&q=85"]
+    for suffix in small:
+        assert (await server.client.get(f"/image/{image_id}{suffix}")).code == 200
+    assert delivery.renders == 2
+    assert len(cached_files(server.data_dir, image_id)) == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_identical_concurrent_misses_render_once(server, admin):
+    image_id = await upload(admin, large_photo())
+    delivery = server.imagehost.delivery
+    url = f"/image/{image_id}.png?w=2900"
+    responses = await DeferredList(
+        [ensureDeferred(server.client.get(url)) for _ in range(6)], consumeErrors=False)
+    bodies = {r.body for _ok, r in responses}
+    assert {r.code for _ok, r in responses} == {200}
+    assert len(bodies) == 1 and decoded(bodies.pop()).size == (2900, 1933)
+    assert delivery.renders == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_eviction_keeps_the_cache_under_its_bound(tmp_path, reactor):
+    max_size = 60_000
+    server = await start_server(tmp_path, reactor, {"cache": {"max_size": max_size}})
+    try:
+        image_id = await upload(await server.admin(), noise_bytes("PNG", (200, 150)))
+        delivery = server.imagehost.delivery
+        sizes = []
+        for width in range(100, 112):
+            response = await server.client.get(f"/image/{image_id}.png?w={width}")
+            assert response.code == 200
+            sizes.append(len(response.body))
+            on_disk = sum(p.stat().st_size for p in cached_files(server.data_dir))
+            assert on_disk <= max_size
+            assert on_disk == delivery.cache.size
+        assert sum(sizes) > 2 * max_size  # the bound really was exercised
+        assert delivery.cache.evictions > 0
+        # The least recently used went first; the newest is still there.
+        first = await server.client.get(f"/image/{image_id}.png?w=100")
+        assert first.header("X-Cache") == "MISS"
+        last = await server.client.get(f"/image/{image_id}.png?w=111")
+        assert last.header("X-Cache") == "HIT"
+    finally:
+        await server.service.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_restart_finds_the_cache_on_disk(tmp_path, reactor):
+    server = await start_server(tmp_path, reactor)
+    image_id = await upload(await server.admin(), image_bytes("JPEG", (400, 300)))
+    assert (await server.client.get(f"/image/{image_id}.png?w=50")).header("X-Cache") == "MISS"
+    await server.service.stopService()
+    server = await start_server(tmp_path, reactor)
+    try:
+        await server.service.services[0]._delivery  # the startup scan
+        assert len(server.imagehost.delivery.cache) == 1
+        response = await server.client.get(f"/image/{image_id}.png?w=50")
+        assert response.header("X-Cache") == "HIT"
+    finally:
+        await server.service.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_delete_removes_variants(server, admin):
+    image_id = await upload(admin, image_bytes("JPEG", (400, 300)))
+    urls = [f"/image/{image_id}.png?w=50", f"/api/image/{image_id}_thumbnail.jpg",
+            f"/image/{image_id}.jpg"]
+    for url in urls:
+        assert (await server.client.get(url)).code == 200
+    assert len(cached_files(server.data_dir, image_id)) == 2
+    response = await admin.request("DELETE", f"/api/image/{image_id}")
+    assert response.code == 204, response.body
+    assert cached_files(server.data_dir, image_id) == []
+    for url in urls:
+        assert (await server.client.get(url)).code == 404, url
+
+
+# -- HTTP caching headers ----------------------------------------------------
+
+@pytest_twisted.ensureDeferred
+async def test_caching_headers_and_conditional_requests(server, admin):
+    image_id = await upload(admin, image_bytes("JPEG", (400, 300)))
+    etags = set()
+    for path in (f"/image/{image_id}.jpg", f"/image/{image_id}.jpg?w=100",
+                 f"/api/image/{image_id}_thumbnail.webp"):
+        response = await server.client.get(path)
+        assert response.code == 200
+        etag = response.header("ETag")
+        assert etag.startswith('"') and etag.endswith('"') and not etag.startswith("W/")
+        etags.add(etag)
+        assert response.header("Cache-Control") == "public, max-age=31536000, immutable"
+        assert response.header("X-Content-Type-Options") == "nosniff"
+        assert response.header("Last-Modified").endswith(" GMT")
+        for header in (etag, f"W/{etag}", f'"other", {etag}', "*"):
+            again = await server.client.get(path, headers={"If-None-Match": header})
+            assert (again.code, again.body) == (304, b""), header
+            assert again.header("ETag") == etag
+        other = await server.client.get(path, headers={"If-None-Match": '"nope"'})
+        assert (other.code, other.body) == (200, response.body)
+    assert len(etags) == 3
+    # Equivalent requests are one representation, so one ETag.
+    alias = await server.client.get(f"/image/{image_id}.jpeg?width=100")
+    assert alias.header("ETag") in etags
+
+
+@pytest_twisted.ensureDeferred
+async def test_head_has_the_headers_and_no_body(server, admin):
+    image_id = await upload(admin, image_bytes("JPEG", (400, 300)))
+    # The variant twice: once rendered for the HEAD, once from the cache.
+    for path in (f"/image/{image_id}.jpg", f"/image/{image_id}.png?w=70",
+                 f"/image/{image_id}.png?w=70"):
+        head_code, head_headers, head_body = await deferToThread(
+            raw_request, server.base_url, "HEAD", path)
+        get_code, get_headers, get_body = await deferToThread(
+            raw_request, server.base_url, "GET", path)
+        assert (head_code, head_body, get_code) == (200, b"", 200)
+        assert int(head_headers["Content-Length"]) == len(get_body) > 0
+        for name in ("Content-Type", "Content-Length", "ETag", "Last-Modified",
+                     "Cache-Control", "X-Content-Type-Options"):
+            assert head_headers[name] == get_headers[name], name
+
+
+# -- views -------------------------------------------------------------------
+
+@pytest_twisted.ensureDeferred
+async def test_views_are_written_at_shutdown(tmp_path, reactor):
+    server = await start_server(tmp_path, reactor)
+    image_id = await upload(await server.admin(), image_bytes("JPEG", (400, 300)))
+    paths = [f"/image/{image_id}.jpg", f"/api/image/{image_id}.png?w=20",
+             f"/api/image/{image_id}_thumbnail.jpg"] * 3
+    for path in paths:
+        assert (await server.client.get(path)).code == 200
+    etag = (await server.client.get(paths[0])).header("ETag")
+    # Not views: HEAD, 304, 404 and 400.
+    await server.client.request("HEAD", paths[0])
+    assert (await server.client.get(paths[0], headers={"If-None-Match": etag})).code == 304
+    assert (await server.client.get(f"/image/{image_id}.bmp")).code == 404
+    assert (await server.client.get(f"/image/{image_id}.jpg?w=0")).code == 400
+    await server.service.stopService()
+    assert views_in_db(server.data_dir, image_id) == len(paths) + 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_view_counts_are_batched_not_written_per_view(tmp_path, reactor):
+    from imagehost.db import Database, create_engine, upgrade
+    from imagehost.db import images as q
+    from imagehost.service.views import ViewCounter
+    from twisted.python.threadpool import ThreadPool
+
+    server = await start_server(tmp_path, reactor)
+    image_id = await upload(await server.admin(), image_bytes())
+    await server.service.stopService()
+    engine = create_engine(f"sqlite:///{server.data_dir / 'imagehost.db'}")
+    upgrade(engine)
+    db = Database(engine, reactor, ThreadPool(minthreads=1, maxthreads=1))
+    db.start()
+    clock = Clock()
+    views = ViewCounter(db, clock, interval=5.0)
+    views.start()
+    try:
+        for _ in range(4):
+            views.count(image_id)
+        clock.advance(4.9)
+        assert views_in_db(server.data_dir, image_id) == 0
+        clock.advance(0.1)
+        assert not views.pending  # handed to the database
+        await views.stop()
+        assert (await db.run(q.image_by_id, image_id)).views == 4
+    finally:
+        db.stop()
+
+
+# -- load --------------------------------------------------------------------
+
+@pytest_twisted.ensureDeferred
+async def test_overload_gets_fast_503_while_health_answers(tmp_path, reactor):
+    server = await start_server(tmp_path, reactor, {"render": {"threads": 1, "queue_size": 2}})
+    try:
+        image_id = await upload(await server.admin(), large_photo())
+        started = time.monotonic()
+        health_latencies: list[float] = []
+
+        async def timed(path: str):
+            t0 = time.monotonic()
+            response = await server.client.get(path)
+            return response, time.monotonic() - t0
+
+        async def poll_health(until):
+            while not until.called:
+                response, elapsed = await timed("/health")
+                assert response.code == 200
+                health_latencies.append(elapsed)
+
+        burst = DeferredList([ensureDeferred(timed(f"/image/{image_id}.jpg?w={2000 + i}"))
+                              for i in range(30)], consumeErrors=True)
+        health = ensureDeferred(poll_health(burst))
+        results = await burst
+        await health
+        assert all(ok for ok, _ in results), results
+        codes = [response.code for _ok, (response, _t) in results]
+        assert set(codes) <= {200, 503}, codes
+        overloaded = [(r, t) for _ok, (r, t) in results if r.code == 503]
+        assert len(overloaded) >= 10 and codes.count(200) >= 3, codes
+        for response, elapsed in overloaded:
+            assert response.header("Retry-After") == "1"
+            assert response.json()["error"]["title"] == "Overloaded"
+            assert elapsed < 2.0
+        assert health_latencies and max(health_latencies) < 1.0, health_latencies
+        assert time.monotonic() - started < 30
+    finally:
+        await server.service.stopService()
+
+
+def test_parse_variant_query_rules():
+    from imagehost.service.delivery import VariantQuery, parse_variant_query
+    from imagehost.service.errors import BadRequest
+
+    parsed = parse_variant_query({"width": ["10"], "h": ["20"], "crop": ["TRUE"],
+                                  "quality": ["5"], "v": ["x"]}, 100)
+    assert parsed == VariantQuery(10, 20, True, 5)
+    assert parse_variant_query({}, 100) == VariantQuery()
+    with pytest.raises(BadRequest):
+        parse_variant_query({"w": ["101"]}, 100)
