@@ -72,6 +72,10 @@ class Images:
         self._storage.put_original(image_id, info.ext, data)
         return StoredOriginal(image_id, info, len(data), hashlib.sha256(data).hexdigest())
 
+    def validate(self, data: bytes, settings: Settings) -> imaging.ImageInfo:
+        """Validate image bytes exactly as an upload would, without storing them (blocking)."""
+        return validate_image(data, settings, self._max_pixels)
+
     async def record(self, stored: StoredOriginal, *, owner: User | None, file_name: str,
                      description: str, is_public: bool) -> ImageRecord:
         """Insert the record of a stored original; the file is removed if that fails."""
@@ -100,10 +104,7 @@ class Images:
 
 def validate_image(data: bytes, settings: Settings, max_pixels: int) -> imaging.ImageInfo:
     """Check size, type and integrity in the seed's order; ValidationFailed with its messages."""
-    if len(data) > settings.max_size:
-        raise _invalid(
-            f"The file is too large ({len(data) / _MB:.2f} MB). "
-            f"Allowed maximum size is {_megabytes(settings.max_size)} MB.")
+    check_size(len(data), settings)
     try:
         info = imaging.probe(data, max_pixels)
     except imaging.NotAnImage as e:
@@ -118,6 +119,14 @@ def validate_image(data: bytes, settings: Settings, max_pixels: int) -> imaging.
     if info.mime_type not in settings.allowed_mime_types:
         raise _wrong_type(info.mime_type, settings)
     return info
+
+
+def check_size(size: int, settings: Settings) -> None:
+    """ValidationFailed with the seed's message when ``size`` bytes exceed the limit."""
+    if size > settings.max_size:
+        raise _invalid(
+            f"The file is too large ({size / _MB:.2f} MB). "
+            f"Allowed maximum size is {_megabytes(settings.max_size)} MB.")
 
 
 def _wrong_type(mime_type: str, settings: Settings) -> ValidationFailed:

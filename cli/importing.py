@@ -1,0 +1,127 @@
+"""``imagehost import``: bulk import with a progress bar and a summary table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.threads import deferToThread
+
+from imagehost.service.importer import (
+    Importer,
+    ImportOutcome,
+    ImportSummary,
+    file_size,
+    find_files,
+)
+from imagehost_cli.errors import CommandFailed
+from imagehost_cli.local import installation
+from imagehost_cli.main import GlobalOptions
+from imagehost_cli.output import Output
+
+
+async def run_import(reactor, options: GlobalOptions, paths: list[Path], username: str,
+                     public: bool, recursive: bool, jobs: int, dry_run: bool) -> None:
+    out = options.output()
+    files = await deferToThread(find_files, paths, recursive)
+    sizes = await deferToThread(lambda: sum(file_size(f) for f in files))
+    # One CPU worker per job: --jobs is the parallelism the operator asked for.
+    async with installation(reactor, options, {("render", "threads"): jobs}) as host:
+        owner = await host.accounts.user_named(username)
+        with ImportProgress(out, len(files), sizes) as advance:
+            importer = Importer(host, owner, is_public=public, jobs=jobs, dry_run=dry_run,
+                                on_outcome=advance)
+            running = Deferred.fromCoroutine(importer.run(files))
+            try:
+                summary = await _shielded(running)
+            except CancelledError:
+                importer.cancel()
+                summary = await running
+    _report(out, summary)
+    if summary.cancelled:
+        raise CommandFailed(f"Interrupted after importing {len(summary.imported)} files; "
+                            "nothing was left half-imported.")
+
+
+def _shielded(running: Deferred) -> Deferred:
+    """A Deferred following ``running`` whose cancellation does not cancel ``running``
+    (a file being stored must be allowed to finish or roll back)."""
+    follower: Deferred = Deferred()
+
+    def forward(result: Any) -> Any:
+        if not follower.called:
+            follower.callback(result)
+        return result
+
+    running.addCallback(forward)
+    return follower
+
+
+class ImportProgress:
+    """A rich progress bar (files, bytes, rate, ETA) on stderr; silent with --json."""
+
+    def __init__(self, out: Output, files: int, size: int):
+        self._out = out
+        self._files = files
+        self._size = size
+        self._bar: Progress | None = None
+        self._task = None
+        self._done = 0
+
+    def __enter__(self):
+        if not self._out.as_json:
+            self._bar = Progress(
+                TextColumn("[bold]Importing"), BarColumn(),
+                TextColumn("{task.fields[done]}/{task.fields[files]} files"),
+                DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+                console=self._out.errors, transient=False)
+            self._task = self._bar.add_task("import", total=self._size or None,
+                                            done=0, files=self._files)
+            self._bar.start()
+        return self._advance
+
+    def _advance(self, outcome: ImportOutcome) -> None:
+        self._done += 1
+        if self._bar is not None:
+            self._bar.update(self._task, advance=outcome.size, done=self._done)
+
+    def __exit__(self, *exc_info) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def summary_json(summary: ImportSummary) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "imported": len(summary.imported),
+        "duplicates": len(summary.duplicates),
+        "rejected": [{"path": str(o.path), "reason": o.reason} for o in summary.rejected],
+    }
+    if summary.dry_run:
+        result["dryRun"] = True
+    if summary.cancelled:
+        result["cancelled"] = True
+    return result
+
+
+def _report(out: Output, summary: ImportSummary) -> None:
+    def human() -> None:
+        verb = "Would import" if summary.dry_run else "Imported"
+        out.table(["Result", "Files"], [
+            (verb, len(summary.imported)),
+            ("Skipped (duplicate)", len(summary.duplicates)),
+            ("Rejected", len(summary.rejected)),
+        ], title="Import summary")
+        if summary.rejected:
+            out.table(["Rejected file", "Reason"],
+                      [(str(o.path), o.reason) for o in summary.rejected])
+
+    out.show(summary_json(summary), human)

@@ -1,0 +1,275 @@
+"""Local commands: they work on the installation through the service layer, like the daemon.
+
+Each ``async def`` here takes the reactor first and is run by ``imagehost_cli.main.go``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.threads import deferToThread
+
+from imagehost.db.accounts import ApiKey, User
+from imagehost.service import Imagehost
+from imagehost_cli.main import GlobalOptions
+from imagehost_cli.output import iso
+
+
+@asynccontextmanager
+async def installation(reactor, options: GlobalOptions,
+                       overrides: dict[tuple[str, str], Any] | None = None,
+                       ) -> AsyncIterator[Imagehost]:
+    """The service layer of the configured installation, with its pools running."""
+    from imagehost.tap import build_imagehost, prepare_installation
+
+    config = options.config(overrides)
+    secret = await deferToThread(prepare_installation, config)
+    imagehost = build_imagehost(config, reactor, secret)
+    imagehost.db.start()
+    imagehost.workers.start()
+    try:
+        yield imagehost
+    finally:
+        imagehost.workers.stop()
+        imagehost.db.stop()
+
+
+# -- installation -------------------------------------------------------------
+
+
+async def init(reactor, options: GlobalOptions) -> None:
+    from imagehost.tap import prepare_installation
+
+    config = options.config()
+    created = not (config.data_dir / "secret.key").exists()
+    await deferToThread(prepare_installation, config)
+    revision = await deferToThread(_current_revision, config.database_url)
+    out = options.output()
+    result = {"dataDir": str(config.data_dir.absolute()), "database": _safe_url(config),
+              "revision": revision, "created": created}
+    out.show(result, lambda: out.say(
+        f"{'Initialised' if created else 'Already initialised:'} {result['dataDir']} "
+        f"(database at revision {revision})"))
+
+
+async def db_upgrade(reactor, options: GlobalOptions) -> None:
+    config = options.config()
+    before, after = await deferToThread(_upgrade, config)
+    out = options.output()
+    out.show({"from": before, "to": after}, lambda: out.say(
+        f"Database already at revision {after}" if before == after
+        else f"Database upgraded from {before or 'empty'} to {after}"))
+
+
+def _upgrade(config) -> tuple[str | None, str | None]:
+    from imagehost.db import create_engine, upgrade
+
+    if config.database_url.startswith("sqlite"):
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(config.database_url)
+    try:
+        before = _revision_of(engine)
+        upgrade(engine)
+        return before, _revision_of(engine)
+    finally:
+        engine.dispose()
+
+
+def _current_revision(url: str) -> str | None:
+    from imagehost.db import create_engine
+
+    engine = create_engine(url)
+    try:
+        return _revision_of(engine)
+    finally:
+        engine.dispose()
+
+
+def _revision_of(engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def _safe_url(config) -> str:
+    """The database URL without a password."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(config.database_url).render_as_string(hide_password=True)
+
+
+# -- users ----------------------------------------------------------------------
+
+
+def user_json(user: User) -> dict[str, Any]:
+    return {"id": user.id, "username": user.username, "email": user.email,
+            "displayName": user.display_name, "roles": user.roles,
+            "isActive": user.is_active, "createdAt": iso(user.created_at)}
+
+
+async def create_user(reactor, options: GlobalOptions, username: str, email: str,
+                      password: str, admin: bool) -> None:
+    async with installation(reactor, options) as host:
+        user = await host.accounts.create_user(username, email, password, is_admin=admin)
+    out = options.output()
+    out.show(user_json(user), lambda: out.say(
+        f"Created {'administrator' if admin else 'user'} {user.username} ({user.id})"))
+
+
+async def list_users(reactor, options: GlobalOptions) -> None:
+    async with installation(reactor, options) as host:
+        users = await host.accounts.list_users()
+    out = options.output()
+    out.show([user_json(u) for u in users], lambda: out.table(
+        ["Username", "E-mail", "Roles", "Active", "Created", "Id"],
+        [(u.username, u.email, ", ".join(u.roles), "yes" if u.is_active else "no",
+          u.created_at.strftime("%Y-%m-%d %H:%M"), u.id) for u in users]))
+
+
+async def set_password(reactor, options: GlobalOptions, username: str, password: str) -> None:
+    async with installation(reactor, options) as host:
+        await host.accounts.set_password(username, password)
+    out = options.output()
+    out.show({"username": username}, lambda: out.say(f"Password of {username} changed"))
+
+
+async def set_active(reactor, options: GlobalOptions, username: str, active: bool) -> None:
+    async with installation(reactor, options) as host:
+        await host.accounts.set_active(username, active)
+    out = options.output()
+    out.show({"username": username, "isActive": active}, lambda: out.say(
+        f"{username} {'enabled' if active else 'disabled'}"))
+
+
+# -- API keys ---------------------------------------------------------------------
+
+
+async def create_api_key(reactor, options: GlobalOptions, username: str, name: str,
+                         expires_at: datetime | None, sharex: str | None) -> None:
+    config = options.config()
+    async with installation(reactor, options) as host:
+        owner = await host.accounts.user_named(username)
+        new = await host.accounts.create_api_key(owner, name, expires_at)
+    result = {"key": new.key, "keyId": new.record.id, "name": new.record.name,
+              "expiresAt": iso(new.record.expires_at)}
+    if sharex is not None:
+        path = Path(sharex or f"imagehost-{username}.sxcu")
+        write_sharex_uploader(path, config.get("server", "public_url"), new.key)
+        result["sharexFile"] = str(path)
+    out = options.output()
+
+    def human() -> None:
+        out.say(f"API key for {username} (shown once, store it now):")
+        out.console.print(new.key, markup=False)
+        out.say(f"id {new.record.id}, name {new.record.name!r}, expires "
+                f"{iso(new.record.expires_at) or 'never'}")
+        if sharex is not None:
+            out.say(f"ShareX uploader written to {result['sharexFile']}")
+
+    out.show(result, human)
+
+
+def sharex_uploader(public_url: str, key: str) -> dict[str, Any]:
+    """A ShareX custom uploader (.sxcu) for /api/external/upload with ``key``."""
+    base = public_url.rstrip("/")
+    return {
+        "Version": "15.0.0",
+        "Name": f"imagehost ({base})",
+        "DestinationType": "ImageUploader",
+        "RequestMethod": "POST",
+        "RequestURL": f"{base}/api/external/upload",
+        "Headers": {"Authorization": f"Bearer {key}"},
+        "Body": "MultipartFormData",
+        "FileFormName": "image",
+        "URL": f"{base}$json:url$",
+        "ThumbnailURL": f"{base}$json:thumbnailUrl$",
+        "ErrorMessage": "$json:error.message$",
+    }
+
+
+def write_sharex_uploader(path: Path, public_url: str, key: str) -> None:
+    """Write the uploader file readable by its owner only (it holds the key)."""
+    text = json.dumps(sharex_uploader(public_url, key), indent=2) + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def api_key_json(key: ApiKey, username: str, now: datetime) -> dict[str, Any]:
+    return {"id": key.id, "name": key.name, "username": username,
+            "createdAt": iso(key.created_at), "expiresAt": iso(key.expires_at),
+            "lastUsedAt": iso(key.last_used_at), "isExpired": key.is_expired(now)}
+
+
+async def list_api_keys(reactor, options: GlobalOptions, username: str | None) -> None:
+    async with installation(reactor, options) as host:
+        owner = await host.accounts.user_named(username) if username else None
+        keys = await host.accounts.list_api_keys(owner)
+        names = {u.id: u.username for u in await host.accounts.list_users()}
+        now = host.accounts.now()
+    rows = [api_key_json(k, names.get(k.user_id, "?"), now) for k in keys]
+    out = options.output()
+    out.show(rows, lambda: out.table(
+        ["Id", "User", "Name", "Created", "Expires", "Last used"],
+        [(r["id"], r["username"], r["name"], _short(r["createdAt"]),
+          "expired" if r["isExpired"] else _short(r["expiresAt"]) or "never",
+          _short(r["lastUsedAt"]) or "never") for r in rows]))
+
+
+def _short(moment: str | None) -> str | None:
+    return None if moment is None else moment[:16].replace("T", " ")
+
+
+async def revoke_api_key(reactor, options: GlobalOptions, key_id: str) -> None:
+    async with installation(reactor, options) as host:
+        await host.accounts.revoke_api_key(key_id)
+    out = options.output()
+    out.show({"keyId": key_id, "revoked": True}, lambda: out.say(f"API key {key_id} revoked"))
+
+
+# -- runtime settings -------------------------------------------------------------
+
+
+async def guest(reactor, options: GlobalOptions, action: str) -> None:
+    async with installation(reactor, options) as host:
+        if action != "status":
+            await host.settings.update("access", {"allowGuestUploads": action == "enable"})
+        allowed = (await host.settings.current()).allow_guest_uploads
+    out = options.output()
+    out.show({"allowGuestUploads": allowed}, lambda: out.say(
+        f"Guest uploads are {'enabled' if allowed else 'disabled'}"))
+
+
+def parse_value(text: str) -> Any:
+    """A setting value: JSON when it parses (true, 5000000, ["image/png"]), else the text."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+async def show_settings(reactor, options: GlobalOptions) -> None:
+    async with installation(reactor, options) as host:
+        tree = (await host.settings.current()).tree()
+    out = options.output()
+    out.show(tree, lambda: out.table(
+        ["Setting", "Value"],
+        [(f"{category}.{name}", json.dumps(value))
+         for category, values in tree.items() for name, value in values.items()]))
+
+
+async def set_setting(reactor, options: GlobalOptions, category: str, name: str,
+                      value: Any) -> None:
+    async with installation(reactor, options) as host:
+        await host.settings.update(category, {name: value})
+        tree = (await host.settings.current()).tree()
+    out = options.output()
+    out.show({"key": f"{category}.{name}", "value": tree[category][name]},
+             lambda: out.say(f"{category}.{name} = {json.dumps(tree[category][name])}"))

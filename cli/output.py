@@ -1,0 +1,50 @@
+"""How commands show results: rich tables for people, JSON with ``--json``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+
+def iso(moment: datetime | None) -> str | None:
+    """ISO 8601 with microseconds and offset, as the HTTP API writes times."""
+    return None if moment is None else moment.isoformat(timespec="microseconds")
+
+
+class Output:
+    """The destination of one command's results."""
+
+    def __init__(self, as_json: bool):
+        self.as_json = as_json
+        # Consoles look up sys.stdout/sys.stderr when they write, so click's test
+        # runner (which swaps them) captures everything.
+        self.console = Console(highlight=False, soft_wrap=False)
+        self.errors = Console(stderr=True, highlight=False)
+
+    def show(self, value: Any, human: Callable[[], None]) -> None:
+        """Print ``value`` as JSON with --json, else call ``human`` to render it."""
+        if self.as_json:
+            click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+        else:
+            human()
+
+    def say(self, text: str) -> None:
+        """A line for people (suppressed with --json)."""
+        if not self.as_json:
+            self.console.print(text)
+
+    def table(self, columns: Sequence[str], rows: Iterable[Sequence[Any]],
+              title: str | None = None) -> None:
+        table = Table(title=title)
+        for column in columns:
+            # fold, never truncate: ids in a table are meant to be copied.
+            table.add_column(column, overflow="fold")
+        for row in rows:
+            table.add_row(*("" if cell is None else str(cell) for cell in row))
+        self.console.print(table)

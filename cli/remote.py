@@ -1,0 +1,291 @@
+"""``imagehost remote``: a client for a server's HTTP API, built on treq.
+
+Every HTTP failure becomes a ``RemoteError`` carrying the server's envelope message, so
+the operator sees one line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+from twisted.internet.defer import CancelledError, DeferredSemaphore, gatherResults
+
+from imagehost_cli.errors import CommandFailed
+from imagehost_cli.main import RemoteOptions
+from imagehost_cli.output import Output
+
+
+class RemoteError(CommandFailed):
+    """The server refused a request, or could not be reached."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+def error_message(status: int, phrase: str, body: bytes) -> str:
+    """One line for an HTTP error: the envelope's message and violations, or the status."""
+    try:
+        error = json.loads(body)["error"]
+        message = str(error["message"])
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {status} {phrase}".strip()
+    violations = error.get("violations") or []
+    if violations:
+        message = "; ".join(f"{v.get('property')}: {v.get('message')}" for v in violations)
+    return f"{message} (HTTP {status})"
+
+
+class RemoteServer:
+    """One server, one identity; logs in lazily when given a username."""
+
+    def __init__(self, reactor, options: RemoteOptions):
+        from treq.client import HTTPClient
+        from twisted.web.client import Agent, HTTPConnectionPool
+
+        self.url = options.url
+        self._options = options
+        self._pool = HTTPConnectionPool(reactor, persistent=True)
+        self._http = HTTPClient(Agent(reactor, pool=self._pool))
+        self._bearer: str | None = options.api_key
+
+    async def close(self) -> None:
+        await self._pool.closeCachedConnections()
+
+    async def _authorization(self) -> dict[str, str]:
+        if self._bearer is None and self._options.username:
+            tokens = await self.request_json(
+                "POST", "/api/auth/login", authenticate=False,
+                json={"username": self._options.username, "password": self._options.password})
+            self._bearer = tokens["access_token"]
+        return {"Authorization": f"Bearer {self._bearer}"} if self._bearer else {}
+
+    async def request(self, method: str, path: str, *, authenticate: bool = True,
+                      **kwargs: Any) -> tuple[Any, bytes]:
+        """Send a request; the response and its body, or RemoteError for any failure."""
+        headers = dict(kwargs.pop("headers", {}) or {})
+        if authenticate:
+            headers.update(await self._authorization())
+        try:
+            response = await self._http.request(method, self.url + path, headers=headers,
+                                                **kwargs)
+            body = await response.content()
+        except CancelledError:
+            raise
+        except Exception as e:
+            raise RemoteError(f"Cannot reach {self.url}: {_reason(e)}") from e
+        if response.code >= 400:
+            raise RemoteError(error_message(response.code, response.phrase.decode("latin-1"),
+                                            body), response.code)
+        return response, body
+
+    async def request_json(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Send a request and decode its JSON body (None for an empty body)."""
+        _, body = await self.request(method, path, **kwargs)
+        if not body:
+            return None
+        try:
+            return json.loads(body)
+        except ValueError as e:
+            raise RemoteError(f"{self.url}{path} did not answer with JSON") from e
+
+    async def upload(self, path: Path, is_public: bool, description: str | None) -> dict:
+        """Upload one file: /api/external/upload with an API key (it answers with URLs)."""
+        endpoint = "/api/external/upload" if self._options.api_key else "/api/upload"
+        fields = {"isPublic": "true" if is_public else "false"}
+        if description is not None:
+            fields["description"] = description
+        with path.open("rb") as f:
+            files = {"image": (path.name, "application/octet-stream", f)}
+            return await self.request_json("POST", endpoint, data=fields, files=files)
+
+
+def _reason(error: Exception) -> str:
+    reasons = getattr(error, "reasons", None)  # ResponseNeverReceived and friends
+    if reasons:
+        return "; ".join(str(r.value) for r in reasons)
+    return str(error) or type(error).__name__
+
+
+async def _with_server(reactor, options: RemoteOptions, work):
+    server = RemoteServer(reactor, options)
+    try:
+        return await work(server)
+    finally:
+        await server.close()
+
+
+# -- commands ---------------------------------------------------------------------
+
+
+async def upload(reactor, options: RemoteOptions, files: list[Path], is_public: bool,
+                 description: str | None, jobs: int) -> None:
+    out = Output(options.as_json)
+    semaphore = DeferredSemaphore(jobs)
+    total = sum(f.stat().st_size for f in files)
+
+    async def upload_all(server: RemoteServer) -> list[dict]:
+        with UploadProgress(out, len(files), total) as advance:
+            async def one(path: Path) -> dict:
+                try:
+                    answer = await server.upload(path, is_public, description)
+                    result = {"path": str(path), **(answer or {})}
+                except RemoteError as e:
+                    result = {"path": str(path), "error": e.message}
+                advance(path)
+                return result
+
+            from twisted.internet.defer import Deferred
+
+            return await gatherResults([
+                semaphore.run(lambda p=path: Deferred.fromCoroutine(one(p))) for path in files])
+
+    results = await _with_server(reactor, options, upload_all)
+    failed = [r for r in results if "error" in r]
+    out.show(results, lambda: out.table(
+        ["File", "Id", "Result"],
+        [(r["path"], r.get("id", ""), r.get("error") or "uploaded") for r in results]))
+    if failed:
+        raise CommandFailed(f"{len(failed)} of {len(results)} uploads failed: "
+                            f"{failed[0]['path']}: {failed[0]['error']}")
+
+
+class UploadProgress:
+    def __init__(self, out: Output, files: int, total: int):
+        self._bar = None if out.as_json else Progress(
+            TextColumn("[bold]Uploading"), BarColumn(),
+            TextColumn("{task.fields[done]}/{task.fields[files]} files"),
+            DownloadColumn(), TransferSpeedColumn(), console=out.errors)
+        self._files = files
+        self._total = total
+        self._done = 0
+
+    def __enter__(self):
+        if self._bar is not None:
+            self._task = self._bar.add_task("upload", total=self._total or None, done=0,
+                                            files=self._files)
+            self._bar.start()
+        return self._advance
+
+    def _advance(self, path: Path) -> None:
+        self._done += 1
+        if self._bar is not None:
+            self._bar.update(self._task, advance=path.stat().st_size, done=self._done)
+
+    def __exit__(self, *exc_info) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+async def listing(reactor, options: RemoteOptions, path: str, params: dict) -> None:
+    query = {k: str(v) for k, v in params.items() if v is not None}
+
+    async def fetch(server: RemoteServer):
+        return await server.request_json("GET", path, params=query)
+
+    page = await _with_server(reactor, options, fetch)
+    out = Output(options.as_json)
+    out.show(page, lambda: _show_listing(out, page))
+
+
+def _show_listing(out: Output, page: dict) -> None:
+    meta = page.get("meta", {})
+    rows = []
+    for item in page.get("data", []):
+        attributes, metadata = item.get("attributes", {}), item.get("metadata", {})
+        owner = item.get("owner") or {}
+        rows.append((item.get("id"), attributes.get("fileName"),
+                     "public" if attributes.get("isPublic") else "private",
+                     attributes.get("views"), _size(metadata.get("size")),
+                     (attributes.get("createdAt") or {}).get("formattedDate"),
+                     owner.get("username") or owner.get("displayName") or "guest"))
+    title = f"Page {meta.get('page', '?')} ({meta.get('total', len(rows))} images)"
+    out.table(["Id", "File", "Visibility", "Views", "Size", "Created", "Owner"], rows,
+              title=title)
+
+
+def _size(size: Any) -> str:
+    if not isinstance(size, int):
+        return ""
+    for unit in ("B", "kB", "MB"):
+        if size < 1000 or unit == "MB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return str(size)
+
+
+async def detail(reactor, options: RemoteOptions, image_id: str) -> None:
+    async def fetch(server: RemoteServer):
+        return await server.request_json("GET", f"/api/image/{image_id}/detail")
+
+    image = await _with_server(reactor, options, fetch)
+    out = Output(options.as_json)
+    out.show(image, lambda: out.table(["Field", "Value"],
+                                      [(k, json.dumps(v)) for k, v in image.items()]))
+
+
+async def update(reactor, options: RemoteOptions, image_id: str, description: str | None,
+                 is_public: bool | None) -> None:
+    changes: dict[str, Any] = {}
+    if description is not None:
+        changes["description"] = description
+    if is_public is not None:
+        changes["isPublic"] = is_public
+
+    async def patch(server: RemoteServer):
+        await server.request("PATCH", f"/api/image/{image_id}", json=changes)
+
+    await _with_server(reactor, options, patch)
+    out = Output(options.as_json)
+    out.show({"id": image_id, **changes}, lambda: out.say(f"Image {image_id} updated"))
+
+
+async def delete(reactor, options: RemoteOptions, image_id: str, preserve_on_disk: bool) -> None:
+    async def remove(server: RemoteServer):
+        await server.request("DELETE", f"/api/image/{image_id}",
+                             json={"preserveOnDisk": preserve_on_disk})
+
+    await _with_server(reactor, options, remove)
+    out = Output(options.as_json)
+    out.show({"id": image_id, "deleted": True}, lambda: out.say(f"Image {image_id} deleted"))
+
+
+async def download(reactor, options: RemoteOptions, image_id: str, target: Path | None,
+                   width: int | None, height: int | None, crop: bool,
+                   ext: str | None) -> None:
+    params = {"w": width, "h": height, "crop": "true" if crop else None}
+    query = {k: str(v) for k, v in params.items() if v is not None}
+
+    async def fetch(server: RemoteServer):
+        nonlocal ext
+        if ext is None:
+            image = await server.request_json("GET", f"/api/image/{image_id}/detail")
+            ext = str(image["url"]).rsplit(".", 1)[-1]
+        response, body = await server.request("GET", f"/image/{image_id}.{ext}",
+                                              params=query, authenticate=False)
+        return response, body
+
+    response, body = await _with_server(reactor, options, fetch)
+    path = target or Path(f"{image_id}.{ext}")
+    _write_atomically(path, body)
+    content_type = (response.headers.getRawHeaders("content-type") or [""])[0]
+    result = {"id": image_id, "path": str(path), "size": len(body), "contentType": content_type}
+    out = Output(options.as_json)
+    out.show(result, lambda: out.say(f"Saved {path} ({_size(len(body))}, {content_type})"))
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    folder = path.absolute().parent
+    fd, temp = tempfile.mkstemp(prefix=".imagehost-", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
