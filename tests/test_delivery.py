@@ -367,10 +367,11 @@ async def test_views_are_written_at_shutdown(tmp_path, reactor):
 
 @pytest_twisted.ensureDeferred
 async def test_view_counts_are_batched_not_written_per_view(tmp_path, reactor):
+    from twisted.python.threadpool import ThreadPool
+
     from imagehost.db import Database, create_engine, upgrade
     from imagehost.db import images as q
     from imagehost.service.views import ViewCounter
-    from twisted.python.threadpool import ThreadPool
 
     server = await start_server(tmp_path, reactor)
     image_id = await upload(await server.admin(), image_bytes())
