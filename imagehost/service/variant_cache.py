@@ -47,6 +47,10 @@ class VariantCache:
         """Where the variant ``key`` of an image lives."""
         return self._storage.variants_dir(image_id) / key
 
+    def contains(self, path: Path) -> bool:
+        """True when the variant file is on disk now (the filesystem, not the index, decides)."""
+        return os.path.exists(path)
+
     def open(self, path: Path) -> CachedFile | None:
         """Open a cached variant and mark it as just used; None when it is not cached."""
         try:

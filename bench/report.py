@@ -1,0 +1,157 @@
+"""The benchmark tables (rich), ratios against the issue's targets, the profile summary."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+MB = 1e6
+
+
+def _ok(value: float | None, target: float, higher_is_better: bool = True) -> str:
+    if value is None:
+        return "-"
+    good = value >= target if higher_is_better else value <= target
+    sign = ">=" if higher_is_better else "<="
+    return f"{value:.2f} ({'ok' if good else 'MISS'} {sign}{target:g})"
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return a / b if b else None
+
+
+def ratios(results: dict) -> dict:
+    """Every target of the issue as ``name -> (value, target, higher_is_better)``."""
+    out = {}
+    for row in results.get("uncached", []):
+        name = f"uncached {row['sources']}->{row['format']} c={row['clients']}"
+        ih, th, raw = row["imagehost"], row["thumbor"], row["pillow"]
+        out[f"{name}: imagehost/thumbor images/s"] = (_ratio(ih["rate"], th["rate"]), 1.15, True)
+        out[f"{name}: imagehost/raw Pillow images/s"] = (_ratio(ih["rate"], raw["rate"]), 0.9,
+                                                         True)
+        if row["clients"] == 8:
+            out[f"{name}: p99 imagehost/thumbor"] = (_ratio(ih["p99_ms"], th["p99_ms"]), 1.0,
+                                                     False)
+    cached = results.get("cached")
+    if cached:
+        ih = cached["imagehost"]
+        out["cached: imagehost/thumbor req/s"] = (_ratio(ih["rate"], cached["thumbor"]["rate"]),
+                                                  2.0, True)
+        out["cached: imagehost/static File req/s"] = (
+            _ratio(ih["rate"], cached["static"]["rate"]), 0.6, True)
+        out["cached: imagehost p99 ms"] = (ih["p99_ms"], 50.0, False)
+    upload = results.get("upload")
+    if upload:
+        out["upload: imagehost/in-process images/s"] = (
+            _ratio(upload["imagehost"]["rate"], upload["inprocess"]["rate"]), 0.7, True)
+    memory = results.get("memory")
+    if memory:
+        out["memory 14 MP: imagehost/thumbor peak RSS"] = (
+            _ratio(memory["imagehost_14mp"]["peak_rss"], memory["thumbor_14mp"]["peak_rss"]),
+            0.5, False)
+        out["memory 48 MP: imagehost peak RSS MB"] = (
+            memory["imagehost_48mp"]["peak_rss"] / MB, 500.0, False)
+    return out
+
+
+def print_tables(results: dict, console: Console | None = None) -> None:
+    console = console or Console(width=140)
+    m = results["machine"]
+    console.print(f"[bold]{results['command']}[/] on {m['nproc']} x {m['cpu']}, "
+                  f"{m['ram_gb']} GB RAM, Python {m['python']}, Pillow {m['pillow']}")
+    if results.get("uncached"):
+        table = Table(title="1. Uncached renders (fit in ~512x512; medians)")
+        for col in ("sources->format", "clients", "imagehost img/s", "p50/p99 ms",
+                    "thumbor img/s", "p50/p99 ms", "raw Pillow img/s", "ih/thumbor",
+                    "ih/raw"):
+            table.add_column(col, justify="right")
+        for row in results["uncached"]:
+            ih, th, raw = row["imagehost"], row["thumbor"], row["pillow"]
+            table.add_row(
+                f"{row['sources']}->{row['format']}", str(row["clients"]), f"{ih['rate']:.1f}",
+                f"{ih['p50_ms']:.0f}/{ih['p99_ms']:.0f}", f"{th['rate']:.1f}",
+                f"{th['p50_ms']:.0f}/{th['p99_ms']:.0f}", f"{raw['rate']:.1f}",
+                f"{ih['rate'] / th['rate']:.2f}", f"{ih['rate'] / raw['rate']:.2f}")
+        console.print(table)
+    cached = results.get("cached")
+    if cached:
+        table = Table(title=f"2. Cached hits ({cached['connections']} connections, "
+                            f"mean body {cached['mean_size'] / 1000:.0f} KB)")
+        for col in ("server", "req/s", "p50 ms", "p99 ms", "MB/s"):
+            table.add_column(col, justify="right")
+        for name in ("imagehost", "thumbor", "static"):
+            r = cached[name]
+            table.add_row(name, f"{r['rate']:.0f}", f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}",
+                          f"{r['mb_per_s']:.1f}")
+        console.print(table)
+    upload = results.get("upload")
+    if upload:
+        table = Table(title=f"3. Uploads ({upload['clients']} clients, "
+                            f"mean {upload['mean_size'] / MB:.1f} MB JPEGs)")
+        for col in ("pipeline", "images/s", "MB/s", "p50 ms", "p99 ms"):
+            table.add_column(col, justify="right")
+        for name in ("imagehost", "inprocess"):
+            r = upload[name]
+            table.add_row(name, f"{r['rate']:.1f}", f"{r['mb_per_s']:.1f}",
+                          f"{r['p50_ms']:.0f}", f"{r['p99_ms']:.0f}")
+        console.print(table)
+    memory = results.get("memory")
+    if memory:
+        table = Table(title=f"4. Memory (8 concurrent renders, "
+                            f"{memory['render_threads']} render threads)")
+        for col in ("burst", "idle RSS MB", "peak RSS MB", "renders", "seconds"):
+            table.add_column(col, justify="right")
+        for name in ("imagehost_14mp", "thumbor_14mp", "imagehost_48mp"):
+            r = memory[name]
+            table.add_row(name, f"{r['idle_rss'] / MB:.0f}", f"{r['peak_rss'] / MB:.0f}",
+                          str(r["renders"]), f"{r['seconds']:.1f}")
+        console.print(table)
+    table = Table(title="Targets (ratios measured in this run)")
+    table.add_column("measure")
+    table.add_column("value (target)", justify="right")
+    for name, (value, target, higher) in ratios(results).items():
+        table.add_row(name, _ok(value, target, higher))
+    console.print(table)
+    if results.get("profile"):
+        console.print("[bold]py-spy, imagehost under uncached load (self samples %)[/]")
+        for name, share in results["profile"]["self"][:12]:
+            console.print(f"  {share:5.1f}%  {name}")
+
+
+_FRAME = re.compile(r"^(?P<fn>.+?) \((?P<file>[^:]+)(?::\d+)?\)$")
+
+
+def summarise_profile(raw: Path, top: int = 20) -> dict:
+    """Self and inclusive sample shares per function from py-spy's ``--format raw`` output."""
+    own: Counter = Counter()
+    inclusive: Counter = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = [_short(f) for f in stack.split(";")]
+        own[frames[-1]] += n
+        for frame in set(frames):
+            inclusive[frame] += n
+    def share(counter):
+        return [(name, 100 * n / total) for name, n in counter.most_common(top)]
+
+    return {"samples": total, "self": share(own), "inclusive": share(inclusive)}
+
+
+def _short(frame: str) -> str:
+    match = _FRAME.match(frame.strip())
+    if not match:
+        return frame.strip()
+    path = match["file"]
+    for marker in ("site-packages/", "/lib/python3", "/work/main/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+    return f"{match['fn']} ({path})"

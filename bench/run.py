@@ -1,0 +1,341 @@
+"""imagehost vs thumbor vs raw Pillow vs a bare static file server: one command, one table.
+
+    /work/venv/bin/python bench/run.py [--quick] [--profile]
+
+Starts every server itself (imagehost as ``twistd -n imagehost`` from this checkout,
+thumbor 7 from its own virtualenv, ``twistd -n web`` as the static ceiling), drives them
+with wrk (GETs) or a Python client (uploads) in separate processes on 127.0.0.1, stops
+them, prints the table and writes bench/results/latest.json. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(1, str(HERE.parent))
+
+import inprocess  # noqa: E402
+import loadgen  # noqa: E402
+import photos  # noqa: E402
+import report  # noqa: E402
+import servers  # noqa: E402
+
+SIZES = range(512, 399, -1)  # all use the same JPEG draft scale for 4 MP sources
+QUALITIES = (80, 79, 81, 78, 82, 77, 83, 76, 84, 75, 85)
+_THUMBOR_FORMAT = {"jpg": "jpeg", "webp": "webp"}
+
+
+class Variants:
+    """The endless-enough sequence of distinct variants (source, size, quality) per format.
+
+    Every system gets the same slice for the same run, so they do identical work; the
+    imagehost cursor only moves forward, so none of its requests can be a cache hit.
+    """
+
+    def __init__(self, sources: list[Path]):
+        self.sequence = [(src, size, q) for q in QUALITIES for size in SIZES
+                         for src in sources]
+        self.cursor = 0
+
+    def take(self, count: int) -> list[tuple[Path, int, int]]:
+        if self.cursor + count > len(self.sequence):
+            raise RuntimeError("out of distinct variants: lower --duration or add sources")
+        chunk = self.sequence[self.cursor:self.cursor + count]
+        self.cursor += count
+        return chunk
+
+
+def imagehost_path(ids: dict[Path, str], src: Path, size: int, q: int, ext: str) -> str:
+    return f"/image/{ids[src]}.{ext}?w={size}&h={size}&q={q}"
+
+
+def thumbor_path(root: Path, src: Path, size: int, q: int, ext: str) -> str:
+    return (f"/unsafe/fit-in/{size}x{size}/filters:quality({q}):format({_THUMBOR_FORMAT[ext]})"
+            f"/{src.relative_to(root)}")
+
+
+def median_of(runs: list[dict]) -> dict:
+    keys = [k for k, v in runs[0].items() if isinstance(v, (int, float))]
+    out = {k: statistics.median(r[k] for r in runs) for k in keys}
+    out["runs"] = runs
+    return out
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.threads = os.cpu_count() or 1
+        self.cache = HERE / ".cache"
+        self.work = Path(tempfile.mkdtemp(prefix="imagehost-bench-"))
+        self.photos = photos.prepare(self.cache, log)
+        self.wrk = loadgen.ensure_wrk(log)
+        self.thumbor_exe = servers.ensure_thumbor(self.cache / "thumbor-venv", log)
+        self.started: list[servers.Server] = []
+        self.results: dict = {"uncached": [], "cached": {}, "upload": {}, "memory": {}}
+
+    def start(self, server: servers.Server) -> servers.Server:
+        self.started.append(server)
+        return server
+
+    def close(self) -> None:
+        for server in self.started:
+            server.stop()
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    def upload_all(self, base_url: str, paths: list[Path]) -> dict[Path, str]:
+        with ThreadPoolExecutor(4) as pool:
+            ids = pool.map(lambda p: servers.upload(base_url, p), paths)
+            return dict(zip(paths, ids, strict=True))
+
+    # -- 1. uncached renders -----------------------------------------------------
+
+    def start_imagehost(self) -> None:
+        """The imagehost under test, with every 4 MP source uploaded over HTTP."""
+        self.imagehost = self.start(servers.start_imagehost(self.work / "data", self.work))
+        self.ids = self.upload_all(self.imagehost.base_url,
+                                   sorted(set(self.photos.jpeg + self.photos.mixed)))
+
+    def uncached(self) -> None:
+        args = self.args
+        ih = self.imagehost
+        sources = {"jpeg": self.photos.jpeg, "mixed": self.photos.mixed}
+        th = self.start(servers.start_thumbor(self.thumbor_exe, self.photos.root, self.work,
+                                              self.threads, result_storage=False))
+        scenarios = [("jpeg", "jpg", 2), ("jpeg", "jpg", 8), ("jpeg", "webp", 2),
+                     ("jpeg", "webp", 8), ("mixed", "jpg", 8)]
+        if args.quick:
+            scenarios = [s for s in scenarios if s[0] == "jpeg"]
+        variants = {(kind, ext): Variants(sources[kind]) for kind in sources
+                    for ext in ("jpg", "webp")}
+        per_run = int(args.duration * args.max_rate)
+        # Warm up imports, thread pools and disk caches of both servers.
+        for kind, ext in variants:
+            warm = variants[kind, ext].take(len(sources[kind]))
+            self.gets(ih, [imagehost_path(self.ids, s, z, q, ext) for s, z, q in warm], 2, 1)
+            self.gets(th, [thumbor_path(self.photos.root, s, z, q, ext) for s, z, q in warm],
+                      2, 1)
+        for kind, ext, clients in scenarios:
+            runs: dict[str, list] = {"imagehost": [], "thumbor": [], "pillow": []}
+            for run in range(args.runs):
+                chunk = variants[kind, ext].take(per_run)
+                log(f"uncached {kind}->{ext} c={clients} run {run + 1}/{args.runs}")
+                result = self.gets(ih, [imagehost_path(self.ids, s, z, q, ext)
+                                        for s, z, q in chunk], clients, args.duration,
+                                   count_cache=True)
+                if result["hits"] or result["wrapped"]:
+                    raise RuntimeError(f"imagehost uncached run was not all misses: {result}")
+                runs["imagehost"].append(result)
+                runs["thumbor"].append(self.gets(
+                    th, [thumbor_path(self.photos.root, s, z, q, ext) for s, z, q in chunk],
+                    clients, args.duration))
+                runs["pillow"].append(inprocess.run_for(
+                    args.duration, self.threads, ((s, z, q, ext) for s, z, q in chunk),
+                    inprocess.render))
+            self.results["uncached"].append({
+                "sources": kind, "format": ext, "clients": clients,
+                **{name: median_of(r) for name, r in runs.items()}})
+        if args.profile:
+            self.profile(ih, variants["jpeg", "jpg"], per_run)
+        th.stop()
+
+    def gets(self, server, paths, clients, duration, count_cache=False) -> dict:
+        return loadgen.run_gets(self.wrk, server.base_url, paths, connections=clients,
+                                duration=duration, count_cache=count_cache)
+
+    def profile(self, ih, variants: Variants, per_run: int) -> None:
+        """py-spy over imagehost during one more uncached run (8 clients, JPEG)."""
+        raw = HERE / "results" / "profile-uncached.txt"
+        seconds = max(5, round(self.args.duration))
+        log(f"profiling imagehost with py-spy for {seconds}s -> {raw}")
+        spy = subprocess.Popen(
+            [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(ih.pid),
+             "--duration", str(seconds), "--rate", "200", "--format", "raw", "--output",
+             str(raw)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1)
+        chunk = variants.take(per_run * 2)
+        self.gets(ih, [imagehost_path(self.ids, s, z, q, "jpg") for s, z, q in chunk], 8,
+                  seconds)
+        spy.wait(60)
+        self.results["profile"] = report.summarise_profile(raw)
+
+    # -- 2. cached hits ------------------------------------------------------------
+
+    def cached(self) -> None:
+        args = self.args
+        ih = self.imagehost
+        sources = self.photos.jpeg
+        ih_paths = [imagehost_path(self.ids, s, 512, 80, "jpg") for s in sources]
+        th = self.start(servers.start_thumbor(self.thumbor_exe, self.photos.root, self.work,
+                                              self.threads, result_storage=True))
+        th_paths = [thumbor_path(self.photos.root, s, 512, 80, "jpg") for s in sources]
+        static_dir = self.work / "static"
+        static_dir.mkdir()
+        sizes = []
+        for src, path in zip(sources, ih_paths, strict=True):
+            body = urllib.request.urlopen(ih.base_url + path).read()  # renders, caches
+            (static_dir / f"{self.ids[src]}.jpg").write_bytes(body)
+            sizes.append(len(body))
+        for path in th_paths:
+            urllib.request.urlopen(th.base_url + path).read()  # fills thumbor's result storage
+        if not list((self.work / "thumbor-results").rglob("*")):
+            raise RuntimeError("thumbor's result storage stayed empty")
+        st = self.start(servers.start_static(static_dir, self.work))
+        st_paths = [f"/{self.ids[s]}.jpg" for s in sources]
+        runs: dict[str, list] = {"imagehost": [], "thumbor": [], "static": []}
+        for server, paths in ((ih, ih_paths), (th, th_paths), (st, st_paths)):
+            self.gets(server, paths, args.connections, 1)  # warm up
+        for run in range(args.runs):
+            log(f"cached c={args.connections} run {run + 1}/{args.runs}")
+            result = self.gets(ih, ih_paths, args.connections, args.duration, count_cache=True)
+            if result["misses"]:
+                raise RuntimeError(f"imagehost cached run had misses: {result}")
+            runs["imagehost"].append(result)
+            runs["thumbor"].append(self.gets(th, th_paths, args.connections, args.duration))
+            runs["static"].append(self.gets(st, st_paths, args.connections, args.duration))
+        self.results["cached"] = {"connections": args.connections,
+                                  "mean_size": statistics.mean(sizes),
+                                  **{n: median_of(r) for n, r in runs.items()}}
+        th.stop()
+        st.stop()
+
+    # -- 3. uploads --------------------------------------------------------------
+
+    def uploads(self) -> None:
+        args = self.args
+        files = self.photos.upload
+        url = self.imagehost.base_url + "/api/guest/upload"
+        runs: dict[str, list] = {"imagehost": [], "inprocess": []}
+        loadgen.run_uploads(url, files[:1], clients=1, duration=0.5)  # warm up
+        for run in range(args.runs):
+            log(f"upload c=4 run {run + 1}/{args.runs}")
+            result = loadgen.run_uploads(url, files, clients=4, duration=args.duration)
+            if result["errors"]:
+                raise RuntimeError(f"upload errors: {result}")
+            runs["imagehost"].append(result)
+            runs["inprocess"].append(inprocess.accept_uploads(files, args.duration,
+                                                              self.threads))
+        self.results["upload"] = {
+            "clients": 4, "mean_size": statistics.mean(f.stat().st_size for f in files),
+            **{n: median_of(r) for n, r in runs.items()}}
+
+    # -- 4. memory -----------------------------------------------------------------
+
+    def memory(self) -> None:
+        big, huge = self.photos.big, self.photos.huge
+        ih = self.start(servers.start_imagehost(self.work / "data-memory", self.work))
+        ids = self.upload_all(ih.base_url, big + huge)
+        th = self.start(servers.start_thumbor(self.thumbor_exe, self.photos.root, self.work,
+                                              self.threads, result_storage=False))
+        burst = [(src, 512 - n, 80) for n in range(self.args.burst) for src in big]
+        log(f"memory: {len(burst)} renders of 14 MP sources, 8 at a time")
+        ih_big = self.burst(ih, [imagehost_path(ids, s, z, q, "jpg") for s, z, q in burst])
+        th_big = self.burst(th, [thumbor_path(self.photos.root, s, z, q, "jpg")
+                                 for s, z, q in burst])
+        burst = [(src, 500 - n, 80) for n in range(self.args.burst) for src in huge]
+        log(f"memory: {len(burst)} renders of 48 MP sources, 8 at a time")
+        ih_huge = self.burst(ih, [imagehost_path(ids, s, z, q, "jpg") for s, z, q in burst])
+        self.results["memory"] = {"imagehost_14mp": ih_big, "thumbor_14mp": th_big,
+                                  "imagehost_48mp": ih_huge,
+                                  "render_threads": self.threads}
+        ih.stop()
+        th.stop()
+
+    def burst(self, server, paths: list[str]) -> dict:
+        """Peak RSS (VmHWM, reset just before) while ``paths`` are fetched 8 at a time."""
+        idle = server.rss()
+        server.reset_peak()
+        started = time.monotonic()
+
+        def fetch(path):
+            with urllib.request.urlopen(server.base_url + path, timeout=120) as response:
+                return response.status, len(response.read())
+
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(fetch, paths))
+        if any(status != 200 for status, _ in answers):
+            raise RuntimeError(f"{server.name}: failed renders in the memory burst")
+        return {"idle_rss": idle, "peak_rss": server.peak_rss(), "renders": len(paths),
+                "seconds": time.monotonic() - started}
+
+
+def machine() -> dict:
+    model = next((line.split(":", 1)[1].strip()
+                  for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    mem_kb = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
+                      if line.startswith("MemTotal")))
+    import PIL
+
+    return {"nproc": os.cpu_count(), "cpu": model, "ram_gb": round(mem_kb / 1024 / 1024, 1),
+            "python": platform.python_version(), "pillow": PIL.__version__,
+            "kernel": platform.release(), "loadavg_at_start": os.getloadavg()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="1 run of 3 s per measurement, JPEG sources only (~2 min)")
+    parser.add_argument("--runs", type=int, default=3, help="runs per measurement (median)")
+    parser.add_argument("--duration", type=float, default=6.0, help="seconds per run")
+    parser.add_argument("--connections", type=int, default=32, help="for cached hits")
+    parser.add_argument("--burst", type=int, default=8, help="renders per 14/48 MP source")
+    parser.add_argument("--max-rate", type=float, default=150.0,
+                        help="distinct variants prepared per second of an uncached run")
+    parser.add_argument("--profile", action="store_true",
+                        help="also record imagehost with py-spy under uncached load")
+    parser.add_argument("--only", choices=("uncached", "cached", "upload", "memory"),
+                        action="append", help="run only these parts (repeatable)")
+    parser.add_argument("--nice", type=int, default=0,
+                        help="renice the benchmark and every server it starts by this much "
+                             "(e.g. -5) to lessen noise from other work on the machine")
+    parser.add_argument("--output", type=Path, default=HERE / "results" / "latest.json")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.runs, args.duration, args.burst = 1, 3.0, 4
+    if args.nice:
+        os.nice(args.nice)  # children (servers, wrk, clients) inherit it
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    (HERE / "results").mkdir(exist_ok=True)
+    started = time.time()
+    info = machine()
+    bench = Bench(args)
+    parts = args.only or ["uncached", "cached", "upload", "memory"]
+    try:
+        if {"uncached", "cached", "upload"} & set(parts):
+            bench.start_imagehost()
+        for part in ("uncached", "cached", "upload", "memory"):
+            if part in parts:
+                getattr(bench, {"upload": "uploads"}.get(part, part))()
+    finally:
+        bench.close()
+    results = {"command": " ".join([Path(sys.executable).name, *sys.argv]),
+               "machine": info, "seconds": round(time.time() - started),
+               "settings": {k: (str(v) if isinstance(v, Path) else v)
+                            for k, v in vars(args).items()},
+               **bench.results}
+    args.output.write_text(json.dumps(results, indent=2, default=str))
+    report.print_tables(results)
+    log(f"wrote {args.output} ({results['seconds']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
