@@ -447,3 +447,14 @@ def test_parse_variant_query_rules():
     assert parse_variant_query({}, 100) == VariantQuery()
     with pytest.raises(BadRequest):
         parse_variant_query({"w": ["101"]}, 100)
+
+
+@pytest_twisted.ensureDeferred
+async def test_large_originals_and_variants_stream_intact(server, admin):
+    original = noise_bytes("PNG", (1500, 1000))  # ~4.5 MB: many FileSender chunks
+    image_id = await upload(admin, original)
+    assert (await server.client.get(f"/image/{image_id}.png")).body == original
+    rendered = await server.client.get(f"/image/{image_id}.png?w=1499")
+    cached = await server.client.get(f"/image/{image_id}.png?w=1499")
+    assert (rendered.header("X-Cache"), cached.header("X-Cache")) == ("MISS", "HIT")
+    assert cached.body == rendered.body and len(cached.body) > 1_000_000
