@@ -24,12 +24,14 @@ from imagehost.service.delivery import Delivery
 from imagehost.service.images import Images
 from imagehost.service.library import Library
 from imagehost.service.runtime_settings import RuntimeSettings
+from imagehost.service.throttle import RateLimit
 from imagehost.service.variant_cache import VariantCache
 from imagehost.service.views import ViewCounter
 from imagehost.service.workers import WorkerPool
 from imagehost.storage import LocalStorage
 from imagehost.web.api import ImagehostAPI
-from imagehost.web.site import ImagehostSite
+from imagehost.web.metrics import Metrics
+from imagehost.web.site import ImagehostSite, SiteLimits
 
 _log = Logger()
 
@@ -134,9 +136,16 @@ def build_imagehost(config: Config, reactor, secret: bytes) -> Imagehost:
     settings = RuntimeSettings(config, db)
     accounts = Accounts(db, workers, secret, algorithm=config.get("auth", "jwt_algorithm"),
                         access_ttl=config.get("auth", "access_token_ttl"),
-                        refresh_ttl=config.get("auth", "refresh_token_ttl"), now=utc_now)
+                        refresh_ttl=config.get("auth", "refresh_token_ttl"), now=utc_now,
+                        login_limits=(
+                            RateLimit(config.get("limits", "logins_per_minute_per_ip"),
+                                      reactor.seconds, "login attempts from this address"),
+                            RateLimit(config.get("limits", "logins_per_minute_per_user"),
+                                      reactor.seconds, "login attempts for this user")))
     images = Images(db, workers, storage, settings,
-                    max_pixels=config.get("image", "max_pixels"), now=utc_now)
+                    max_pixels=config.get("image", "max_pixels"), now=utc_now,
+                    guest_limit=RateLimit(config.get("limits", "guest_uploads_per_minute_per_ip"),
+                                          reactor.seconds, "guest uploads from this address"))
     # -- library -- file removal is brief blocking IO: the reactor's own thread pool.
     library = Library(db, storage, now=utc_now, run_blocking=lambda fn, *args: (
         deferToThreadPool(reactor, reactor.getThreadPool(), fn, *args)))
@@ -218,6 +227,12 @@ class ListeningService(service.Service):
             return self.port.stopListening()
 
 
+def site_limits(config: Config) -> SiteLimits:
+    return SiteLimits(**{name: config.get("server", name) for name in (
+        "max_body_size", "max_header_size", "max_uri_length", "header_timeout",
+        "idle_timeout")})
+
+
 def makeService(options, reactor=None) -> service.MultiService:
     """Build the whole daemon from parsed ``Options``."""
     if reactor is None:
@@ -225,8 +240,9 @@ def makeService(options, reactor=None) -> service.MultiService:
     config = options.config
     secret = prepare_installation(config)
     imagehost = build_imagehost(config, reactor, secret)
-    site = ImagehostSite(ImagehostAPI(imagehost).resource(), reactor,
-                         config.get("server", "max_body_size"))
+    metrics = Metrics(imagehost, ImagehostAPI.app.url_map)
+    site = ImagehostSite(ImagehostAPI(imagehost, metrics).resource(), reactor,
+                         site_limits(config), metrics)
     top = service.MultiService()
     ImagehostService(imagehost, site, reactor,
                      config.get("server", "shutdown_timeout")).setServiceParent(top)

@@ -238,3 +238,24 @@ async def test_a_failed_upload_leaves_no_file_behind(server, admin):
     await admin.upload("/api/upload", PDF)
     await admin.upload("/api/upload", image_bytes("JPEG", size=(300, 300))[:-300])
     assert not [p for p in (server.data_dir / "originals").rglob("*") if p.is_file()]
+
+
+@pytest_twisted.ensureDeferred
+async def test_slow_heads_long_uris_and_huge_headers_are_refused(tmp_path, reactor):
+    server = await start_server(tmp_path, reactor, {"server": {
+        "header_timeout": 0.5, "max_uri_length": 200, "max_header_size": 2000}})
+    try:
+        port = int(server.base_url.rsplit(":", 1)[1])
+        # A head that never ends is cut off after header_timeout, not the idle timeout.
+        slow = await deferToThread(raw_exchange, port, b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        assert slow.startswith(b"HTTP/1.1 408 "), slow
+        long_uri = await server.client.get("/health?" + "a" * 300)
+        assert long_uri.code == 414
+        assert long_uri.json()["error"]["title"] == "URITooLong"
+        huge = await deferToThread(
+            raw_exchange, port, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 3000
+            + b"\r\n\r\n")
+        assert huge.startswith(b"HTTP/1.1 400 "), huge
+        assert (await server.client.get("/health")).code == 200
+    finally:
+        await server.service.stopService()

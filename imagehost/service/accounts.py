@@ -13,6 +13,7 @@ from imagehost.db import Database
 from imagehost.db import accounts as q
 from imagehost.db.accounts import ApiKey, RefreshToken, User
 from imagehost.service.errors import Forbidden, NotFound, Unauthorized, ValidationFailed, Violation
+from imagehost.service.throttle import RateLimit
 from imagehost.service.workers import WorkerPool
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,64}$")
@@ -49,7 +50,8 @@ class Accounts:
 
     def __init__(self, db: Database, workers: WorkerPool, secret: bytes, *,
                  algorithm: str, access_ttl: int, refresh_ttl: int,
-                 now: Callable[[], datetime]):
+                 now: Callable[[], datetime], login_limits: tuple[RateLimit, RateLimit]):
+        self._login_limit_by_client, self._login_limit_by_user = login_limits
         self._db = db
         self._workers = workers
         self._secret = secret
@@ -102,8 +104,13 @@ class Accounts:
 
     # -- sessions ----------------------------------------------------------
 
-    async def login(self, login: str, password: str) -> TokenPair:
-        """Tokens for valid credentials of an active user; Unauthorized otherwise."""
+    async def login(self, login: str, password: str, client: str = "local") -> TokenPair:
+        """Tokens for valid credentials of an active user; Unauthorized otherwise.
+
+        Attempts are rate limited per client address and per username (RateLimited).
+        """
+        self._login_limit_by_client.hit(client)
+        self._login_limit_by_user.hit(login.casefold())
         user = await self._db.run(q.user_by_login, login)
         stored = user.password_hash if user else auth.DUMMY_PASSWORD_HASH
         valid = await self._workers.submit(auth.verify_password, password, stored)

@@ -18,6 +18,7 @@ from imagehost.imaging import probe as imaging
 from imagehost.service.errors import Forbidden, NotFound, ValidationFailed
 from imagehost.service.forms import parse_upload_form
 from imagehost.service.runtime_settings import RuntimeSettings, Settings
+from imagehost.service.throttle import RateLimit
 from imagehost.service.workers import WorkerPool
 from imagehost.storage import LocalStorage
 
@@ -38,7 +39,11 @@ class Images:
     """Uploading and reading images."""
 
     def __init__(self, db: Database, workers: WorkerPool, storage: LocalStorage,
-                 settings: RuntimeSettings, *, max_pixels: int, now: Callable[[], datetime]):
+                 settings: RuntimeSettings, *, max_pixels: int, now: Callable[[], datetime],
+                 guest_limit: RateLimit):
+        self._guest_limit = guest_limit
+        self.uploads = 0
+        self.stored_bytes = 0
         self._db = db
         self._workers = workers
         self._storage = storage
@@ -47,11 +52,14 @@ class Images:
         self._now = now
 
     async def upload(self, body: BinaryIO, content_type: str | None,
-                     owner: User | None) -> ImageRecord:
-        """Parse, validate, store and record an upload; ``owner`` None means a guest."""
+                     owner: User | None, client: str = "local") -> ImageRecord:
+        """Parse, validate, store and record an upload; ``owner`` None means a guest
+        (rate limited per client address)."""
         settings = await self._settings.current()
-        if owner is None and not settings.allow_guest_uploads:
-            raise Forbidden("Guest uploads are disabled.")
+        if owner is None:
+            if not settings.allow_guest_uploads:
+                raise Forbidden("Guest uploads are disabled.")
+            self._guest_limit.hit(client)
         form, stored = await self._workers.submit(self._accept_form, body, content_type,
                                                   settings)
         return await self.record(stored, owner=owner, file_name=form.file_name,
@@ -91,6 +99,8 @@ class Images:
         except BaseException:
             self._storage.delete_original(stored.image_id, info.ext)
             raise
+        self.uploads += 1
+        self.stored_bytes += stored.size
         return image
 
     async def original(self, image_id: str) -> tuple[ImageRecord, Path]:

@@ -30,6 +30,7 @@ from imagehost.service.errors import (
 )
 from imagehost.service.library import parse_limit, parse_listing, parse_page
 from imagehost.web import library_json
+from imagehost.web.metrics import CONTENT_TYPE, Metrics
 from imagehost.web.responses import error_body, iso, json_object, json_response, no_content
 
 _log = Logger()
@@ -61,8 +62,9 @@ class ImagehostAPI:
 
     app = Klein()
 
-    def __init__(self, imagehost: Imagehost):
+    def __init__(self, imagehost: Imagehost, metrics: Metrics):
         self.imagehost = imagehost
+        self.metrics = metrics
 
     def resource(self):
         return self.app.resource()
@@ -100,6 +102,12 @@ class ImagehostAPI:
         request.setHeader(b"Cache-Control", b"no-store")
         return b"OK" if healthy else b"UNAVAILABLE"
 
+    @app.route("/metrics", methods=["GET"])
+    def prometheus_metrics(self, request: IRequest) -> bytes:
+        request.setHeader(b"Content-Type", CONTENT_TYPE.encode())
+        request.setHeader(b"Cache-Control", b"no-store")
+        return self.metrics.exposition()
+
     # -- authentication ----------------------------------------------------
 
     @app.route("/api/auth/login", methods=["POST"])
@@ -108,7 +116,7 @@ class ImagehostAPI:
         username, password = body.get("username"), body.get("password")
         if not isinstance(username, str) or not isinstance(password, str):
             raise BadRequest('"username" and "password" are required strings.')
-        pair = await self.imagehost.accounts.login(username, password)
+        pair = await self.imagehost.accounts.login(username, password, client=_client(request))
         return json_response(request, _token_pair(pair))
 
     @app.route("/api/auth/refresh", methods=["POST"])
@@ -210,7 +218,8 @@ class ImagehostAPI:
     def _upload(self, request: IRequest, owner: User | None):
         content_type = request.getHeader(b"content-type")
         return self.imagehost.images.upload(
-            request.content, content_type.decode("latin-1") if content_type else None, owner)
+            request.content, content_type.decode("latin-1") if content_type else None, owner,
+            client=_client(request))
 
     # -- library -------------------------------------------------------------
 

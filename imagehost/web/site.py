@@ -4,24 +4,80 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.web import server
+from twisted.web.http import HTTPChannel
 
 _log = Logger(namespace="imagehost.access")
 
 
-def _too_large_response(limit: int) -> bytes:
-    body = json.dumps({"error": {
-        "title": "PayloadTooLarge",
-        "message": f"The request body is larger than the limit of {limit} bytes.",
-    }}).encode()
-    return (b"HTTP/1.1 413 Payload Too Large\r\n"
+@dataclass(frozen=True)
+class SiteLimits:
+    """What a client may send: body and header sizes, URI length, and how slowly."""
+
+    max_body_size: int = 64 * 1000 * 1000
+    max_header_size: int = 16384
+    max_uri_length: int = 8192
+    header_timeout: float = 10.0
+    idle_timeout: float = 60.0
+
+
+def _error_json(title: str, message: str) -> bytes:
+    return json.dumps({"error": {"title": title, "message": message}}).encode()
+
+
+def _raw_response(status: bytes, body: bytes) -> bytes:
+    return (b"HTTP/1.1 " + status + b"\r\n"
             b"Content-Type: application/json\r\n"
             b"X-Content-Type-Options: nosniff\r\n"
             b"Connection: close\r\n"
             b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+
+def _too_large_response(limit: int) -> bytes:
+    return _raw_response(b"413 Payload Too Large", _error_json(
+        "PayloadTooLarge", f"The request body is larger than the limit of {limit} bytes."))
+
+
+class ImagehostChannel(HTTPChannel):
+    """An HTTP channel that gives a client ``header_timeout`` seconds to send a request's
+    head, however slowly it trickles in (the idle timeout alone resets on every byte)."""
+
+    _header_deadline = None
+    _reading_body = False
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._header_deadline is None and not self._reading_body and not self._handlingRequest:
+            self._header_deadline = self.callLater(
+                self.site.limits.header_timeout, self._header_timed_out)
+        super().dataReceived(data)
+
+    def allHeadersReceived(self) -> None:
+        self._cancel_header_deadline()
+        self._reading_body = True
+        super().allHeadersReceived()
+
+    def allContentReceived(self) -> None:
+        self._reading_body = False
+        super().allContentReceived()
+
+    def connectionLost(self, reason) -> None:
+        self._cancel_header_deadline()
+        super().connectionLost(reason)
+
+    def _cancel_header_deadline(self) -> None:
+        if self._header_deadline is not None and self._header_deadline.active():
+            self._header_deadline.cancel()
+        self._header_deadline = None
+
+    def _header_timed_out(self) -> None:
+        self._header_deadline = None
+        self.transport.write(_raw_response(b"408 Request Timeout", _error_json(
+            "RequestTimeout", "The request head was not received in time.")))
+        self.transport.loseConnection()
 
 
 class LimitedRequest(server.Request):
@@ -41,7 +97,17 @@ class LimitedRequest(server.Request):
 
     @property
     def _limit(self) -> int:
-        return self.channel.site.max_body_size
+        return self.channel.site.limits.max_body_size
+
+    def process(self):
+        if len(self.uri) > self.channel.site.limits.max_uri_length:
+            self.setResponseCode(414)
+            self.setHeader(b"Content-Type", b"application/json")
+            self.setHeader(b"X-Content-Type-Options", b"nosniff")
+            self.write(_error_json("URITooLong", "The request URI is too long."))
+            self.finish()
+            return
+        super().process()
 
     def gotLength(self, length):
         if length is not None and length > self._limit:
@@ -66,6 +132,11 @@ class LimitedRequest(server.Request):
 
     def _refuse(self) -> None:
         self._refused = True
+        # The request line is known (the channel holds it) even though requestReceived
+        # never runs for a refused request; keep it for the access log.
+        self.method = getattr(self.channel, "_command", self.method)
+        self.uri = getattr(self.channel, "_path", self.uri)
+        self.path = self.uri.split(b"?", 1)[0]
         if getattr(self, "content", None) is not None:
             self.content.close()
         self.code = 413
@@ -73,7 +144,7 @@ class LimitedRequest(server.Request):
         transport.write(_too_large_response(self._limit))
         transport.loseWriteConnection()
         # Give the client a moment to read the answer, then drop the connection.
-        self.channel.site.reactor.callLater(2, transport.abortConnection)
+        self.channel.callLater(2, transport.abortConnection)
         self.channel.site.log(self)
 
 
@@ -81,13 +152,20 @@ class ImagehostSite(server.Site):
     """A Site that caps request bodies, logs each request, and can wait for in-flight ones."""
 
     requestFactory = LimitedRequest
+    protocol = ImagehostChannel
 
-    def __init__(self, resource, reactor, max_body_size: int):
-        super().__init__(resource, parsePOSTFormSubmission=False)
-        self.reactor = reactor
-        self.max_body_size = max_body_size
+    def __init__(self, resource, reactor, limits: SiteLimits, metrics=None):
+        super().__init__(resource, parsePOSTFormSubmission=False, timeout=limits.idle_timeout,
+                         reactor=reactor)
+        self.limits = limits
+        self.metrics = metrics
         self.in_flight: set[server.Request] = set()
         self._idle_waiters: list[Deferred] = []
+
+    def buildProtocol(self, addr):
+        channel = super().buildProtocol(addr)
+        channel.totalHeadersSize = self.limits.max_header_size
+        return channel
 
     def getResourceFor(self, request):
         self.in_flight.add(request)
@@ -110,7 +188,12 @@ class ImagehostSite(server.Site):
         return d
 
     def log(self, request) -> None:
-        elapsed_ms = (time.monotonic() - getattr(request, "started", time.monotonic())) * 1000
+        """One access-log line per request (with latency), and the request metrics."""
+        elapsed = time.monotonic() - getattr(request, "started", time.monotonic())
+        elapsed_ms = elapsed * 1000
+        if self.metrics is not None:
+            self.metrics.observe(request.method.decode("ascii", "replace"),
+                                 request.path.decode("utf-8", "replace"), request.code, elapsed)
         _log.info(
             '{client} "{method} {uri}" {code} {length} {elapsed_ms:.1f}ms "{agent}"',
             client=request.getClientAddress().host if request.getClientAddress() else "-",

@@ -1,0 +1,76 @@
+"""Prometheus metrics (official client library), one registry per installation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import Map
+
+from imagehost.service import Imagehost
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class Metrics:
+    """Request counts and latencies by route, plus gauges and counters read from services."""
+
+    def __init__(self, imagehost: Imagehost, routes: Map):
+        self.registry = CollectorRegistry()
+        self._routes = routes.bind("metrics")
+        self.requests = Counter("imagehost_http_requests", "HTTP requests answered.",
+                                ["route", "method", "status"], registry=self.registry)
+        self.latency = Histogram("imagehost_http_request_duration_seconds",
+                                 "Time from request head to the end of the response.",
+                                 ["route"], buckets=_LATENCY_BUCKETS, registry=self.registry)
+        queue = Gauge("imagehost_worker_jobs", "Jobs running or waiting in the CPU pool.",
+                      registry=self.registry)
+        queue.set_function(lambda: imagehost.workers.pending)
+        self.registry.register(_ServiceCounters(imagehost))
+
+    def observe(self, method: str, path: str, status: int, seconds: float) -> None:
+        route = self.route_of(method, path)
+        self.requests.labels(route, method, str(status)).inc()
+        self.latency.labels(route).observe(seconds)
+
+    def route_of(self, method: str, path: str) -> str:
+        """The route template a path matched (bounded label values), or ``other``."""
+        try:
+            rule, _ = self._routes.match(path, method=method, return_rule=True)
+        except HTTPException:
+            return "other"
+        except Exception:  # werkzeug redirects and odd paths: still one bounded label
+            return "other"
+        return rule.rule
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _ServiceCounters(Collector):
+    """Counters the services keep themselves (cache hits, uploads, bytes stored)."""
+
+    def __init__(self, imagehost: Imagehost):
+        self._imagehost = imagehost
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        sources: list[tuple[str, str, Callable[[], float]]] = [
+            ("imagehost_uploads", "Images accepted and stored.",
+             lambda: self._imagehost.images.uploads),
+            ("imagehost_stored_bytes", "Bytes of originals stored by this process.",
+             lambda: self._imagehost.images.stored_bytes),
+        ]
+        delivery = getattr(self._imagehost, "delivery", None)
+        if delivery is not None:
+            sources += [
+                ("imagehost_variant_cache_hits", "Variants served from the cache.",
+                 lambda: delivery.hits),
+                ("imagehost_variant_cache_misses", "Variants that had to be rendered.",
+                 lambda: delivery.misses),
+            ]
+        for name, documentation, read in sources:
+            yield CounterMetricFamily(name, documentation, value=read())

@@ -1,0 +1,36 @@
+"""GET /metrics in Prometheus text format."""
+
+import pytest_twisted
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import image_bytes
+
+
+def samples(body: bytes) -> dict:
+    found = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+@pytest_twisted.ensureDeferred
+async def test_metrics_count_requests_by_route_and_uploads(server, admin):
+    await admin.upload("/api/upload", image_bytes())
+    await server.client.get("/health")
+    await server.client.get("/no/such/path/" + "x" * 50)
+    response = await server.client.get("/metrics")
+    assert response.code == 200
+    assert response.header("Content-Type").startswith("text/plain; version=0.0.4")
+    found = samples(response.body)
+    upload = (("method", "POST"), ("route", "/api/upload"), ("status", "201"))
+    assert found[("imagehost_http_requests_total", upload)] == 1
+    health = (("method", "GET"), ("route", "/health"), ("status", "200"))
+    assert found[("imagehost_http_requests_total", health)] == 1
+    other = (("method", "GET"), ("route", "other"), ("status", "404"))
+    assert found[("imagehost_http_requests_total", other)] == 1
+    assert found[("imagehost_http_request_duration_seconds_count",
+                  (("route", "/api/upload"),))] == 1
+    assert found[("imagehost_uploads_total", ())] == 1
+    assert found[("imagehost_stored_bytes_total", ())] == len(image_bytes())
+    assert ("imagehost_worker_jobs", ()) in found
