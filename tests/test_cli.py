@@ -495,3 +495,18 @@ async def test_remote_reads_url_and_key_from_the_environment(server, tmp_path):
 def test_help_works_without_a_reactor(argv):
     result = CliRunner().invoke(cli, argv)
     assert result.exit_code == 0 and "Usage:" in result.output
+
+
+def test_the_installed_console_script_runs_the_cli(tmp_path):
+    """``pip install`` (not editable) ships cli/ as imagehost_cli and an ``imagehost`` script."""
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+                    "--no-build-isolation", "--target", str(target), str(REPO)],
+                   check=True, cwd=tmp_path)
+    assert not (target / "cli").exists()
+    env = {"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, str(target / "bin" / "imagehost"), "--json",
+                           "--data-dir", str(tmp_path / "data"), "init"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["created"] is True
