@@ -54,7 +54,8 @@ def test_installed_twistd_lists_imagehost_and_its_options(installed):
 
 
 def test_installed_package_ships_migrations_and_the_cli(installed):
-    assert (installed / "imagehost" / "db" / "migrations" / "versions" / "0001_initial.py").is_file()
+    versions = installed / "imagehost" / "db" / "migrations" / "versions"
+    assert (versions / "0001_initial.py").is_file()
     assert (installed / "imagehost" / "db" / "alembic.ini").is_file()
     assert (installed / "imagehost_cli").is_dir()
     assert not (installed / "cli").exists()

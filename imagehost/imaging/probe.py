@@ -6,6 +6,7 @@ Pure Pillow; no Twisted, HTTP or SQL.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -126,5 +127,6 @@ def _prove_decodes(image: Image.Image) -> None:
 
 
 def _pixels_from_message(error: Exception) -> int:
-    words = [w for w in str(error).split() if w.isdigit()]
-    return int(words[0]) if words else 0
+    # Pillow says "Image size (N pixels) exceeds limit of M pixels, ...".
+    found = re.search(r"\((\d+) pixels\)", str(error))
+    return int(found.group(1)) if found else 0
