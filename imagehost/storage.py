@@ -54,7 +54,9 @@ class LocalStorage:
             pass
 
     def is_healthy(self) -> bool:
-        return os.access(self.originals, os.W_OK)
+        """Both folders exist and are writable (a quick check: no file is written)."""
+        return all(folder.is_dir() and os.access(folder, os.W_OK)
+                   for folder in (self.originals, self.cache))
 
 
 def atomic_write(path: Path, data: bytes) -> None:

@@ -34,3 +34,29 @@ async def test_metrics_count_requests_by_route_and_uploads(server, admin):
     assert found[("imagehost_uploads_total", ())] == 1
     assert found[("imagehost_stored_bytes_total", ())] == len(image_bytes())
     assert ("imagehost_worker_jobs", ()) in found
+
+
+@pytest_twisted.ensureDeferred
+async def test_health_fails_when_storage_is_gone(server):
+    originals = server.data_dir / "originals"
+    originals.rename(server.data_dir / "moved")
+    try:
+        response = await server.client.get("/health")
+        assert response.code == 503
+        assert response.body == b"UNAVAILABLE"
+    finally:
+        (server.data_dir / "moved").rename(originals)
+    assert (await server.client.get("/health")).code == 200
+
+
+@pytest_twisted.ensureDeferred
+async def test_health_fails_when_the_database_is_unreadable(server):
+    server.imagehost.db.engine.dispose()
+    database = server.data_dir / "imagehost.db"
+    saved = database.read_bytes()
+    database.write_bytes(b"this is not a database" * 100)
+    try:
+        assert (await server.client.get("/health")).code == 503
+    finally:
+        server.imagehost.db.engine.dispose()
+        database.write_bytes(saved)
