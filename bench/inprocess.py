@@ -74,17 +74,18 @@ def accept_uploads(files: list[Path], duration: float, threads: int) -> dict:
     from imagehost.service.images import validate_image
     from imagehost.service.runtime_settings import RuntimeSettings, Settings
     from imagehost.storage import LocalStorage
+    from imagehost.tap import source_limits
 
     config = load_config(environ={})
     settings = Settings(RuntimeSettings(config, db=None).defaults())
-    max_pixels = config.get("image", "max_pixels")
+    limits = source_limits(config)
     datas = [f.read_bytes() for f in files]
     with tempfile.TemporaryDirectory() as tmp:
         storage = LocalStorage(Path(tmp))
         storage.prepare()
 
         def accept(data: bytes) -> bytes:
-            info = validate_image(data, settings, max_pixels)
+            info = validate_image(data, settings, limits)
             storage.put_original(str(uuid.uuid4()), info.ext, data)
             hashlib.sha256(data).hexdigest()
             return b""

@@ -67,6 +67,8 @@ KEYS: tuple[Key, ...] = (
     Key("image", "allowed_mime_types", _list,
         ["image/jpeg", "image/png", "image/webp", "image/gif"]),
     Key("image", "max_pixels", int, 50 * 1000 * 1000),
+    Key("image", "max_frames", int, 1000),
+    Key("image", "max_animation_pixels", int, 200 * 1000 * 1000),
     Key("image", "max_dimension", int, 8192),
     Key("render", "threads", int, 0),
     Key("render", "queue_size", int, 64),

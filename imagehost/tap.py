@@ -18,6 +18,7 @@ from imagehost import auth
 from imagehost.config import Config, ConfigError, load_config
 from imagehost.db import Database, create_engine, db_threads, run_sync, upgrade
 from imagehost.db import accounts as account_queries
+from imagehost.imaging.probe import SourceLimits
 from imagehost.service import Imagehost
 from imagehost.service.accounts import Accounts
 from imagehost.service.delivery import Delivery
@@ -143,7 +144,7 @@ def build_imagehost(config: Config, reactor, secret: bytes) -> Imagehost:
                             RateLimit(config.get("limits", "logins_per_minute_per_user"),
                                       reactor.seconds, "login attempts for this user")))
     images = Images(db, workers, storage, settings,
-                    max_pixels=config.get("image", "max_pixels"), now=utc_now,
+                    limits=source_limits(config), now=utc_now,
                     guest_limit=RateLimit(config.get("limits", "guest_uploads_per_minute_per_ip"),
                                           reactor.seconds, "guest uploads from this address"))
     # -- library -- file removal is brief blocking IO: the reactor's own thread pool.
@@ -225,6 +226,11 @@ class ListeningService(service.Service):
         super().stopService()
         if self.port is not None:
             return self.port.stopListening()
+
+
+def source_limits(config: Config) -> SourceLimits:
+    return SourceLimits(**{name: config.get("image", name) for name in (
+        "max_pixels", "max_frames", "max_animation_pixels")})
 
 
 def site_limits(config: Config) -> SiteLimits:

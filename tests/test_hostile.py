@@ -215,10 +215,38 @@ def test_variant_query_parsing_accepts_or_says_400(query):
 def test_probe_reads_every_bomb_without_decoding():
     import time
 
-    from imagehost.imaging.probe import TooManyPixels, probe
+    from imagehost.imaging.probe import SourceLimits, TooManyPixels, probe
 
     for name, data in BOMBS.items():
         started = time.monotonic()
         with pytest.raises(TooManyPixels):
-            probe(data, 50_000_000)
+            probe(data, SourceLimits())
         assert time.monotonic() - started < 0.5, name
+
+
+def animated_gif(frames: int, size=(40, 40)) -> bytes:
+    from PIL import Image
+
+    images = [Image.new("RGB", size, (n * 40 % 256, 255 - n * 30 % 256, 0)) for n in range(frames)]
+    out = io.BytesIO()
+    images[0].save(out, "GIF", save_all=True, append_images=images[1:], duration=40)
+    return out.getvalue()
+
+
+@pytest_twisted.ensureDeferred
+async def test_animations_are_bounded_by_frames_and_total_pixels(tmp_path, reactor):
+    from tests.conftest import start_server
+
+    server = await start_server(tmp_path, reactor, {"image": {
+        "max_frames": 5, "max_animation_pixels": 40 * 40 * 8}})
+    try:
+        admin = await server.admin()
+        assert (await admin.upload("/api/upload", animated_gif(4))).code == 201
+        assert only_violation(await admin.upload("/api/upload", animated_gif(6))) == (
+            "The animation has too many frames (6 frames). "
+            "Maximum amount expected is 5 frames.")
+        message = only_violation(await admin.upload("/api/upload",
+                                                     animated_gif(5, size=(60, 60))))
+        assert message.startswith("The image has too many pixels (18000 pixels)")
+    finally:
+        await server.service.stopService()

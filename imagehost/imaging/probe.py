@@ -28,6 +28,15 @@ _SWAPPED_ORIENTATIONS = {5, 6, 7, 8}
 
 
 @dataclass(frozen=True)
+class SourceLimits:
+    """How big a source image may be: pixels per frame, frames, pixels over all frames."""
+
+    max_pixels: int = 50_000_000
+    max_frames: int = 1000
+    max_animation_pixels: int = 200_000_000
+
+
+@dataclass(frozen=True)
 class ImageInfo:
     """What an image is, as displayed (width/height after EXIF orientation)."""
 
@@ -53,6 +62,15 @@ class NotAnImage(Exception):
 
 class CorruptImage(Exception):
     """The image's header is readable but its data is truncated or corrupt."""
+
+
+class TooManyFrames(Exception):
+    """An animation with more frames, or more pixels over all frames, than allowed."""
+
+    def __init__(self, frames: int, max_frames: int):
+        super().__init__(frames, max_frames)
+        self.frames = frames
+        self.max_frames = max_frames
 
 
 class TooManyPixels(Exception):
@@ -81,11 +99,12 @@ def sniff_mime_type(data: bytes) -> str:
     return "text/plain" if data else "application/x-empty"
 
 
-def probe(data: bytes, max_pixels: int, max_frames: int = 1000) -> ImageInfo:
+def probe(data: bytes, limits: SourceLimits) -> ImageInfo:
     """Identify ``data`` and decode it fully enough to prove it is intact.
 
     Pixel limits are checked from the header, before any decoding.
     """
+    max_pixels = limits.max_pixels
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -104,8 +123,10 @@ def probe(data: bytes, max_pixels: int, max_frames: int = 1000) -> ImageInfo:
         if fmt not in KNOWN_FORMATS:
             mime = image.get_format_mimetype() or sniff_mime_type(data)
             return ImageInfo(fmt, mime, fmt.lower(), width, height, frames)
-        if frames > max_frames or frames * width * height > max_pixels * 4:
-            raise TooManyPixels(frames * width * height, max_pixels)
+        if frames > limits.max_frames:
+            raise TooManyFrames(frames, limits.max_frames)
+        if frames * width * height > limits.max_animation_pixels:
+            raise TooManyPixels(frames * width * height, limits.max_animation_pixels)
         _prove_decodes(image)
         orientation = image.getexif().get(_ORIENTATION_TAG, 1)
     if orientation in _SWAPPED_ORIENTATIONS:

@@ -39,7 +39,8 @@ class Images:
     """Uploading and reading images."""
 
     def __init__(self, db: Database, workers: WorkerPool, storage: LocalStorage,
-                 settings: RuntimeSettings, *, max_pixels: int, now: Callable[[], datetime],
+                 settings: RuntimeSettings, *, limits: imaging.SourceLimits,
+                 now: Callable[[], datetime],
                  guest_limit: RateLimit):
         self._guest_limit = guest_limit
         self.uploads = 0
@@ -48,7 +49,7 @@ class Images:
         self._workers = workers
         self._storage = storage
         self._settings = settings
-        self._max_pixels = max_pixels
+        self._limits = limits
         self._now = now
 
     async def upload(self, body: BinaryIO, content_type: str | None,
@@ -75,14 +76,14 @@ class Images:
 
     def accept(self, data: bytes, settings: Settings) -> StoredOriginal:
         """Validate image bytes and write the original (blocking; worker thread)."""
-        info = validate_image(data, settings, self._max_pixels)
+        info = validate_image(data, settings, self._limits)
         image_id = str(uuid.uuid4())
         self._storage.put_original(image_id, info.ext, data)
         return StoredOriginal(image_id, info, len(data), hashlib.sha256(data).hexdigest())
 
     def validate(self, data: bytes, settings: Settings) -> imaging.ImageInfo:
         """Validate image bytes exactly as an upload would, without storing them (blocking)."""
-        return validate_image(data, settings, self._max_pixels)
+        return validate_image(data, settings, self._limits)
 
     async def record(self, stored: StoredOriginal, *, owner: User | None, file_name: str,
                      description: str, is_public: bool) -> ImageRecord:
@@ -112,11 +113,12 @@ class Images:
         return image, self._storage.original_path(image.id, ext)
 
 
-def validate_image(data: bytes, settings: Settings, max_pixels: int) -> imaging.ImageInfo:
+def validate_image(data: bytes, settings: Settings,
+                   limits: imaging.SourceLimits) -> imaging.ImageInfo:
     """Check size, type and integrity in the seed's order; ValidationFailed with its messages."""
     check_size(len(data), settings)
     try:
-        info = imaging.probe(data, max_pixels)
+        info = imaging.probe(data, limits)
     except imaging.NotAnImage as e:
         if e.mime_type in settings.allowed_mime_types:
             raise _invalid("The image file is corrupted.") from e
@@ -126,6 +128,9 @@ def validate_image(data: bytes, settings: Settings, max_pixels: int) -> imaging.
     except imaging.TooManyPixels as e:
         raise _invalid(f"The image has too many pixels ({e.pixels} pixels). "
                        f"Maximum amount expected is {e.max_pixels} pixels.") from e
+    except imaging.TooManyFrames as e:
+        raise _invalid(f"The animation has too many frames ({e.frames} frames). "
+                       f"Maximum amount expected is {e.max_frames} frames.") from e
     if info.mime_type not in settings.allowed_mime_types:
         raise _wrong_type(info.mime_type, settings)
     return info
