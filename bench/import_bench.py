@@ -90,11 +90,14 @@ def fresh_installation(root: Path) -> list[str]:
     return options
 
 
-def import_once(root: Path, folder: Path, jobs: int) -> tuple[float, dict]:
+def import_once(root: Path, folder: Path, empty: Path, jobs: int) -> tuple[float, float, dict]:
+    """One import on a fresh installation, right after an empty import on the same one
+    (the command's start-up cost under the same machine load); both wall times."""
     options = fresh_installation(root)
+    start_up, _ = imagehost(*options, "--json", "import", str(empty), "--user", "bench")
     elapsed, out = imagehost(*options, "--json", "import", str(folder), "--user", "bench",
                              "--recursive", "--jobs", str(jobs))
-    return elapsed, json.loads(out)
+    return elapsed, start_up, json.loads(out)
 
 
 def main() -> None:
@@ -117,44 +120,47 @@ def benchmark(folder: Path, runs: int, jobs_settings: list[int]) -> None:
     """Time the import of ``folder`` for each --jobs setting and print a table."""
     files = [p for p in folder.rglob("*") if p.is_file()]
     size = sum(p.stat().st_size for p in files)
+    load_before = os.getloadavg()[0]
 
+    results = {}
     with tempfile.TemporaryDirectory(prefix="import-bench-") as tmp:
         root = Path(tmp)
         empty = root / "empty"
         empty.mkdir()
-        overheads = []
-        for _ in range(runs):
-            options = fresh_installation(root)
-            overheads.append(imagehost(*options, "--json", "import", str(empty),
-                                       "--user", "bench")[0])
-        overhead = statistics.median(overheads)
-
-        results = {}
-        for jobs in jobs_settings:
-            timed = [import_once(root, folder, jobs) for _ in range(runs)]
-            results[jobs] = (statistics.median(t for t, _ in timed), timed[0][1])
+        for _ in range(runs):  # interleaved, so a load spike hits both settings alike
+            for jobs in jobs_settings:
+                results.setdefault(jobs, []).append(import_once(root, folder, empty, jobs))
 
     print(f"folder: {folder} ({len(files)} files, {size / 1e6:.1f} MB); "
           f"CPUs: {os.cpu_count()}; median of {runs} runs; "
-          f"command start-up (empty import): {overhead:.2f} s")
-    columns = [f"--jobs {jobs}" for jobs in jobs_settings]
+          f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}")
+    summary = {}
+    for jobs, timed in results.items():
+        wall = statistics.median(t for t, _, _ in timed)
+        net = statistics.median(t - s for t, s, _ in timed)
+        summary[jobs] = (wall, net, statistics.median(s for _, s, _ in timed), timed[0][2])
+
+    def rate(amount: float, seconds: float) -> str:
+        return f"{amount / seconds:.2f}" if seconds > 0 else "n/a"
+
     rows = [
         ("imported / duplicates / rejected",
          [f"{r['imported']} / {r['duplicates']} / {len(r['rejected'])}"
-          for _, r in results.values()]),
-        ("wall time (s)", [f"{t:.2f}" for t, _ in results.values()]),
-        ("images/s (wall)", [f"{r['imported'] / t:.2f}" for t, r in results.values()]),
+          for *_, r in summary.values()]),
+        ("wall time (s)", [f"{w:.2f}" for w, *_ in summary.values()]),
+        ("start-up: empty import (s)", [f"{s:.2f}" for _, _, s, _ in summary.values()]),
+        ("images/s (wall)", [rate(r["imported"], w) for w, _, _, r in summary.values()]),
         ("images/s (net of start-up)",
-         [f"{r['imported'] / max(t - overhead, 1e-9):.2f}" for t, r in results.values()]),
-        ("MB/s read (net)", [f"{size / 1e6 / max(t - overhead, 1e-9):.1f}"
-                             for t, _ in results.values()]),
+         [rate(r["imported"], n) for _, n, _, r in summary.values()]),
+        ("MB/s read (net)", [rate(size / 1e6, n) for _, n, _, _ in summary.values()]),
     ]
+    columns = [f"--jobs {jobs}" for jobs in summary]
     width = max(len(label) for label, _ in rows)
     print(f"{'':<{width}}  " + "  ".join(f"{c:>12}" for c in columns))
     for label, cells in rows:
         print(f"{label:<{width}}  " + "  ".join(f"{c:>12}" for c in cells))
-    first, *_ = results.values()
-    for rejected in first[1]["rejected"][:3]:
+    first = next(iter(summary.values()))[3]
+    for rejected in first["rejected"][:2]:
         print(f"rejected e.g. {Path(rejected['path']).name}: {rejected['reason']}")
 
 
