@@ -17,6 +17,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.threads import deferToThread
 
 from imagehost.service.importer import (
+    SKIPPED,
     Importer,
     ImportOutcome,
     ImportSummary,
@@ -119,6 +120,8 @@ def _report(out: Output, summary: ImportSummary) -> None:
             (verb, len(summary.imported)),
             ("Skipped (duplicate)", len(summary.duplicates)),
             ("Rejected", len(summary.rejected)),
+            *([("Not imported (interrupted)", len(summary.having(SKIPPED)))]
+              if summary.cancelled else []),
         ], title="Import summary")
         if summary.rejected:
             out.table(["Rejected file", "Reason"],

@@ -393,6 +393,7 @@ def test_ctrl_c_stops_an_import_cleanly(tmp_path):
     assert proc.returncode == 1, err
     assert "Traceback" not in err
     assert "Error: Interrupted after importing" in err
+    assert "Not imported (interrupted)" in out
     imported = int(err.split("Interrupted after importing ")[1].split()[0])
     assert 2 <= imported < 60
     records = {image_id for image_id, _, _ in stored_images(data, "erin").values()}
