@@ -3,13 +3,11 @@ upload pipeline) in a ThreadPoolExecutor with as many threads as the server uses
 
 from __future__ import annotations
 
-import hashlib
 import io
 import itertools
 import statistics
 import tempfile
 import time
-import uuid
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
@@ -69,25 +67,26 @@ def run_for(duration: float, threads: int, jobs, fn) -> dict:
 
 
 def accept_uploads(files: list[Path], duration: float, threads: int) -> dict:
-    """What ``Images.accept`` does for an upload (validate, store, hash), on a temp data dir."""
-    from imagehost.config import load_config
-    from imagehost.service.images import validate_image
-    from imagehost.service.runtime_settings import RuntimeSettings, Settings
-    from imagehost.storage import LocalStorage
-    from imagehost.tap import source_limits
+    """imagehost's own ``Images.accept`` (validate, store, hash) on a temp data dir.
 
-    config = load_config(environ={})
-    settings = Settings(RuntimeSettings(config, db=None).defaults())
-    limits = source_limits(config)
+    The object graph comes from ``tap.build_imagehost``, as in the daemon; no pool is
+    started and no request is made, so this is the upload work without HTTP.
+    """
+    from twisted.internet import reactor
+
+    from imagehost.config import load_config
+    from imagehost.service.runtime_settings import Settings
+    from imagehost.tap import build_imagehost
+
     datas = [f.read_bytes() for f in files]
     with tempfile.TemporaryDirectory() as tmp:
-        storage = LocalStorage(Path(tmp))
-        storage.prepare()
+        config = load_config(environ={}, overrides={("server", "data_dir"): tmp})
+        imagehost = build_imagehost(config, reactor, b"bench-secret")
+        imagehost.storage.prepare()
+        settings = Settings(imagehost.settings.defaults())
 
         def accept(data: bytes) -> bytes:
-            info = validate_image(data, settings, limits)
-            storage.put_original(str(uuid.uuid4()), info.ext, data)
-            hashlib.sha256(data).hexdigest()
+            imagehost.images.accept(data, settings)
             return b""
 
         jobs = ((datas[n % len(datas)],) for n in itertools.count())

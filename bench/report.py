@@ -24,6 +24,11 @@ def _ratio(a: float, b: float) -> float | None:
     return a / b if b else None
 
 
+def _kb(run: dict) -> str:
+    """Mean response size (with headers) of a wrk run."""
+    return f"{run['mb_per_s'] * run['seconds'] * 1000 / max(1, run['requests']):.0f}"
+
+
 def ratios(results: dict) -> dict:
     """Every target of the issue as ``name -> (value, target, higher_is_better)``."""
     out = {}
@@ -53,6 +58,10 @@ def ratios(results: dict) -> dict:
         out["memory 14 MP: imagehost/thumbor peak RSS"] = (
             _ratio(memory["imagehost_14mp"]["peak_rss"], memory["thumbor_14mp"]["peak_rss"]),
             0.5, False)
+        growth = {k: v["peak_rss"] - v["idle_rss"] for k, v in memory.items()
+                  if isinstance(v, dict)}
+        out["memory 14 MP: imagehost/thumbor growth during burst (info)"] = (
+            _ratio(growth["imagehost_14mp"], growth["thumbor_14mp"]), 0.5, False)
         out["memory 48 MP: imagehost peak RSS MB"] = (
             memory["imagehost_48mp"]["peak_rss"] / MB, 500.0, False)
     return out
@@ -67,7 +76,7 @@ def print_tables(results: dict, console: Console | None = None) -> None:
         table = Table(title="1. Uncached renders (fit in ~512x512; medians)")
         for col in ("sources->format", "clients", "imagehost img/s", "p50/p99 ms",
                     "thumbor img/s", "p50/p99 ms", "raw Pillow img/s", "ih/thumbor",
-                    "ih/raw"):
+                    "ih/raw", "KB/img ih/th/raw"):
             table.add_column(col, justify="right")
         for row in results["uncached"]:
             ih, th, raw = row["imagehost"], row["thumbor"], row["pillow"]
@@ -75,7 +84,8 @@ def print_tables(results: dict, console: Console | None = None) -> None:
                 f"{row['sources']}->{row['format']}", str(row["clients"]), f"{ih['rate']:.1f}",
                 f"{ih['p50_ms']:.0f}/{ih['p99_ms']:.0f}", f"{th['rate']:.1f}",
                 f"{th['p50_ms']:.0f}/{th['p99_ms']:.0f}", f"{raw['rate']:.1f}",
-                f"{ih['rate'] / th['rate']:.2f}", f"{ih['rate'] / raw['rate']:.2f}")
+                f"{ih['rate'] / th['rate']:.2f}", f"{ih['rate'] / raw['rate']:.2f}",
+                f"{_kb(ih)}/{_kb(th)}/{raw['out_bytes'] / 1000:.0f}")
         console.print(table)
     cached = results.get("cached")
     if cached:
@@ -103,11 +113,12 @@ def print_tables(results: dict, console: Console | None = None) -> None:
     if memory:
         table = Table(title=f"4. Memory (8 concurrent renders, "
                             f"{memory['render_threads']} render threads)")
-        for col in ("burst", "idle RSS MB", "peak RSS MB", "renders", "seconds"):
+        for col in ("burst", "idle RSS MB", "peak RSS MB", "growth MB", "renders", "seconds"):
             table.add_column(col, justify="right")
         for name in ("imagehost_14mp", "thumbor_14mp", "imagehost_48mp"):
             r = memory[name]
             table.add_row(name, f"{r['idle_rss'] / MB:.0f}", f"{r['peak_rss'] / MB:.0f}",
+                          f"{(r['peak_rss'] - r['idle_rss']) / MB:.0f}",
                           str(r["renders"]), f"{r['seconds']:.1f}")
         console.print(table)
     table = Table(title="Targets (ratios measured in this run)")

@@ -46,16 +46,22 @@ class Variants:
     imagehost cursor only moves forward, so none of its requests can be a cache hit.
     """
 
-    def __init__(self, sources: list[Path]):
+    def __init__(self, sources: list[Path], used: set):
         self.sequence = [(src, size, q) for q in QUALITIES for size in SIZES
                          for src in sources]
         self.cursor = 0
+        self.used = used  # shared by every sequence of one output format
 
     def take(self, count: int) -> list[tuple[Path, int, int]]:
-        if self.cursor + count > len(self.sequence):
-            raise RuntimeError("out of distinct variants: lower --duration or add sources")
-        chunk = self.sequence[self.cursor:self.cursor + count]
-        self.cursor += count
+        chunk = []
+        while len(chunk) < count:
+            if self.cursor >= len(self.sequence):
+                raise RuntimeError("out of distinct variants: lower --duration or add sources")
+            variant = self.sequence[self.cursor]
+            self.cursor += 1
+            if variant not in self.used:
+                self.used.add(variant)
+                chunk.append(variant)
         return chunk
 
 
@@ -123,7 +129,8 @@ class Bench:
                      ("jpeg", "webp", 8), ("mixed", "jpg", 8)]
         if args.quick:
             scenarios = [s for s in scenarios if s[0] == "jpeg"]
-        variants = {(kind, ext): Variants(sources[kind]) for kind in sources
+        used: dict[str, set] = {"jpg": set(), "webp": set()}
+        variants = {(kind, ext): Variants(sources[kind], used[ext]) for kind in sources
                     for ext in ("jpg", "webp")}
         per_run = int(args.duration * args.max_rate)
         # Warm up imports, thread pools and disk caches of both servers.
@@ -307,7 +314,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="renice the benchmark and every server it starts by this much "
                              "(e.g. -5) to lessen noise from other work on the machine")
     parser.add_argument("--output", type=Path, default=HERE / "results" / "latest.json")
+    parser.add_argument("--show", type=Path, metavar="JSON",
+                        help="only print the tables of an earlier run's JSON")
     args = parser.parse_args(argv)
+    if args.show:
+        report.print_tables(json.loads(args.show.read_text()))
+        return 0
     if args.quick:
         args.runs, args.duration, args.burst = 1, 3.0, 4
     if args.nice:
@@ -318,15 +330,18 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     bench = Bench(args)
     parts = args.only or ["uncached", "cached", "upload", "memory"]
+    error = None
     try:
         if {"uncached", "cached", "upload"} & set(parts):
             bench.start_imagehost()
         for part in ("uncached", "cached", "upload", "memory"):
             if part in parts:
                 getattr(bench, {"upload": "uploads"}.get(part, part))()
+    except Exception as e:  # keep what was measured, say what failed
+        error = f"{type(e).__name__}: {e}"
     finally:
         bench.close()
-    results = {"command": " ".join([Path(sys.executable).name, *sys.argv]),
+    results = {"error": error,"command": " ".join([Path(sys.executable).name, *sys.argv]),
                "machine": info, "seconds": round(time.time() - started),
                "settings": {k: (str(v) if isinstance(v, Path) else v)
                             for k, v in vars(args).items()},
@@ -334,6 +349,9 @@ def main(argv: list[str] | None = None) -> int:
     args.output.write_text(json.dumps(results, indent=2, default=str))
     report.print_tables(results)
     log(f"wrote {args.output} ({results['seconds']} s)")
+    if error:
+        log(f"FAILED: {error}")
+        return 1
     return 0
 
 
