@@ -131,9 +131,34 @@ async def start_server(tmp_path: Path, reactor, sections: dict | None = None) ->
     return Server(base_url, data_dir, service, Client(base_url))
 
 
+@pytest.fixture(scope="session")
+def postgres():
+    """One PostgreSQL server for the session (skipped, with the reason, if not installed)."""
+    from tests.pg import SKIP_REASON, PostgresServer, find_bindir
+
+    bindir = find_bindir()
+    if bindir is None:
+        pytest.skip(SKIP_REASON)
+    server = PostgresServer(bindir)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request):
+    """Each test using the daemon runs on both databases: "" means the embedded SQLite."""
+    if request.param == "sqlite":
+        yield ""
+        return
+    with request.getfixturevalue("postgres").database() as url:
+        yield url
+
+
 @pytest_twisted.async_yield_fixture
-async def server(tmp_path, reactor):
-    running = await start_server(tmp_path, reactor)
+async def server(tmp_path, reactor, database_url):
+    sections = {"database": {"url": database_url}} if database_url else {}
+    running = await start_server(tmp_path, reactor, sections)
     yield running
     if running.service.running:
         await running.service.stopService()

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+import sqlalchemy as sa
 from click.testing import CliRunner, Result
 from PIL import Image
 
@@ -270,12 +271,15 @@ def import_folder(root: Path) -> dict[str, bytes]:
     return files
 
 
-def stored_images(data_dir: Path, username: str) -> dict[str, tuple[str, str, bool]]:
-    """file name -> (id, mime type, public) of ``username``'s images, read from the DB."""
-    with sqlite3.connect(data_dir / "imagehost.db") as db:
-        rows = db.execute(
-            "SELECT i.file_name, i.id, i.mime_type, i.is_public FROM images i "
-            "JOIN users u ON u.id = i.owner_id WHERE u.username = ?", (username,)).fetchall()
+def stored_images(where, username: str) -> dict[str, tuple[str, str, bool]]:
+    """file name -> (id, mime type, public) of ``username``'s images, read from the DB of
+    a running ``Server`` (SQLite or PostgreSQL) or of a data directory's SQLite file."""
+    engine = (sa.create_engine(f"sqlite:///{where / 'imagehost.db'}") if isinstance(where, Path)
+              else where.imagehost.db.engine)
+    query = sa.text("SELECT i.file_name, i.id, i.mime_type, i.is_public FROM images i "
+                    "JOIN users u ON u.id = i.owner_id WHERE u.username = :username")
+    with engine.connect() as conn:
+        rows = conn.execute(query, {"username": username}).fetchall()
     return {name: (image_id, mime, bool(public)) for name, image_id, mime, public in rows}
 
 
@@ -297,7 +301,7 @@ async def test_import_reports_exact_counts_and_reasons_and_never_imports_twice(
     dry = await cmd.json("import", folder, "--user", "dave", "--recursive", "--dry-run")
     assert (dry["imported"], dry["duplicates"], len(dry["rejected"])) == (4, 2, 3)
     assert dry["dryRun"] is True
-    assert stored_images(server.data_dir, "dave") == {}
+    assert stored_images(server, "dave") == {}
     assert originals_on_disk(server.data_dir) == set()
 
     first = await cmd.json("import", folder, "--user", "admin", "--recursive", "--public",
@@ -316,7 +320,7 @@ async def test_import_reports_exact_counts_and_reasons_and_never_imports_twice(
             {"path": str(folder / "truncated.jpg"), "reason": "The image file is corrupted."},
         ],
     }
-    stored = stored_images(server.data_dir, "admin")
+    stored = stored_images(server, "admin")
     assert set(stored) == {"a.jpg", "b.png", "c.gif", "d.webp"}
     assert all(public for _, _, public in stored.values())
     assert originals_on_disk(server.data_dir) == {image_id for image_id, _, _ in stored.values()}
@@ -328,12 +332,12 @@ async def test_import_reports_exact_counts_and_reasons_and_never_imports_twice(
     again = await cmd.json("import", folder, "--user", "admin", "--recursive")
     assert (again["imported"], again["duplicates"], again["rejected"]) == (
         0, 6, first["rejected"])
-    assert stored_images(server.data_dir, "admin") == stored
+    assert stored_images(server, "admin") == stored
 
     flat = await cmd.ok("import", folder, "--user", "dave", "--jobs", "1")
     assert "Import summary" in flat.stdout and "corrupted" in flat.stdout
     assert "Importing" in flat.stderr
-    assert set(stored_images(server.data_dir, "dave")) == {"a.jpg", "b.png", "c.gif"}
+    assert set(stored_images(server, "dave")) == {"a.jpg", "b.png", "c.gif"}
     assert (await cmd.fails("import", folder, "--user", "nobody")) == 'No user named "nobody".'
     assert (await cmd("import", tmp_path / "missing", "--user", "admin")).exit_code == 2
 
@@ -354,7 +358,7 @@ async def test_cancelled_import_leaves_no_original_without_its_record(server, tm
     statuses = [o.status for o in summary.outcomes]
     assert summary.cancelled and set(statuses) <= {IMPORTED, SKIPPED}
     assert 1 <= statuses.count(IMPORTED) < 12 and SKIPPED in statuses
-    records = {image_id for image_id, _, _ in stored_images(server.data_dir, "admin").values()}
+    records = {image_id for image_id, _, _ in stored_images(server, "admin").values()}
     assert len(records) == statuses.count(IMPORTED)
     assert originals_on_disk(server.data_dir) == records
 

@@ -14,9 +14,9 @@ async def upload(client, data: bytes) -> str:
     return response.json()["id"]
 
 
-def delete_row(data_dir, image_id: str) -> None:
+def delete_row(server, image_id: str) -> None:
     """Remove the record as another daemon sharing the database would."""
-    engine = sa.create_engine(f"sqlite:///{data_dir / 'imagehost.db'}")
+    engine = sa.create_engine(server.imagehost.db.engine.url)
     try:
         with engine.begin() as conn:
             conn.execute(sa.text("DELETE FROM images WHERE id = :id"), {"id": image_id})
@@ -34,7 +34,7 @@ async def test_hit_without_database_read_after_first_request(server, admin):
     assert second.body == first.body
     # The record is gone from the database, the variant file is still there: the hit is
     # still served (its bytes are right), but anything else asks the database again.
-    delete_row(server.data_dir, image_id)
+    delete_row(server, image_id)
     assert (await server.client.get(url)).code == 200
     assert (await server.client.get(f"/image/{image_id}.webp?w=121")).code == 404
     assert (await server.client.get(f"/image/{image_id}.jpg")).code == 404

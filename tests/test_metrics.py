@@ -3,7 +3,7 @@
 import pytest_twisted
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import image_bytes
+from tests.conftest import image_bytes, start_server
 
 
 def samples(body: bytes) -> dict:
@@ -50,7 +50,8 @@ async def test_health_fails_when_storage_is_gone(server):
 
 
 @pytest_twisted.ensureDeferred
-async def test_health_fails_when_the_database_is_unreadable(server):
+async def test_health_fails_when_the_database_is_unreadable(tmp_path, reactor):
+    server = await start_server(tmp_path, reactor)  # SQLite: the file can be spoiled
     server.imagehost.db.engine.dispose()
     database = server.data_dir / "imagehost.db"
     saved = database.read_bytes()
@@ -60,3 +61,4 @@ async def test_health_fails_when_the_database_is_unreadable(server):
     finally:
         server.imagehost.db.engine.dispose()
         database.write_bytes(saved)
+        await server.service.stopService()

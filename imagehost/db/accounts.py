@@ -72,7 +72,7 @@ def user_by_username(conn: sa.Connection, username: str) -> User | None:
 def user_by_login(conn: sa.Connection, login: str) -> User | None:
     """The user whose username or email is ``login``."""
     query = users.select().where(sa.or_(users.c.username == login, users.c.email == login))
-    return _one(conn, User, query.order_by(users.c.username == login).limit(1))
+    return _one(conn, User, query.order_by((users.c.username == login).desc()).limit(1))
 
 
 def username_or_email_taken(conn: sa.Connection, username: str, email: str) -> set[str]:
