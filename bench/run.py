@@ -11,6 +11,7 @@ them, prints the table and writes bench/results/latest.json. See bench/README.md
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -144,24 +145,31 @@ class Bench:
             for run in range(args.runs):
                 chunk = variants[kind, ext].take(per_run)
                 log(f"uncached {kind}->{ext} c={clients} run {run + 1}/{args.runs}")
-                result = self.gets(ih, [imagehost_path(self.ids, s, z, q, ext)
-                                        for s, z, q in chunk], clients, args.duration,
-                                   count_cache=True)
+                measure = functools.partial(self.measure_uncached, ih, th, chunk, ext, clients)
+                names = list(runs)
+                for name in names[run % 3:] + names[:run % 3]:  # rotate who goes first
+                    runs[name].append(measure(name))
+                result = runs["imagehost"][-1]
                 if result["hits"] or result["wrapped"]:
                     raise RuntimeError(f"imagehost uncached run was not all misses: {result}")
-                runs["imagehost"].append(result)
-                runs["thumbor"].append(self.gets(
-                    th, [thumbor_path(self.photos.root, s, z, q, ext) for s, z, q in chunk],
-                    clients, args.duration))
-                runs["pillow"].append(inprocess.run_for(
-                    args.duration, self.threads, ((s, z, q, ext) for s, z, q in chunk),
-                    inprocess.render))
             self.results["uncached"].append({
                 "sources": kind, "format": ext, "clients": clients,
                 **{name: median_of(r) for name, r in runs.items()}})
         if args.profile:
             self.profile(ih, variants["jpeg", "jpg"], per_run)
         th.stop()
+
+    def measure_uncached(self, ih, th, chunk, ext: str, clients: int, name: str) -> dict:
+        """One run of one system over ``chunk``, the same variants for every system."""
+        duration = self.args.duration
+        if name == "imagehost":
+            paths = [imagehost_path(self.ids, s, z, q, ext) for s, z, q in chunk]
+            return self.gets(ih, paths, clients, duration, count_cache=True)
+        if name == "thumbor":
+            paths = [thumbor_path(self.photos.root, s, z, q, ext) for s, z, q in chunk]
+            return self.gets(th, paths, clients, duration)
+        jobs = ((s, z, q, ext) for s, z, q in chunk)
+        return inprocess.run_for(duration, self.threads, jobs, inprocess.render)
 
     def gets(self, server, paths, clients, duration, count_cache=False) -> dict:
         return loadgen.run_gets(self.wrk, server.base_url, paths, connections=clients,
@@ -211,12 +219,13 @@ class Bench:
             self.gets(server, paths, args.connections, 1)  # warm up
         for run in range(args.runs):
             log(f"cached c={args.connections} run {run + 1}/{args.runs}")
-            result = self.gets(ih, ih_paths, args.connections, args.duration, count_cache=True)
-            if result["misses"]:
-                raise RuntimeError(f"imagehost cached run had misses: {result}")
-            runs["imagehost"].append(result)
-            runs["thumbor"].append(self.gets(th, th_paths, args.connections, args.duration))
-            runs["static"].append(self.gets(st, st_paths, args.connections, args.duration))
+            targets = [("imagehost", ih, ih_paths), ("thumbor", th, th_paths),
+                       ("static", st, st_paths)]
+            for name, server, paths in targets[run % 3:] + targets[:run % 3]:
+                runs[name].append(self.gets(server, paths, args.connections, args.duration,
+                                            count_cache=name == "imagehost"))
+            if runs["imagehost"][-1]["misses"]:
+                raise RuntimeError(f"imagehost cached run had misses: {runs['imagehost'][-1]}")
         self.results["cached"] = {"connections": args.connections,
                                   "mean_size": statistics.mean(sizes),
                                   **{n: median_of(r) for n, r in runs.items()}}
