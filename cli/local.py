@@ -47,7 +47,7 @@ async def init(reactor, options: GlobalOptions) -> None:
     from imagehost.tap import prepare_installation
 
     config = options.config()
-    created = not (config.data_dir / "secret.key").exists()
+    created = not config.secret_file.exists()
     await deferToThread(prepare_installation, config)
     revision = await deferToThread(_current_revision, config.database_url)
     out = options.output()

@@ -31,6 +31,16 @@ def _list(text: str) -> list[str]:
     return [item.strip() for item in text.replace("\n", ",").split(",") if item.strip()]
 
 
+STORAGE_BACKENDS = ("local", "s3")
+
+
+def _backend(text: str) -> str:
+    backend = text.strip().lower()
+    if backend not in STORAGE_BACKENDS:
+        raise ValueError(f"must be one of {', '.join(STORAGE_BACKENDS)}; got {text!r}")
+    return backend
+
+
 @dataclass(frozen=True)
 class Key:
     """One configuration key: where it lives, how to parse it, its default."""
@@ -57,10 +67,19 @@ KEYS: tuple[Key, ...] = (
     Key("server", "idle_timeout", float, 60.0),
     Key("database", "url", str, ""),
     Key("database", "pool_size", int, 5),
-    Key("storage", "backend", str, "local"),
+    Key("storage", "backend", _backend, "local"),
+    Key("storage", "s3_bucket", str, ""),
+    Key("storage", "s3_endpoint_url", str, ""),
+    Key("storage", "s3_region", str, ""),
+    Key("storage", "s3_access_key", str, ""),
+    Key("storage", "s3_secret_key", str, ""),
+    Key("storage", "s3_path_style", _bool, False),
+    Key("storage", "originals_prefix", str, "originals/"),
+    Key("storage", "variants_prefix", str, "variants/"),
     Key("auth", "access_token_ttl", int, 3600),
     Key("auth", "refresh_token_ttl", int, 30 * 24 * 3600),
     Key("auth", "jwt_algorithm", str, "HS256"),
+    Key("auth", "secret_file", str, ""),
     Key("access", "allow_guest_uploads", _bool, False),
     Key("access", "allow_registration", _bool, False),
     Key("image", "max_size", int, 15 * 1000 * 1000),
@@ -73,6 +92,7 @@ KEYS: tuple[Key, ...] = (
     Key("render", "threads", int, 0),
     Key("render", "queue_size", int, 64),
     Key("cache", "max_size", int, 1024 * 1000 * 1000),
+    Key("cache", "revalidate_after", float, 5.0),
     Key("limits", "logins_per_minute_per_ip", int, 30),
     Key("limits", "logins_per_minute_per_user", int, 10),
     Key("limits", "guest_uploads_per_minute_per_ip", int, 60),
@@ -102,6 +122,12 @@ class Config:
         url = self.get("database", "url")
         return url or f"sqlite:///{(self.data_dir / 'imagehost.db').absolute()}"
 
+    @property
+    def secret_file(self) -> Path:
+        """The JWT secret: shared by every daemon of one installation."""
+        path = self.get("auth", "secret_file")
+        return Path(path) if path else self.data_dir / "secret.key"
+
     def render_threads(self) -> int:
         return self.get("render", "threads") or os.cpu_count() or 1
 
@@ -122,6 +148,8 @@ def load_config(
     for (section, name), value in (overrides or {}).items():
         if value is not None:
             values[(section, name)] = value
+    if values[("storage", "backend")] == "s3" and not values[("storage", "s3_bucket")]:
+        raise ConfigError("[storage] s3_bucket is required when backend = s3")
     return Config(values)
 
 

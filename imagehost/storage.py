@@ -1,4 +1,10 @@
-"""Blob storage for originals: a local data directory with atomic writes.
+"""Blob storage for originals and rendered variants.
+
+``Storage`` is what the services need; ``LocalStorage`` keeps everything in the data
+directory, ``imagehost.s3storage.S3Storage`` keeps originals and shared variants in an
+S3-compatible bucket. Both keep this daemon's variant cache (the fast first level, see
+``imagehost.service.variant_cache``) in ``<data_dir>/cache``. Every method that may touch
+the disk or the network blocks: call it from a worker thread, never from the reactor.
 
 Originals live at ``originals/<id[0:2]>/<id[2:4]>/<id>.<ext>``. Every write goes to a
 temp file in the same folder and is renamed into place, so readers never see a
@@ -11,12 +17,37 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Protocol
 
 TEMP_PREFIX = ".tmp-"
 
 
+class Storage(Protocol):
+    """Where originals and variants live (every method blocks; see the module docstring).
+
+    Missing originals raise FileNotFoundError; a store that cannot be reached raises
+    ``imagehost.service.errors.StorageUnavailable``.
+    """
+
+    cache: Path  # this daemon's variant cache folder
+
+    def prepare(self) -> None: ...
+    def variants_dir(self, image_id: str) -> Path: ...
+    def put_original(self, image_id: str, ext: str, data: bytes) -> None: ...
+    def local_original(self, image_id: str, ext: str) -> Path | None: ...
+    def read_original(self, image_id: str, ext: str) -> bytes: ...
+    def delete_original(self, image_id: str, ext: str) -> None: ...
+    def get_variant(self, image_id: str, key: str) -> bytes | None: ...
+    def put_variant(self, image_id: str, key: str, data: bytes) -> None: ...
+    def delete_variants(self, image_id: str) -> None: ...
+    def is_healthy(self) -> bool: ...
+
+
 class LocalStorage:
-    """Originals in ``<data_dir>/originals``, rendered variants in ``<data_dir>/cache``."""
+    """Originals in ``<data_dir>/originals``, rendered variants in ``<data_dir>/cache``.
+
+    The variant cache is the only level of variants: there is no shared store.
+    """
 
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -40,11 +71,24 @@ class LocalStorage:
     def original_path(self, image_id: str, ext: str) -> Path:
         return self.originals / image_id[0:2] / image_id[2:4] / f"{image_id}.{ext}"
 
-    def put_original(self, image_id: str, ext: str, data: bytes) -> Path:
-        """Store ``data`` atomically (blocking); returns its path."""
-        path = self.original_path(image_id, ext)
-        atomic_write(path, data)
-        return path
+    def local_original(self, image_id: str, ext: str) -> Path:
+        """The original's file, which the caller may open itself (it may be missing)."""
+        return self.original_path(image_id, ext)
+
+    def read_original(self, image_id: str, ext: str) -> bytes:
+        """The original's bytes; FileNotFoundError if it is gone."""
+        return self.original_path(image_id, ext).read_bytes()
+
+    def get_variant(self, image_id: str, key: str) -> bytes | None:
+        """No shared variant store: the variant cache is the only level."""
+        return None
+
+    def put_variant(self, image_id: str, key: str, data: bytes) -> None:
+        """No shared variant store: nothing to do."""
+
+    def put_original(self, image_id: str, ext: str, data: bytes) -> None:
+        """Store ``data`` atomically (blocking)."""
+        atomic_write(self.original_path(image_id, ext), data)
 
     def delete_original(self, image_id: str, ext: str) -> None:
         """Remove an original; a missing file is not an error (blocking)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +30,7 @@ from imagehost.service.throttle import RateLimit
 from imagehost.service.variant_cache import VariantCache
 from imagehost.service.views import ViewCounter
 from imagehost.service.workers import WorkerPool
-from imagehost.storage import LocalStorage
+from imagehost.storage import LocalStorage, Storage
 from imagehost.web.api import ImagehostAPI
 from imagehost.web.metrics import Metrics
 from imagehost.web.site import ImagehostSite, SiteLimits
@@ -86,8 +87,8 @@ def prepare_installation(config: Config) -> bytes:
     Idempotent. Returns the JWT secret.
     """
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    secret = _load_or_create_secret(config.data_dir / "secret.key")
-    LocalStorage(config.data_dir).prepare()
+    secret = _load_or_create_secret(config.secret_file)
+    build_storage(config).prepare()
     engine = create_engine(config.database_url)
     try:
         upgrade(engine)
@@ -101,11 +102,37 @@ def _load_or_create_secret(path: Path) -> bytes:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        return path.read_bytes().strip()
+        return _read_secret(path)
     secret = os.urandom(32).hex().encode()
     with os.fdopen(fd, "wb") as f:
         f.write(secret)
     return secret
+
+
+def _read_secret(path: Path) -> bytes:
+    # A shared secret file may have just been created by another daemon starting at
+    # the same moment: give its writer a moment rather than signing with nothing.
+    for _ in range(50):
+        secret = path.read_bytes().strip()
+        if secret:
+            return secret
+        time.sleep(0.1)
+    raise ConfigError(f"the secret file {path} is empty")
+
+
+# -- scale-out -- the one place that chooses the storage backend
+def build_storage(config: Config, max_connections: int = 10) -> Storage:
+    """The configured storage backend (nothing is touched until it is used)."""
+    if config.get("storage", "backend") != "s3":
+        return LocalStorage(config.data_dir)
+    from imagehost.s3storage import S3Settings, S3Storage
+
+    settings = S3Settings(**{name: config.get("storage", key) for name, key in (
+        ("bucket", "s3_bucket"), ("endpoint_url", "s3_endpoint_url"), ("region", "s3_region"),
+        ("access_key", "s3_access_key"), ("secret_key", "s3_secret_key"),
+        ("path_style", "s3_path_style"), ("originals_prefix", "originals_prefix"),
+        ("variants_prefix", "variants_prefix"))})
+    return S3Storage(config.data_dir / "cache", settings, max_connections)
 
 
 def _bootstrap_admin(engine, config: Config) -> None:
@@ -133,7 +160,8 @@ def build_imagehost(config: Config, reactor, secret: bytes) -> Imagehost:
     db = Database(engine, reactor, ThreadPool(minthreads=1, maxthreads=threads,
                                               name="imagehost-db"))
     workers = WorkerPool(reactor, config.render_threads(), config.get("render", "queue_size"))
-    storage = LocalStorage(config.data_dir)
+    # -- scale-out -- a connection per worker and per reactor-pool thread (deletes)
+    storage = build_storage(config, max_connections=config.render_threads() + 10)
     settings = RuntimeSettings(config, db)
     accounts = Accounts(db, workers, secret, algorithm=config.get("auth", "jwt_algorithm"),
                         access_ttl=config.get("auth", "access_token_ttl"),
@@ -154,9 +182,15 @@ def build_imagehost(config: Config, reactor, secret: bytes) -> Imagehost:
     delivery = Delivery(db, workers, storage,
                         VariantCache(storage, config.get("cache", "max_size")),
                         ViewCounter(db, clock=reactor),
-                        max_dimension=config.get("image", "max_dimension"))
+                        max_dimension=config.get("image", "max_dimension"),
+                        clock=reactor,
+                        revalidate_after=config.get("cache", "revalidate_after"))
     return Imagehost(db=db, workers=workers, storage=storage, accounts=accounts,
-                     images=images, settings=settings, library=library, delivery=delivery)
+                     images=images, settings=settings, library=library, delivery=delivery,
+                     # -- scale-out -- health checks storage (maybe S3) off the reactor
+                     # and off the CPU pool, so it answers while renders queue up.
+                     run_blocking=lambda fn, *args: (
+                         deferToThreadPool(reactor, reactor.getThreadPool(), fn, *args)))
 
 
 class ImagehostService(service.Service):

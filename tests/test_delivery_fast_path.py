@@ -5,7 +5,27 @@ from __future__ import annotations
 import pytest_twisted
 import sqlalchemy as sa
 
-from tests.conftest import image_bytes
+from tests.conftest import image_bytes, start_server
+
+REVALIDATE_AFTER = 1.0
+
+
+@pytest_twisted.async_yield_fixture
+async def bounded(tmp_path, reactor, database_url):
+    """A daemon that trusts a remembered image for REVALIDATE_AFTER seconds."""
+    sections = {"cache": {"revalidate_after": REVALIDATE_AFTER}}
+    if database_url:
+        sections["database"] = {"url": database_url}
+    running = await start_server(tmp_path, reactor, sections)
+    yield running
+    if running.service.running:
+        await running.service.stopService()
+
+
+async def sleep(reactor, seconds: float) -> None:
+    from twisted.internet.task import deferLater
+
+    await deferLater(reactor, seconds, lambda: None)
 
 
 async def upload(client, data: bytes) -> str:
@@ -25,19 +45,44 @@ def delete_row(server, image_id: str) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_hit_without_database_read_after_first_request(server, admin):
+async def test_hit_without_database_read_within_the_bound_then_404(bounded, reactor):
+    server = bounded
+    admin = await server.admin()
     image_id = await upload(admin, image_bytes("JPEG", (400, 300)))
     url = f"/image/{image_id}.webp?w=120"
     first = await server.client.get(url)
     second = await server.client.get(url)
     assert (first.header("X-Cache"), second.header("X-Cache")) == ("MISS", "HIT")
     assert second.body == first.body
-    # The record is gone from the database, the variant file is still there: the hit is
-    # still served (its bytes are right), but anything else asks the database again.
+    # The record is gone from the database (another daemon deleted it), the variant file
+    # is still here: within the bound the hit is served without reading the database,
+    # but anything else asks the database again.
     delete_row(server, image_id)
     assert (await server.client.get(url)).code == 200
     assert (await server.client.get(f"/image/{image_id}.webp?w=121")).code == 404
     assert (await server.client.get(f"/image/{image_id}.jpg")).code == 404
+    # Once the bound has passed, the hit asks too, and the dead variant file goes away.
+    await sleep(reactor, REVALIDATE_AFTER + 0.2)
+    gone = await server.client.get(url)
+    assert gone.code == 404, gone.body
+    variants = server.imagehost.storage.variants_dir(image_id)
+    for _ in range(50):
+        if not variants.exists():
+            break
+        await sleep(reactor, 0.05)
+    assert not variants.exists()
+
+
+@pytest_twisted.ensureDeferred
+async def test_hits_keep_being_served_across_revalidations(bounded, reactor):
+    server = bounded
+    admin = await server.admin()
+    image_id = await upload(admin, image_bytes("PNG", (300, 200)))
+    url = f"/image/{image_id}.png?w=60"
+    assert (await server.client.get(url)).header("X-Cache") == "MISS"
+    await sleep(reactor, REVALIDATE_AFTER + 0.2)
+    again = await server.client.get(url)
+    assert (again.code, again.header("X-Cache")) == (200, "HIT")
 
 
 @pytest_twisted.ensureDeferred

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from twisted.internet.defer import Deferred
 
 from imagehost.db import Database
 from imagehost.db.accounts import User
@@ -15,7 +17,7 @@ from imagehost.service.images import Images
 from imagehost.service.library import Library
 from imagehost.service.runtime_settings import RuntimeSettings
 from imagehost.service.workers import WorkerPool
-from imagehost.storage import LocalStorage
+from imagehost.storage import Storage
 
 
 @dataclass
@@ -24,12 +26,14 @@ class Imagehost:
 
     db: Database
     workers: WorkerPool
-    storage: LocalStorage
+    storage: Storage
     accounts: Accounts
     images: Images
     settings: RuntimeSettings
     library: Library  # -- library --
     delivery: Delivery  # -- delivery --
+    # -- scale-out -- runs brief blocking I/O off the reactor (None: inline)
+    run_blocking: Callable[..., Deferred] | None = None
 
     async def signup(self, *, email: object, username: object, password: object,
                      confirm: object) -> User:
@@ -43,12 +47,15 @@ class Imagehost:
         return await self.accounts.create_user(username, email, password)
 
     async def healthy(self) -> bool:
-        """True when the database answers and storage is writable."""
+        """True when the database answers and storage is writable (or the bucket answers)."""
         try:
             await self.db.run(_ping)
+            # -- scale-out -- the check may be a network round trip (S3)
+            if self.run_blocking is None:
+                return self.storage.is_healthy()
+            return await self.run_blocking(self.storage.is_healthy)
         except Exception:
             return False
-        return self.storage.is_healthy()
 
 
 def _ping(conn: sa.Connection) -> None:

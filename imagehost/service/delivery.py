@@ -2,8 +2,13 @@
 
 ``locate`` resolves a request (id, extension, query) to an :class:`ImageContent` whose
 ETag is known before any pixel is touched, so a conditional request costs one DB read.
-``body`` then produces the bytes: the original file, a cached variant file, or a fresh
-render on the CPU pool. Identical concurrent misses share one render (single flight).
+``body`` then produces the bytes: the original, a cached variant file, a variant another
+daemon shared through the storage (S3), or a fresh render on the CPU pool. Identical
+concurrent misses share one render (single flight).
+
+Several daemons may serve one database: an image remembered here is trusted without a
+database read for ``revalidate_after`` seconds at most, so a delete made through another
+daemon reaches this one within that bound (README, "Scale-out").
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import shutil
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -33,11 +39,11 @@ from imagehost.imaging.render import (
     plan_variant,
     render_variant,
 )
-from imagehost.service.errors import BadRequest, NotFound
+from imagehost.service.errors import BadRequest, NotFound, Overloaded
 from imagehost.service.variant_cache import VariantCache
 from imagehost.service.views import ViewCounter
 from imagehost.service.workers import WorkerPool
-from imagehost.storage import LocalStorage, atomic_write
+from imagehost.storage import Storage, atomic_write
 
 _FORMAT_BY_MIME = {mime: fmt for fmt, (mime, _ext) in KNOWN_FORMATS.items()}
 _DIGITS = re.compile(r"^[0-9]{1,9}$")
@@ -92,7 +98,7 @@ class ImageContent:
     """What a delivery URL resolves to; ``spec`` is None for the stored original's bytes."""
 
     image: ImageRecord
-    original: Path
+    original_ext: str
     spec: RenderSpec | None
     content_type: str
     etag: str
@@ -103,7 +109,8 @@ class ImageContent:
 class Body:
     """The bytes to send: an open ``file`` (the caller closes it) or in-memory ``data``.
 
-    ``cache`` is ``"HIT"`` or ``"MISS"`` for variants, None for the original.
+    ``cache`` is ``"HIT"`` (this daemon's cache), ``"SHARED"`` (rendered by another
+    daemon, from the storage) or ``"MISS"`` (rendered now) for variants, None for originals.
     """
 
     size: int
@@ -115,8 +122,9 @@ class Body:
 class Delivery:
     """Resolves image URLs and produces originals and (cached) rendered variants."""
 
-    def __init__(self, db: Database, workers: WorkerPool, storage: LocalStorage,
-                 cache: VariantCache, views: ViewCounter, *, max_dimension: int):
+    def __init__(self, db: Database, workers: WorkerPool, storage: Storage,
+                 cache: VariantCache, views: ViewCounter, *, max_dimension: int,
+                 clock=None, revalidate_after: float = 0.0):
         self._db = db
         self._workers = workers
         self._storage = storage
@@ -124,10 +132,14 @@ class Delivery:
         self.views = views
         self.max_dimension = max_dimension
         self._flights: dict[tuple[str, str], list[Deferred]] = {}
-        # Images seen recently. Only fields that never change for an id are used (size,
-        # type, hash, creation time), so a cache hit needs no database round trip, which
-        # was a quarter of the CPU time of a hit (bench/README.md).
-        self._known_images: OrderedDict[str, ImageRecord] = OrderedDict()
+        # Images seen recently, with the clock time until which they are trusted. Only
+        # fields that never change for an id are used (size, type, hash, creation time),
+        # so a cache hit needs no database round trip, which was a quarter of the CPU
+        # time of a hit (bench/README.md). The deadline bounds how long a delete made
+        # through another daemon goes unnoticed here.
+        self._known_images: OrderedDict[str, tuple[ImageRecord, float]] = OrderedDict()
+        self._clock = clock
+        self.revalidate_after = revalidate_after
         self.hits = 0
         self.misses = 0
         self.renders = 0
@@ -149,35 +161,49 @@ class Delivery:
             raise NotFound("No such image.")
         params = parse_variant_query(query, self.max_dimension)
         known = self._known_images.get(image_id)
-        if known is not None:
-            content = self._content(known, ext, params, thumbnail)
-            # The variant file is the proof the image still exists: deleting an image
-            # removes its variants. Originals and misses always ask the database.
+        if known is not None and self._clock is not None and (
+                self._clock.seconds() < known[1]):
+            content = self._content(known[0], ext, params, thumbnail)
+            # The variant file is the proof the image still exists here: a delete through
+            # this daemon removes its variants; one through another daemon is noticed
+            # once the deadline passes. Originals and misses always ask the database.
             if content.spec is not None and self.cache.contains(
-                    self.cache.path(known.id, content.spec.cache_key())):
+                    self.cache.path(image_id, content.spec.cache_key())):
                 self._known_images.move_to_end(image_id)
                 return content
         image = await self._db.run(q.image_by_id, image_id)
         if image is None or image.mime_type not in _FORMAT_BY_MIME:
-            self._known_images.pop(image_id, None)
+            if self._known_images.pop(image_id, None) is not None:
+                self._drop_local_variants(image_id)
             raise NotFound("No such image.")
         self._remember(image)
         return self._content(image, ext, params, thumbnail)
 
     def _remember(self, image: ImageRecord) -> None:
-        self._known_images[image.id] = image
+        if self._clock is None or self.revalidate_after <= 0:
+            return
+        self._known_images[image.id] = (image, self._clock.seconds() + self.revalidate_after)
         self._known_images.move_to_end(image.id)
         while len(self._known_images) > _KNOWN_IMAGES:
             self._known_images.popitem(last=False)
 
+    def _drop_local_variants(self, image_id: str) -> None:
+        """Another daemon deleted the image: its variants cached here are dead weight."""
+        try:
+            d = self._workers.submit(shutil.rmtree, self._storage.variants_dir(image_id),
+                                     ignore_errors=True)
+        except Overloaded:
+            return  # eviction will get to them
+        d.addCallback(lambda _: self.cache.forget_image(image_id))
+
     def _content(self, image: ImageRecord, ext: str, params: VariantQuery,
                  thumbnail: bool) -> ImageContent:
-        original = self._storage.original_path(image.id, EXTENSION_BY_MIME[image.mime_type])
+        original_ext = EXTENSION_BY_MIME[image.mime_type]
         spec = _plan(image, ext, params, thumbnail)
         if spec is None:
-            return ImageContent(image, original, None, image.mime_type, f'"{image.sha256}"',
+            return ImageContent(image, original_ext, None, image.mime_type, f'"{image.sha256}"',
                                 image.created_at)
-        return ImageContent(image, original, spec, spec.mime_type,
+        return ImageContent(image, original_ext, spec, spec.mime_type,
                             f'"{image.sha256}-{spec.cache_key()}"', image.created_at)
 
     async def body(self, content: ImageContent, *, count_view: bool) -> Body:
@@ -185,19 +211,22 @@ class Delivery:
 
         Raises Overloaded when the render queue is full, NotFound if the original is gone.
         """
-        body = self._original(content) if content.spec is None else await self._variant(content)
+        if content.spec is None:
+            body = await self._original(content)
+        else:
+            body = await self._variant(content)
         if count_view:
             self.views.count(content.image.id)
         return body
 
-    def forget_variants(self, image_id: str) -> None:
-        """Remove an image's cached variants from disk and from the index (blocking, quick)."""
-        self._storage.delete_variants(image_id)
-        self.cache.forget_image(image_id)
-
-    def _original(self, content: ImageContent) -> Body:
+    async def _original(self, content: ImageContent) -> Body:
+        image_id, ext = content.image.id, content.original_ext
+        path = self._storage.local_original(image_id, ext)
         try:
-            f = open(content.original, "rb")  # noqa: SIM115 - the web layer streams and closes it
+            if path is None:  # in the object store: fetched on a worker, sent from memory
+                data = await self._workers.submit(self._storage.read_original, image_id, ext)
+                return Body(size=len(data), data=data)
+            f = open(path, "rb")  # noqa: SIM115 - the web layer streams and closes it
         except FileNotFoundError as e:
             raise NotFound("No such image.") from e
         return Body(size=os.fstat(f.fileno()).st_size, file=f)
@@ -210,20 +239,20 @@ class Delivery:
             self.hits += 1
             return Body(size=cached.size, file=cached.file, cache="HIT")
         self.misses += 1
-        data = await self._render_once(content, path)
-        return Body(size=len(data), data=data, cache="MISS")
+        data, source = await self._render_once(content, path)
+        return Body(size=len(data), data=data, cache=source)
 
-    def _render_once(self, content: ImageContent, path: Path) -> Deferred[bytes]:
+    def _render_once(self, content: ImageContent, path: Path) -> Deferred[tuple[bytes, str]]:
         """Join the render of ``path`` in flight, or start it on the CPU pool."""
         key = (content.image.id, path.name)
         waiters = self._flights.get(key)
         if waiters is None:
-            d = self._workers.submit(_render_and_store, content.original, content.spec, path)
+            d = self._workers.submit(_produce_variant, self._storage, content, path)
             waiters = self._flights[key] = []
             self.renders += 1
             d.addBoth(self._landed, key, path)
         # Each request waits on its own Deferred: a client hanging up cancels only its own.
-        waiter: Deferred[bytes] = Deferred()
+        waiter: Deferred[tuple[bytes, str]] = Deferred()
         waiters.append(waiter)
         return waiter
 
@@ -233,10 +262,10 @@ class Delivery:
             if result.check(FileNotFoundError):
                 result = Failure(NotFound("No such image."))
         else:
-            data, stored = result
+            data, source, stored = result
             if stored:
                 self.cache.stored(path, len(data))
-            result = data
+            result = data, source
         for waiter in waiters:
             if waiter.called:
                 continue  # cancelled: that client went away
@@ -265,12 +294,27 @@ def _plan(image: ImageRecord, ext: str, params: VariantQuery,
     return spec
 
 
-def _render_and_store(source: Path, spec: RenderSpec, path: Path) -> tuple[bytes, bool]:
-    """Render on a worker thread and write the cache file; a failed write still serves."""
-    data = render_variant(source, spec)
+def _produce_variant(storage: Storage, content: ImageContent,
+                     path: Path) -> tuple[bytes, str, bool]:
+    """On a worker: take the variant another daemon shared, or render and share it; then
+    write this daemon's cache file. Returns the bytes, ``"SHARED"`` or ``"MISS"``, and
+    whether the cache file was written (a failed write or share still serves)."""
+    image_id, ext, spec = content.image.id, content.original_ext, content.spec
+    assert spec is not None
+    key = spec.cache_key()
+    data = storage.get_variant(image_id, key)
+    source = "SHARED"
+    if data is None:
+        original = storage.local_original(image_id, ext) or storage.read_original(image_id, ext)
+        data = render_variant(original, spec)
+        source = "MISS"
+        try:
+            storage.put_variant(image_id, key, data)
+        except Overloaded:  # StorageUnavailable: the next miss renders it again
+            pass
     try:
         atomic_write(path, data)
     except OSError:
-        return data, False
-    return data, True
+        return data, source, False
+    return data, source, True
 

@@ -7,7 +7,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import BinaryIO
 
 from imagehost.db import Database
@@ -15,12 +14,12 @@ from imagehost.db import images as q
 from imagehost.db.accounts import User
 from imagehost.db.images import ImageRecord
 from imagehost.imaging import probe as imaging
-from imagehost.service.errors import Forbidden, NotFound, ValidationFailed
+from imagehost.service.errors import Forbidden, ValidationFailed
 from imagehost.service.forms import parse_upload_form
 from imagehost.service.runtime_settings import RuntimeSettings, Settings
 from imagehost.service.throttle import RateLimit
 from imagehost.service.workers import WorkerPool
-from imagehost.storage import LocalStorage
+from imagehost.storage import Storage
 
 _MB = 1000 * 1000
 
@@ -38,7 +37,7 @@ class StoredOriginal:
 class Images:
     """Uploading and reading images."""
 
-    def __init__(self, db: Database, workers: WorkerPool, storage: LocalStorage,
+    def __init__(self, db: Database, workers: WorkerPool, storage: Storage,
                  settings: RuntimeSettings, *, limits: imaging.SourceLimits,
                  now: Callable[[], datetime],
                  guest_limit: RateLimit):
@@ -98,19 +97,22 @@ class Images:
         try:
             await self._db.run(q.insert_image, image)
         except BaseException:
-            self._storage.delete_original(stored.image_id, info.ext)
+            await self._discard(stored)
             raise
         self.uploads += 1
         self.stored_bytes += stored.size
         return image
 
-    async def original(self, image_id: str) -> tuple[ImageRecord, Path]:
-        """The record of an image and the path of its stored original; NotFound if unknown."""
-        image = await self._db.run(q.image_by_id, image_id)
-        if image is None:
-            raise NotFound("No such image.")
-        ext = imaging.EXTENSION_BY_MIME[image.mime_type]
-        return image, self._storage.original_path(image.id, ext)
+
+    async def _discard(self, stored: StoredOriginal) -> None:
+        """Remove an original that will not be recorded; a failure leaves an orphan file,
+        which is harmless (never a record without its file)."""
+        try:
+            # Storage may be remote (S3): never block the reactor on it.
+            await self._workers.submit(self._storage.delete_original, stored.image_id,
+                                       stored.info.ext)
+        except Exception:
+            pass
 
 
 def validate_image(data: bytes, settings: Settings,

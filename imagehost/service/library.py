@@ -26,7 +26,7 @@ from imagehost.db.library import ImageFilter, LibraryEntry, Ordering, SortKey
 from imagehost.imaging.probe import EXTENSION_BY_MIME
 from imagehost.service.accounts import Principal
 from imagehost.service.errors import BadRequest, Forbidden, NotFound, ValidationFailed, Violation
-from imagehost.storage import LocalStorage
+from imagehost.storage import Storage
 
 _log = Logger()
 
@@ -138,7 +138,7 @@ def email_visible(viewer: Principal, owner_id: str) -> bool:
 class Library:
     """What users and tools do with the images they uploaded."""
 
-    def __init__(self, db: Database, storage: LocalStorage, *, now: Callable[[], datetime],
+    def __init__(self, db: Database, storage: Storage, *, now: Callable[[], datetime],
                  run_blocking: Callable[..., Deferred]):
         self._db = db
         self._storage = storage

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from imagehost.storage import TEMP_PREFIX, LocalStorage
+from imagehost.storage import TEMP_PREFIX, Storage
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class CachedFile:
 class VariantCache:
     """Variant files under the storage's cache folder, at most ``max_size`` bytes in total."""
 
-    def __init__(self, storage: LocalStorage, max_size: int):
+    def __init__(self, storage: Storage, max_size: int):
         self._storage = storage
         self.max_size = max_size
         self._entries: OrderedDict[Path, int] = OrderedDict()  # oldest use first
