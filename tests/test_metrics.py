@@ -62,3 +62,18 @@ async def test_health_fails_when_the_database_is_unreadable(tmp_path, reactor):
         server.imagehost.db.engine.dispose()
         database.write_bytes(saved)
         await server.service.stopService()
+
+
+def test_image_paths_are_labelled_like_their_route():
+    from imagehost.web.api import ImagehostAPI
+    from imagehost.web.metrics import Metrics
+
+    class Services:
+        workers = None
+
+    metrics = Metrics(Services(), ImagehostAPI.app.url_map)
+    rules = {rule.rule for rule in ImagehostAPI.app.url_map.iter_rules()}
+    fast = metrics.route_of("GET", "/image/abc.jpg")
+    assert fast in rules
+    assert metrics.route_of("GET", "/api/image/abc.jpg") in rules
+    assert metrics.route_of("GET", "/image/a/b") == "other"
