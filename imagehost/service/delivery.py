@@ -143,6 +143,7 @@ class Delivery:
         self.hits = 0
         self.misses = 0
         self.renders = 0
+        self.shared_hits = 0  # local misses another daemon had rendered (S3 storage)
 
     async def start(self) -> None:
         """Start counting views and index the variant cache (the scan runs on a worker)."""
@@ -249,7 +250,6 @@ class Delivery:
         if waiters is None:
             d = self._workers.submit(_produce_variant, self._storage, content, path)
             waiters = self._flights[key] = []
-            self.renders += 1
             d.addBoth(self._landed, key, path)
         # Each request waits on its own Deferred: a client hanging up cancels only its own.
         waiter: Deferred[tuple[bytes, str]] = Deferred()
@@ -263,6 +263,10 @@ class Delivery:
                 result = Failure(NotFound("No such image."))
         else:
             data, source, stored = result
+            if source == "MISS":
+                self.renders += 1
+            else:
+                self.shared_hits += 1
             if stored:
                 self.cache.stored(path, len(data))
             result = data, source
