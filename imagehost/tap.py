@@ -20,6 +20,7 @@ from imagehost.config import Config, ConfigError, load_config
 from imagehost.db import Database, create_engine, db_threads, run_sync, upgrade
 from imagehost.db import accounts as account_queries
 from imagehost.imaging.probe import SourceLimits
+from imagehost.processes import WorkerProcesses
 from imagehost.service import Imagehost
 from imagehost.service.accounts import Accounts
 from imagehost.service.delivery import Delivery
@@ -45,6 +46,8 @@ class Options(usage.Options):
     optParameters = [
         ["data-dir", "d", None, "Data directory (default ./data, or [server] data_dir)."],
         ["config", "c", None, "Configuration file (ini); see etc/imagehost.ini."],
+        ["workers", "w", None, "Processes serving the listening sockets (default 1, or "
+         "[server] workers); tcp and unix endpoints only when above 1.", int],
     ]
 
     def __init__(self):
@@ -71,10 +74,18 @@ class Options(usage.Options):
 
 
 def options_config(options) -> Config:
-    return load_config(options["config"], overrides={
+    config = load_config(options["config"], overrides={
         ("server", "data_dir"): options["data-dir"],
         ("server", "listen"): options["listen"] or None,
+        ("server", "workers"): options.get("workers"),
     })
+    if config.get("server", "workers") < 1:
+        raise ConfigError("the number of workers must be at least 1")
+    if config.get("server", "workers") > 1 and not all(
+            d.split(":", 1)[0] in ("tcp", "tcp6", "unix") for d in config.get("server", "listen")):
+        raise ConfigError("--workers above 1 needs tcp, tcp6 or unix endpoints "
+                          "(terminate TLS in front, e.g. nginx)")
+    return config
 
 
 def utc_now() -> datetime:
@@ -273,12 +284,9 @@ def site_limits(config: Config) -> SiteLimits:
         "idle_timeout")})
 
 
-def makeService(options, reactor=None) -> service.MultiService:
-    """Build the whole daemon from parsed ``Options``."""
-    if reactor is None:
-        from twisted.internet import reactor
-    config = options.config
-    secret = prepare_installation(config)
+def build_daemon(config: Config, reactor, secret: bytes) -> tuple[service.MultiService,
+                                                                  ImagehostSite]:
+    """The service graph and HTTP site of one daemon process, without listeners."""
     imagehost = build_imagehost(config, reactor, secret)
     metrics = Metrics(imagehost, ImagehostAPI.app.url_map)
     site = ImagehostSite(ImagehostAPI(imagehost, metrics).resource(), reactor,
@@ -286,6 +294,29 @@ def makeService(options, reactor=None) -> service.MultiService:
     top = service.MultiService()
     ImagehostService(imagehost, site, reactor,
                      config.get("server", "shutdown_timeout")).setServiceParent(top)
-    for description in config.get("server", "listen"):
-        ListeningService(reactor, description, site).setServiceParent(top)
+    return top, site
+
+
+def read_secret(config: Config) -> bytes:
+    """The JWT secret of an installation that ``prepare_installation`` has set up."""
+    return _read_secret(config.secret_file)
+
+
+def makeService(options, reactor=None) -> service.MultiService:
+    """Build the whole daemon from parsed ``Options``."""
+    if reactor is None:
+        from twisted.internet import reactor
+    config = options.config
+    secret = prepare_installation(config)
+    top, site = build_daemon(config, reactor, secret)
+    listeners = [ListeningService(reactor, description, site)
+                 for description in config.get("server", "listen")]
+    for listener in listeners:
+        listener.setServiceParent(top)
+    if config.get("server", "workers") > 1:
+        arguments = ["--data-dir", str(config.data_dir.absolute())]
+        if options["config"]:
+            arguments += ["--config", str(Path(options["config"]).absolute())]
+        WorkerProcesses(reactor, config.get("server", "workers") - 1, listeners, arguments,
+                        config.get("server", "shutdown_timeout")).setServiceParent(top)
     return top

@@ -89,3 +89,44 @@ async def test_stopping_waits_for_requests_in_flight(server, admin, reactor):
     response = await upload
     await stopped
     assert response.code == 201
+
+
+def cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def child_pids(pid: int) -> list[int]:
+    children = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children += [int(c) for c in (task / "children").read_text().split()]
+    return children
+
+
+def test_workers_share_the_listening_socket_and_stop_with_twistd(tmp_path):
+    port = free_port()
+    log = tmp_path / "twistd.log"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    with log.open("wb") as out:
+        daemon = subprocess.Popen(
+            TWISTD + ["-n", "--pidfile=", "imagehost", "--workers", "2", "--listen",
+                      f"tcp:{port}:interface=127.0.0.1", "--data-dir", str(tmp_path / "data")],
+            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            wait_for_health(f"http://127.0.0.1:{port}")
+            deadline = time.monotonic() + 20
+            while "worker 1 (pid" not in log.read_text() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            [worker] = child_pids(daemon.pid)
+            before = cpu_ticks(worker)
+            for _ in range(400):  # a new connection each time: the kernel spreads them
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health") as response:
+                    assert response.status == 200
+            assert cpu_ticks(worker) > before, "the worker served nothing"
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            code = daemon.wait(timeout=30)
+    text = log.read_text()
+    assert code in (0, -signal.SIGTERM), text
+    assert "Traceback" not in text, text
+    assert not Path(f"/proc/{worker}").exists()
