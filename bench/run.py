@@ -116,7 +116,9 @@ class Bench:
 
     def start_imagehost(self) -> None:
         """The imagehost under test, with every 4 MP source uploaded over HTTP."""
-        self.imagehost = self.start(servers.start_imagehost(self.work / "data", self.work))
+        processes = {"server_workers": str(self.args.workers)} if self.args.workers > 1 else {}
+        self.imagehost = self.start(servers.start_imagehost(self.work / "data", self.work,
+                                                            **processes))
         self.ids = self.upload_all(self.imagehost.base_url,
                                    sorted(set(self.photos.jpeg + self.photos.mixed)))
 
@@ -312,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="runs per measurement (median)")
     parser.add_argument("--duration", type=float, default=6.0, help="seconds per run")
     parser.add_argument("--connections", type=int, default=32, help="for cached hits")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="imagehost processes (twistd imagehost --workers N)")
     parser.add_argument("--burst", type=int, default=8, help="renders per 14/48 MP source")
     parser.add_argument("--max-rate", type=float, default=150.0,
                         help="distinct variants prepared per second of an uncached run")

@@ -101,7 +101,9 @@ def start_imagehost(data_dir: Path, logs: Path, **settings: str) -> Server:
     env = {"PYTHONPATH": str(REPO), "IMAGEHOST_ACCESS_ALLOW_GUEST_UPLOADS": "true",
            "IMAGEHOST_IMAGE_MAX_SIZE": "60000000",
            # The load generator is one client address: measure uploads, not the abuse limit.
-           "IMAGEHOST_LIMITS_GUEST_UPLOADS_PER_MINUTE_PER_IP": "0"}
+           "IMAGEHOST_LIMITS_GUEST_UPLOADS_PER_MINUTE_PER_IP": "0",
+           # Every request is still logged, to a file in batches (the peers log none).
+           "IMAGEHOST_SERVER_ACCESS_LOG": str(logs / f"{data_dir.name}-access.log")}
     env.update({f"IMAGEHOST_{key.upper()}": value for key, value in settings.items()})
     twistd = str(Path(sys.executable).with_name("twistd"))
     argv = [twistd, "-n", "--pidfile=", f"--logfile={logs / 'imagehost.log'}", "imagehost",

@@ -62,6 +62,7 @@ KEYS: tuple[Key, ...] = (
     Key("server", "max_body_size", int, 64 * 1000 * 1000),
     Key("server", "shutdown_timeout", float, 10.0),
     Key("server", "workers", int, 1),
+    Key("server", "access_log", str, ""),
     Key("server", "max_header_size", int, 16384),
     Key("server", "max_uri_length", int, 8192),
     Key("server", "header_timeout", float, 10.0),

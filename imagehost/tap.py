@@ -34,7 +34,7 @@ from imagehost.service.workers import WorkerPool
 from imagehost.storage import LocalStorage, Storage
 from imagehost.web.api import ImagehostAPI
 from imagehost.web.metrics import Metrics
-from imagehost.web.site import ImagehostSite, SiteLimits
+from imagehost.web.site import AccessLog, ImagehostSite, SiteLimits
 
 _log = Logger()
 
@@ -216,6 +216,7 @@ class ImagehostService(service.Service):
 
     def startService(self) -> None:
         super().startService()
+        self.site.access_log.start()
         self.imagehost.db.start()
         self.imagehost.workers.start()
         # -- delivery -- view flushing and the variant cache scan (off the reactor)
@@ -235,6 +236,7 @@ class ImagehostService(service.Service):
         await self.imagehost.delivery.stop()
         self.imagehost.workers.stop()
         self.imagehost.db.stop()
+        self.site.access_log.stop()
 
     def stopService(self) -> Deferred:
         super().stopService()
@@ -290,7 +292,8 @@ def build_daemon(config: Config, reactor, secret: bytes) -> tuple[service.MultiS
     imagehost = build_imagehost(config, reactor, secret)
     metrics = Metrics(imagehost, ImagehostAPI.app.url_map)
     site = ImagehostSite(ImagehostAPI(imagehost, metrics).resource(), reactor,
-                         site_limits(config), metrics)
+                         site_limits(config), metrics,
+                         AccessLog(config.get("server", "access_log"), reactor))
     top = service.MultiService()
     ImagehostService(imagehost, site, reactor,
                      config.get("server", "shutdown_timeout")).setServiceParent(top)

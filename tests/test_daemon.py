@@ -2,6 +2,7 @@
 in-flight requests finishing during shutdown."""
 
 import os
+import re
 import signal
 import socket
 import stat
@@ -130,3 +131,18 @@ def test_workers_share_the_listening_socket_and_stop_with_twistd(tmp_path):
     assert code in (0, -signal.SIGTERM), text
     assert "Traceback" not in text, text
     assert not Path(f"/proc/{worker}").exists()
+
+
+@pytest_twisted.ensureDeferred
+async def test_access_log_to_a_file_is_written_in_batches_and_at_stop(tmp_path, reactor):
+    from tests.conftest import start_server
+
+    path = tmp_path / "access.log"
+    server = await start_server(tmp_path, reactor, {"server": {"access_log": str(path)}})
+    await server.client.get("/health", headers={"User-Agent": "probe/1"})
+    await server.client.get("/nope")
+    await server.service.stopService()
+    lines = path.read_text().splitlines()
+    assert len(lines) == 2
+    assert re.fullmatch(r'\S+Z 127\.0\.0\.1 "GET /health" 200 2 [\d.]+ms "probe/1"', lines[0])
+    assert '"GET /nope" 404' in lines[1]

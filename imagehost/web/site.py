@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web import server
 from twisted.web.http import HTTPChannel
@@ -154,11 +155,13 @@ class ImagehostSite(server.Site):
     requestFactory = LimitedRequest
     protocol = ImagehostChannel
 
-    def __init__(self, resource, reactor, limits: SiteLimits, metrics=None):
+    def __init__(self, resource, reactor, limits: SiteLimits, metrics=None,
+                 access_log: AccessLog | None = None):
         super().__init__(resource, parsePOSTFormSubmission=False, timeout=limits.idle_timeout,
                          reactor=reactor)
         self.limits = limits
         self.metrics = metrics
+        self.access_log = access_log or AccessLog("", reactor)
         self.in_flight: set[server.Request] = set()
         self._idle_waiters: list[Deferred] = []
 
@@ -190,17 +193,67 @@ class ImagehostSite(server.Site):
     def log(self, request) -> None:
         """One access-log line per request (with latency), and the request metrics."""
         elapsed = time.monotonic() - getattr(request, "started", time.monotonic())
-        elapsed_ms = elapsed * 1000
         if self.metrics is not None:
             self.metrics.observe(request.method.decode("ascii", "replace"),
                                  request.path.decode("utf-8", "replace"), request.code, elapsed)
-        _log.info(
-            '{client} "{method} {uri}" {code} {length} {elapsed_ms:.1f}ms "{agent}"',
-            client=request.getClientAddress().host if request.getClientAddress() else "-",
-            method=request.method.decode("ascii", "replace"),
-            uri=request.uri.decode("ascii", "replace")[:500],
-            code=request.code,
-            length=request.sentLength,
-            elapsed_ms=elapsed_ms,
-            agent=(request.getHeader(b"user-agent") or b"-").decode("ascii", "replace")[:200],
-        )
+        self.access_log.record(request, elapsed)
+
+
+_ACCESS_FORMAT = '{client} "{method} {uri}" {code} {length} {elapsed_ms:.1f}ms "{agent}"'
+
+
+class AccessLog:
+    """Where access-log lines go: Twisted's logger (``""``, the default), nowhere
+    (``"off"``), or a file path. A file is written in batches once a second: the
+    logger's per-event formatting costs a fifth of a cached image hit."""
+
+    def __init__(self, destination: str, clock):
+        self._destination = destination
+        self._clock = clock
+        self._lines: list[str] = []
+        self._file = None
+        self._flusher = None
+        self._stamp = (0, "")
+
+    def start(self) -> None:
+        if self._destination not in ("", "off"):
+            self._file = open(self._destination, "a", encoding="utf-8")  # noqa: SIM115
+            self._flusher = LoopingCall(self.flush)
+            self._flusher.clock = self._clock
+            self._flusher.start(1.0, now=False)
+
+    def stop(self) -> None:
+        if self._flusher is not None and self._flusher.running:
+            self._flusher.stop()
+        self.flush()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def record(self, request, elapsed: float) -> None:
+        if self._destination == "off":
+            return
+        address = request.getClientAddress()
+        fields = {
+            "client": getattr(address, "host", "-"),
+            "method": request.method.decode("ascii", "replace"),
+            "uri": request.uri.decode("ascii", "replace")[:500],
+            "code": request.code, "length": request.sentLength, "elapsed_ms": elapsed * 1000,
+            "agent": (request.getHeader(b"user-agent") or b"-").decode("ascii", "replace")[:200],
+        }
+        if self._file is None:
+            _log.info(_ACCESS_FORMAT, **fields)
+        else:
+            self._lines.append(f"{self._now()} {_ACCESS_FORMAT.format(**fields)}\n")
+
+    def _now(self) -> str:
+        second = int(time.time())
+        if self._stamp[0] != second:
+            self._stamp = (second, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second)))
+        return self._stamp[1]
+
+    def flush(self) -> None:
+        if self._file is not None and self._lines:
+            lines, self._lines = self._lines, []
+            self._file.write("".join(lines))
+            self._file.flush()
