@@ -300,3 +300,27 @@ async def test_custom_prefixes_and_a_lost_original(tmp_path, reactor, s3_endpoin
         assert (await server.client.get(f"/image/{image_id}.jpg?w=20")).code == 404
     finally:
         await server.service.stopService()
+
+
+# -- the sample deployment ---------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_sample_scaleout_config_is_valid_and_matches_the_nginx_front():
+    import re
+
+    from imagehost.config import load_config
+
+    config = load_config(REPO / "etc" / "imagehost-scaleout.ini", environ={})
+    assert config.get("storage", "backend") == "s3"
+    assert config.database_url.startswith("postgresql+psycopg://")
+    assert config.secret_file == Path("/etc/imagehost/secret.key")
+    nginx = (REPO / "etc" / "nginx" / "imagehost.conf").read_text()
+    body_size = re.search(r"^\s*client_max_body_size (\d+);", nginx, re.M)
+    assert body_size and int(body_size[1]) == config.get("server", "max_body_size")
+    unit = (REPO / "etc" / "systemd" / "imagehost@.service").read_text()
+    assert "--listen tcp:%i" in unit and "--data-dir /var/lib/imagehost/%i" in unit
+    ports = set(re.findall(r"server 127\.0\.0\.1:(\d+)", nginx))
+    target = (REPO / "etc" / "systemd" / "imagehost.target").read_text()
+    assert ports == set(re.findall(r"imagehost@(\d+)\.service", target))
