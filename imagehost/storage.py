@@ -103,15 +103,21 @@ class LocalStorage:
                    for folder in (self.originals, self.cache))
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a synced temp file and a rename."""
+def atomic_write(path: Path, data: bytes, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` via a temp file and a rename.
+
+    ``durable`` syncs the data to disk before the rename (originals). A cache of
+    derived files may skip it: a crash of the process loses nothing either way, only
+    a power cut could leave an empty cache file, and that costs a re-render at worst.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(temp, path)
     except BaseException:
         os.unlink(temp)

@@ -98,3 +98,16 @@ async def test_delete_preserving_the_original_ends_hits_and_renders(server, admi
     assert response.code == 204, response.body
     for url in urls:
         assert (await server.client.get(url)).code == 404, url
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_empty_cache_file_is_a_miss_not_an_empty_image(server, admin):
+    image_id = await upload(admin, image_bytes("JPEG", (400, 300)))
+    url = f"/image/{image_id}.png?w=50"
+    first = await server.client.get(url)
+    [cached] = [p for p in (server.data_dir / "cache").rglob("*") if p.is_file()]
+    cached.write_bytes(b"")  # what a power cut after an unsynced rename can leave
+    again = await server.client.get(url)
+    assert again.code == 200
+    assert again.header("X-Cache") != "HIT"
+    assert again.body == first.body

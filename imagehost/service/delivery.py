@@ -317,7 +317,7 @@ def _produce_variant(storage: Storage, content: ImageContent,
         except Overloaded:  # StorageUnavailable: the next miss renders it again
             pass
     try:
-        atomic_write(path, data)
+        atomic_write(path, data, durable=False)
     except OSError:
         return data, source, False
     return data, source, True

@@ -59,6 +59,10 @@ class VariantCache:
             self._forget(path)
             return None
         size = os.fstat(f.fileno()).st_size
+        if size == 0:  # no encoder writes an empty image: a power cut cut this one short
+            f.close()
+            self._forget(path)
+            return None
         self._record(path, size)
         return CachedFile(f, size)
 
