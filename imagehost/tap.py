@@ -195,7 +195,10 @@ def build_imagehost(config: Config, reactor, secret: bytes) -> Imagehost:
                         ViewCounter(db, clock=reactor),
                         max_dimension=config.get("image", "max_dimension"),
                         clock=reactor,
-                        revalidate_after=config.get("cache", "revalidate_after"))
+                        revalidate_after=config.get("cache", "revalidate_after"),
+                        # -- scale-out -- S3 round trips: off the reactor and the CPU pool
+                        run_io=lambda fn, *args: (
+                            deferToThreadPool(reactor, reactor.getThreadPool(), fn, *args)))
     return Imagehost(db=db, workers=workers, storage=storage, accounts=accounts,
                      images=images, settings=settings, library=library, delivery=delivery,
                      # -- scale-out -- health checks storage (maybe S3) off the reactor

@@ -109,6 +109,13 @@ async def sleep(reactor, seconds: float) -> None:
     await deferLater(reactor, seconds, lambda: None)
 
 
+async def eventually(reactor, condition, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await sleep(reactor, 0.05)
+
+
 def width_of(data: bytes) -> int:
     return Image.open(io.BytesIO(data)).width
 
@@ -117,7 +124,7 @@ def width_of(data: bytes) -> int:
 
 
 @pytest_twisted.ensureDeferred
-async def test_upload_on_one_daemon_then_list_render_edit_delete_on_the_other(pair):
+async def test_upload_on_one_daemon_then_list_render_edit_delete_on_the_other(pair, reactor):
     a_admin = await pair.a.admin()
     # One shared secret: a token issued by A is good on B.
     b_admin = pair.b.client.with_token(a_admin.token)
@@ -144,7 +151,9 @@ async def test_upload_on_one_daemon_then_list_render_edit_delete_on_the_other(pa
     on_b = await pair.b.client.get(url)
     assert (on_b.code, on_b.header("X-Cache")) == (200, "MISS")
     assert width_of(on_b.body) == 100
-    assert len(keys(pair.endpoint, pair.bucket, f"variants/{image_id}/")) == 1
+    # Sharing does not hold up the answer: the object arrives in the bucket just after.
+    await eventually(reactor, lambda: len(
+        keys(pair.endpoint, pair.bucket, f"variants/{image_id}/")) == 1)
     on_a = await pair.a.client.get(url)
     assert (on_a.code, on_a.header("X-Cache"), on_a.body) == (200, "SHARED", on_b.body)
     assert (pair.a.imagehost.delivery.renders, pair.a.imagehost.delivery.shared_hits) == (0, 1)

@@ -18,13 +18,14 @@ import os
 import re
 import shutil
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from imagehost.db import Database
@@ -45,6 +46,7 @@ from imagehost.service.views import ViewCounter
 from imagehost.service.workers import WorkerPool
 from imagehost.storage import Storage, atomic_write
 
+_log = Logger()
 _FORMAT_BY_MIME = {mime: fmt for fmt, (mime, _ext) in KNOWN_FORMATS.items()}
 _DIGITS = re.compile(r"^[0-9]{1,9}$")
 _CROP_VALUES = {"true": True, "1": True, "false": False, "0": False}
@@ -124,7 +126,8 @@ class Delivery:
 
     def __init__(self, db: Database, workers: WorkerPool, storage: Storage,
                  cache: VariantCache, views: ViewCounter, *, max_dimension: int,
-                 clock=None, revalidate_after: float = 0.0):
+                 clock=None, revalidate_after: float = 0.0,
+                 run_io: Callable[..., Deferred] | None = None):
         self._db = db
         self._workers = workers
         self._storage = storage
@@ -140,6 +143,8 @@ class Delivery:
         self._known_images: OrderedDict[str, tuple[ImageRecord, float]] = OrderedDict()
         self._clock = clock
         self.revalidate_after = revalidate_after
+        # Remote storage (S3) round trips run here, so they never hold a CPU worker.
+        self._run_io = run_io or workers.submit
         self.hits = 0
         self.misses = 0
         self.renders = 0
@@ -224,8 +229,8 @@ class Delivery:
         image_id, ext = content.image.id, content.original_ext
         path = self._storage.local_original(image_id, ext)
         try:
-            if path is None:  # in the object store: fetched on a worker, sent from memory
-                data = await self._workers.submit(self._storage.read_original, image_id, ext)
+            if path is None:  # in the object store: fetched off the reactor, sent from memory
+                data = await self._run_io(self._storage.read_original, image_id, ext)
                 return Body(size=len(data), data=data)
             f = open(path, "rb")  # noqa: SIM115 - the web layer streams and closes it
         except FileNotFoundError as e:
@@ -246,15 +251,45 @@ class Delivery:
     def _render_once(self, content: ImageContent, path: Path) -> Deferred[tuple[bytes, str]]:
         """Join the render of ``path`` in flight, or start it on the CPU pool."""
         key = (content.image.id, path.name)
-        waiters = self._flights.get(key)
-        if waiters is None:
-            d = self._workers.submit(_produce_variant, self._storage, content, path)
-            waiters = self._flights[key] = []
-            d.addBoth(self._landed, key, path)
         # Each request waits on its own Deferred: a client hanging up cancels only its own.
         waiter: Deferred[tuple[bytes, str]] = Deferred()
-        waiters.append(waiter)
+        waiters = self._flights.get(key)
+        if waiters is not None:
+            waiters.append(waiter)
+            return waiter
+        self._flights[key] = [waiter]
+        try:
+            if self._storage.local_original(content.image.id, content.original_ext) is None:
+                d = Deferred.fromCoroutine(self._produce_remote(content, path))
+            else:
+                d = self._workers.submit(_produce_variant, self._storage, content, path)
+        except BaseException:
+            del self._flights[key]
+            raise
+        d.addBoth(self._landed, key, path)
         return waiter
+
+    async def _produce_remote(self, content: ImageContent,
+                              path: Path) -> tuple[bytes, str, bool]:
+        """``_produce_variant`` for originals in remote storage: the round trips run on the
+        I/O threads and only the render on the CPU pool; sharing the result does not
+        hold up the answer."""
+        image_id, spec = content.image.id, content.spec
+        assert spec is not None
+        key = spec.cache_key()
+        data = await self._run_io(self._storage.get_variant, image_id, key)
+        source = "SHARED"
+        if data is None:
+            original = await self._run_io(self._storage.read_original, image_id,
+                                          content.original_ext)
+            data = await self._workers.submit(render_variant, original, spec)
+            source = "MISS"
+            shared = self._run_io(self._storage.put_variant, image_id, key, data)
+            shared.addErrback(lambda f: _log.warn(
+                "Cannot share variant {key} of {id}: {error}", key=key, id=image_id,
+                error=f.getErrorMessage()))
+        stored = await self._run_io(_write_cache_file, path, data)
+        return data, source, stored
 
     def _landed(self, result, key: tuple[str, str], path: Path) -> None:
         waiters = self._flights.pop(key)
@@ -316,9 +351,14 @@ def _produce_variant(storage: Storage, content: ImageContent,
             storage.put_variant(image_id, key, data)
         except Overloaded:  # StorageUnavailable: the next miss renders it again
             pass
+    return data, source, _write_cache_file(path, data)
+
+
+def _write_cache_file(path: Path, data: bytes) -> bool:
+    """Write a variant to this daemon's cache; False if that failed (it still serves)."""
     try:
         atomic_write(path, data, durable=False)
     except OSError:
-        return data, source, False
-    return data, source, True
+        return False
+    return True
 
