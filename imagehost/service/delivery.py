@@ -196,8 +196,7 @@ class Delivery:
     def _drop_local_variants(self, image_id: str) -> None:
         """Another daemon deleted the image: its variants cached here are dead weight."""
         try:
-            d = self._workers.submit(shutil.rmtree, self._storage.variants_dir(image_id),
-                                     ignore_errors=True)
+            d = self._run_io(shutil.rmtree, self._storage.variants_dir(image_id), True)
         except Overloaded:
             return  # eviction will get to them
         d.addCallback(lambda _: self.cache.forget_image(image_id))
