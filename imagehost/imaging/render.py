@@ -16,6 +16,7 @@ from typing import IO, Any
 from PIL import ExifTags, Image, ImageCms
 
 from imagehost.imaging.geometry import Geometry, crop_size, fit_size
+from imagehost.imaging.probe import KNOWN_FORMATS
 
 __all__ = [
     "OUTPUT_FORMATS",
@@ -28,15 +29,11 @@ __all__ = [
     "render_variant",
 ]
 
+# URL extension -> (Pillow format, mime type): the stored formats, plus the .jpeg alias.
 OUTPUT_FORMATS: dict[str, tuple[str, str]] = {
-    "jpg": ("JPEG", "image/jpeg"),
-    "jpeg": ("JPEG", "image/jpeg"),
-    "png": ("PNG", "image/png"),
-    "webp": ("WEBP", "image/webp"),
-    "gif": ("GIF", "image/gif"),
-    "avif": ("AVIF", "image/avif"),
-}
-_EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "AVIF": "avif"}
+    ext: (fmt, mime) for fmt, (mime, ext) in KNOWN_FORMATS.items()
+} | {"jpeg": ("JPEG", "image/jpeg")}
+_EXTENSIONS = {fmt: ext for fmt, (_mime, ext) in KNOWN_FORMATS.items()}
 _MIME_TYPES = {fmt: mime for fmt, mime in OUTPUT_FORMATS.values()}
 LOSSY_FORMATS = frozenset({"JPEG", "WEBP", "AVIF"})
 ANIMATED_OUTPUTS = frozenset({"GIF", "WEBP"})
