@@ -13,6 +13,9 @@ from pathlib import Path
 
 from PIL import Image
 
+# The same encoder effort as imagehost, so the comparison is of the same work.
+from imagehost.imaging.render import WEBP_METHOD
+
 _FORMATS = {"jpg": "JPEG", "webp": "WEBP"}
 
 
@@ -29,7 +32,7 @@ def render(path: Path, size: int, quality: int, ext: str) -> bytes:
     if ext == "jpg":
         small.save(buffer, "JPEG", quality=quality, optimize=True)
     else:
-        small.save(buffer, "WEBP", quality=quality, method=4)
+        small.save(buffer, "WEBP", quality=quality, method=WEBP_METHOD)
     return buffer.getvalue()
 
 

@@ -207,7 +207,7 @@ async def test_second_request_is_a_cache_hit(server, admin):
     assert (first.header("X-Cache"), second.header("X-Cache")) == ("MISS", "HIT")
     assert first.body == second.body
     assert (delivery.misses, delivery.hits, delivery.renders) == (1, 1, 1)
-    assert [p.name for p in cached_files(server.data_dir, image_id)] == ["100x75-q85.webp"]
+    assert [p.name for p in cached_files(server.data_dir, image_id)] == ["r1-100x75-q85.webp"]
 
 
 @pytest_twisted.ensureDeferred

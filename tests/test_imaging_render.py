@@ -175,9 +175,9 @@ def test_different_requests_give_different_specs_and_keys():
 
 
 def test_cache_key_format():
-    assert RenderSpec(640, 480, True, "JPEG", 80).cache_key() == "640x480-c-q80.jpg"
-    assert RenderSpec(640, 480, False, "PNG", None).cache_key() == "640x480.png"
-    assert plan(width=500, ext="jpeg").cache_key() == "500x400-q85.jpg"
+    assert RenderSpec(640, 480, True, "JPEG", 80).cache_key() == "r1-640x480-c-q80.jpg"
+    assert RenderSpec(640, 480, False, "PNG", None).cache_key() == "r1-640x480.png"
+    assert plan(width=500, ext="jpeg").cache_key() == "r1-500x400-q85.jpg"
 
 
 def test_jpg_and_jpeg_are_the_same_output():
