@@ -131,7 +131,10 @@ class Config:
         return Path(path) if path else self.data_dir / "secret.key"
 
     def render_threads(self) -> int:
-        return self.get("render", "threads") or os.cpu_count() or 1
+        """CPU worker threads of one process: by default the cores shared among the
+        ``[server] workers`` processes, so that all of them together use each core once."""
+        cores = os.cpu_count() or 1
+        return self.get("render", "threads") or max(1, cores // self.get("server", "workers"))
 
 
 def load_config(
