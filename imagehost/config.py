@@ -131,10 +131,7 @@ class Config:
         return Path(path) if path else self.data_dir / "secret.key"
 
     def render_threads(self) -> int:
-        """CPU worker threads of one process: by default the cores shared among the
-        ``[server] workers`` processes, so that all of them together use each core once."""
-        cores = os.cpu_count() or 1
-        return self.get("render", "threads") or max(1, cores // self.get("server", "workers"))
+        return self.get("render", "threads") or os.cpu_count() or 1
 
 
 def load_config(

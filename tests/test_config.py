@@ -78,14 +78,3 @@ def test_options_default_to_port_8080_and_data(monkeypatch):
 def test_bad_options_are_usage_errors(argv, message):
     with pytest.raises(usage.UsageError, match=message):
         Options().parseOptions(argv)
-
-
-def test_render_threads_share_the_cores_among_worker_processes(monkeypatch):
-    monkeypatch.setattr("os.cpu_count", lambda: 8)
-    assert load_config(None, environ={}).render_threads() == 8
-    env = {"IMAGEHOST_SERVER_WORKERS": "4"}
-    assert load_config(None, environ=env).render_threads() == 2
-    env["IMAGEHOST_SERVER_WORKERS"] = "16"
-    assert load_config(None, environ=env).render_threads() == 1
-    env["IMAGEHOST_RENDER_THREADS"] = "3"
-    assert load_config(None, environ=env).render_threads() == 3
