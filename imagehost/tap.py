@@ -186,25 +186,23 @@ def build_imagehost(config: Config, reactor, secret: bytes) -> Imagehost:
                     limits=source_limits(config), now=utc_now,
                     guest_limit=RateLimit(config.get("limits", "guest_uploads_per_minute_per_ip"),
                                           reactor.seconds, "guest uploads from this address"))
-    # -- library -- file removal is brief blocking IO: the reactor's own thread pool.
-    library = Library(db, storage, now=utc_now, run_blocking=lambda fn, *args: (
-        deferToThreadPool(reactor, reactor.getThreadPool(), fn, *args)))
-    # -- delivery --
+    def run_io(fn, *args) -> Deferred:
+        """Brief blocking I/O (file removal, S3 round trips, health checks): the reactor's
+        own thread pool, so it never waits behind renders nor holds a CPU worker."""
+        return deferToThreadPool(reactor, reactor.getThreadPool(), fn, *args)
+
     delivery = Delivery(db, workers, storage,
                         VariantCache(storage, config.get("cache", "max_size")),
                         ViewCounter(db, clock=reactor),
                         max_dimension=config.get("image", "max_dimension"),
                         clock=reactor,
                         revalidate_after=config.get("cache", "revalidate_after"),
-                        # -- scale-out -- S3 round trips: off the reactor and the CPU pool
-                        run_io=lambda fn, *args: (
-                            deferToThreadPool(reactor, reactor.getThreadPool(), fn, *args)))
+                        run_io=run_io)
+    library = Library(db, storage, now=utc_now, run_blocking=run_io,
+                      on_delete=delivery.forget)
     return Imagehost(db=db, workers=workers, storage=storage, accounts=accounts,
                      images=images, settings=settings, library=library, delivery=delivery,
-                     # -- scale-out -- health checks storage (maybe S3) off the reactor
-                     # and off the CPU pool, so it answers while renders queue up.
-                     run_blocking=lambda fn, *args: (
-                         deferToThreadPool(reactor, reactor.getThreadPool(), fn, *args)))
+                     run_blocking=run_io)
 
 
 class ImagehostService(service.Service):

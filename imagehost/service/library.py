@@ -139,7 +139,9 @@ class Library:
     """What users and tools do with the images they uploaded."""
 
     def __init__(self, db: Database, storage: Storage, *, now: Callable[[], datetime],
-                 run_blocking: Callable[..., Deferred]):
+                 run_blocking: Callable[..., Deferred],
+                 on_delete: Callable[[str], None] = lambda image_id: None):
+        self._on_delete = on_delete
         self._db = db
         self._storage = storage
         self._now = now
@@ -193,6 +195,7 @@ class Library:
         image = await self._manageable(viewer, image_id)
         if not await self._db.run(image_queries.delete_image, image_id):
             raise NotFound("No such image.")
+        self._on_delete(image_id)
         try:
             await self._run_blocking(self._remove_files, image, preserve_on_disk)
         except Exception:
