@@ -41,6 +41,17 @@ def wait_for_health(url: str, timeout: float = 20.0) -> None:
     raise AssertionError(f"{url} never became healthy")
 
 
+def stop_cleanly(daemon: subprocess.Popen, log: Path) -> str:
+    """SIGTERM the daemon; assert it stopped cleanly; return its log."""
+    daemon.send_signal(signal.SIGTERM)
+    code = daemon.wait(timeout=30)
+    text = log.read_text()
+    # twistd re-raises the signal it stopped on, so a clean SIGTERM exit is -15.
+    assert code in (0, -signal.SIGTERM), text
+    assert "Traceback" not in text, text
+    return text
+
+
 def test_twistd_starts_clean_and_stops_on_sigterm(tmp_path):
     data_dir = tmp_path / "data"
     port = free_port()
@@ -60,12 +71,7 @@ def test_twistd_starts_clean_and_stops_on_sigterm(tmp_path):
             with urllib.request.urlopen(request, timeout=5) as response:
                 assert response.status == 200
         finally:
-            daemon.send_signal(signal.SIGTERM)
-            code = daemon.wait(timeout=30)
-    text = log.read_text()
-    # twistd re-raises the signal it stopped on, so a clean SIGTERM exit is -15.
-    assert code in (0, -signal.SIGTERM), text
-    assert "Traceback" not in text, text
+            text = stop_cleanly(daemon, log)
     assert '"POST /api/auth/login" 200' in text  # the access log line
     secret = data_dir / "secret.key"
     assert stat.S_IMODE(secret.stat().st_mode) == 0o600
@@ -125,11 +131,7 @@ def test_workers_share_the_listening_socket_and_stop_with_twistd(tmp_path):
                     assert response.status == 200
             assert cpu_ticks(worker) > before, "the worker served nothing"
         finally:
-            daemon.send_signal(signal.SIGTERM)
-            code = daemon.wait(timeout=30)
-    text = log.read_text()
-    assert code in (0, -signal.SIGTERM), text
-    assert "Traceback" not in text, text
+            stop_cleanly(daemon, log)
     assert not Path(f"/proc/{worker}").exists()
 
 
