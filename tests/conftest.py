@@ -156,6 +156,21 @@ def database_url(request):
 
 
 @pytest_twisted.async_yield_fixture
+async def make_server(tmp_path, reactor):
+    """Start a daemon with extra config sections; it is stopped after the test."""
+    started = []
+
+    async def make(sections: dict | None = None) -> Server:
+        started.append(await start_server(tmp_path, reactor, sections))
+        return started[-1]
+
+    yield make
+    for running in started:
+        if running.service.running:
+            await running.service.stopService()
+
+
+@pytest_twisted.async_yield_fixture
 async def server(tmp_path, reactor, database_url):
     sections = {"database": {"url": database_url}} if database_url else {}
     running = await start_server(tmp_path, reactor, sections)

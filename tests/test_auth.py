@@ -227,40 +227,32 @@ async def test_wrong_method_is_405_with_envelope(server):
 
 
 @pytest_twisted.ensureDeferred
-async def test_login_attempts_are_throttled_per_username_and_per_address(tmp_path, reactor):
-    from tests.conftest import start_server
+async def test_login_attempts_are_throttled_per_username_and_per_address(make_server):
 
-    server = await start_server(tmp_path, reactor, {"limits": {
+    server = await make_server({"limits": {
         "logins_per_minute_per_user": 3, "logins_per_minute_per_ip": 6}})
-    try:
-        wrong = {"username": ADMIN[0], "password": "wrong"}
-        codes = [(await server.client.post_json("/api/auth/login", wrong)).code
-                 for _ in range(4)]
-        assert codes == [401, 401, 401, 429]
-        limited = await server.client.post_json("/api/auth/login", dict(wrong, password=ADMIN[1]))
-        assert limited.code == 429
-        assert int(limited.header("Retry-After")) >= 1
-        assert limited.json()["error"]["title"] == "RateLimited"
-        # Another username from the same address: allowed until the address budget is spent.
-        other = {"username": "someone", "password": "x"}
-        assert (await server.client.post_json("/api/auth/login", other)).code == 401
-        assert (await server.client.post_json("/api/auth/login", other)).code == 429
-    finally:
-        await server.service.stopService()
+    wrong = {"username": ADMIN[0], "password": "wrong"}
+    codes = [(await server.client.post_json("/api/auth/login", wrong)).code
+             for _ in range(4)]
+    assert codes == [401, 401, 401, 429]
+    limited = await server.client.post_json("/api/auth/login", dict(wrong, password=ADMIN[1]))
+    assert limited.code == 429
+    assert int(limited.header("Retry-After")) >= 1
+    assert limited.json()["error"]["title"] == "RateLimited"
+    # Another username from the same address: allowed until the address budget is spent.
+    other = {"username": "someone", "password": "x"}
+    assert (await server.client.post_json("/api/auth/login", other)).code == 401
+    assert (await server.client.post_json("/api/auth/login", other)).code == 429
 
 
 @pytest_twisted.ensureDeferred
-async def test_guest_uploads_are_throttled_per_address(tmp_path, reactor):
-    from tests.conftest import start_server
+async def test_guest_uploads_are_throttled_per_address(make_server):
 
-    server = await start_server(tmp_path, reactor, {
+    server = await make_server({
         "limits": {"guest_uploads_per_minute_per_ip": 2},
         "access": {"allow_guest_uploads": "true"}})
-    try:
-        codes = [(await server.client.upload("/api/guest/upload", image_bytes())).code
-                 for _ in range(3)]
-        assert codes == [201, 201, 429]
-        admin = await server.admin()
-        assert (await admin.upload("/api/upload", image_bytes())).code == 201
-    finally:
-        await server.service.stopService()
+    codes = [(await server.client.upload("/api/guest/upload", image_bytes())).code
+             for _ in range(3)]
+    assert codes == [201, 201, 429]
+    admin = await server.admin()
+    assert (await admin.upload("/api/upload", image_bytes())).code == 201

@@ -185,15 +185,12 @@ async def test_bad_parameters_are_400_with_the_envelope(server, admin):
 
 
 @pytest_twisted.ensureDeferred
-async def test_max_dimension_is_configurable(tmp_path, reactor):
-    server = await start_server(tmp_path, reactor, {"image": {"max_dimension": 500}})
-    try:
-        image_id = await upload(await server.admin(), image_bytes("JPEG", (800, 600)))
-        assert (await server.client.get(f"/image/{image_id}.jpg?w=500")).code == 200
-        assert (await server.client.get(f"/image/{image_id}.jpg?w=501")).code == 400
-        assert (await server.client.get(f"/image/{image_id}.jpg?h=501")).code == 400
-    finally:
-        await server.service.stopService()
+async def test_max_dimension_is_configurable(make_server):
+    server = await make_server({"image": {"max_dimension": 500}})
+    image_id = await upload(await server.admin(), image_bytes("JPEG", (800, 600)))
+    assert (await server.client.get(f"/image/{image_id}.jpg?w=500")).code == 200
+    assert (await server.client.get(f"/image/{image_id}.jpg?w=501")).code == 400
+    assert (await server.client.get(f"/image/{image_id}.jpg?h=501")).code == 400
 
 
 # -- the variant cache -------------------------------------------------------
@@ -244,29 +241,26 @@ async def test_identical_concurrent_misses_render_once(server, admin):
 
 
 @pytest_twisted.ensureDeferred
-async def test_eviction_keeps_the_cache_under_its_bound(tmp_path, reactor):
+async def test_eviction_keeps_the_cache_under_its_bound(make_server):
     max_size = 60_000
-    server = await start_server(tmp_path, reactor, {"cache": {"max_size": max_size}})
-    try:
-        image_id = await upload(await server.admin(), noise_bytes("PNG", (200, 150)))
-        delivery = server.imagehost.delivery
-        sizes = []
-        for width in range(100, 112):
-            response = await server.client.get(f"/image/{image_id}.png?w={width}")
-            assert response.code == 200
-            sizes.append(len(response.body))
-            on_disk = sum(p.stat().st_size for p in cached_files(server.data_dir))
-            assert on_disk <= max_size
-            assert on_disk == delivery.cache.size
-        assert sum(sizes) > 2 * max_size  # the bound really was exercised
-        assert delivery.cache.evictions > 0
-        # The least recently used went first; the newest is still there.
-        first = await server.client.get(f"/image/{image_id}.png?w=100")
-        assert first.header("X-Cache") == "MISS"
-        last = await server.client.get(f"/image/{image_id}.png?w=111")
-        assert last.header("X-Cache") == "HIT"
-    finally:
-        await server.service.stopService()
+    server = await make_server({"cache": {"max_size": max_size}})
+    image_id = await upload(await server.admin(), noise_bytes("PNG", (200, 150)))
+    delivery = server.imagehost.delivery
+    sizes = []
+    for width in range(100, 112):
+        response = await server.client.get(f"/image/{image_id}.png?w={width}")
+        assert response.code == 200
+        sizes.append(len(response.body))
+        on_disk = sum(p.stat().st_size for p in cached_files(server.data_dir))
+        assert on_disk <= max_size
+        assert on_disk == delivery.cache.size
+    assert sum(sizes) > 2 * max_size  # the bound really was exercised
+    assert delivery.cache.evictions > 0
+    # The least recently used went first; the newest is still there.
+    first = await server.client.get(f"/image/{image_id}.png?w=100")
+    assert first.header("X-Cache") == "MISS"
+    last = await server.client.get(f"/image/{image_id}.png?w=111")
+    assert last.header("X-Cache") == "HIT"
 
 
 @pytest_twisted.ensureDeferred
@@ -399,42 +393,39 @@ async def test_view_counts_are_batched_not_written_per_view(tmp_path, reactor):
 # -- load --------------------------------------------------------------------
 
 @pytest_twisted.ensureDeferred
-async def test_overload_gets_fast_503_while_health_answers(tmp_path, reactor):
-    server = await start_server(tmp_path, reactor, {"render": {"threads": 1, "queue_size": 2}})
-    try:
-        image_id = await upload(await server.admin(), large_photo())
-        started = time.monotonic()
-        health_latencies: list[float] = []
+async def test_overload_gets_fast_503_while_health_answers(make_server):
+    server = await make_server({"render": {"threads": 1, "queue_size": 2}})
+    image_id = await upload(await server.admin(), large_photo())
+    started = time.monotonic()
+    health_latencies: list[float] = []
 
-        async def timed(path: str):
-            t0 = time.monotonic()
-            response = await server.client.get(path)
-            return response, time.monotonic() - t0
+    async def timed(path: str):
+        t0 = time.monotonic()
+        response = await server.client.get(path)
+        return response, time.monotonic() - t0
 
-        async def poll_health(until):
-            while not until.called:
-                response, elapsed = await timed("/health")
-                assert response.code == 200
-                health_latencies.append(elapsed)
+    async def poll_health(until):
+        while not until.called:
+            response, elapsed = await timed("/health")
+            assert response.code == 200
+            health_latencies.append(elapsed)
 
-        burst = DeferredList([ensureDeferred(timed(f"/image/{image_id}.jpg?w={2000 + i}"))
-                              for i in range(30)], consumeErrors=True)
-        health = ensureDeferred(poll_health(burst))
-        results = await burst
-        await health
-        assert all(ok for ok, _ in results), results
-        codes = [response.code for _ok, (response, _t) in results]
-        assert set(codes) <= {200, 503}, codes
-        overloaded = [(r, t) for _ok, (r, t) in results if r.code == 503]
-        assert len(overloaded) >= 10 and codes.count(200) >= 3, codes
-        for response, elapsed in overloaded:
-            assert response.header("Retry-After") == "1"
-            assert response.json()["error"]["title"] == "Overloaded"
-            assert elapsed < 2.0
-        assert health_latencies and max(health_latencies) < 1.0, health_latencies
-        assert time.monotonic() - started < 30
-    finally:
-        await server.service.stopService()
+    burst = DeferredList([ensureDeferred(timed(f"/image/{image_id}.jpg?w={2000 + i}"))
+                          for i in range(30)], consumeErrors=True)
+    health = ensureDeferred(poll_health(burst))
+    results = await burst
+    await health
+    assert all(ok for ok, _ in results), results
+    codes = [response.code for _ok, (response, _t) in results]
+    assert set(codes) <= {200, 503}, codes
+    overloaded = [(r, t) for _ok, (r, t) in results if r.code == 503]
+    assert len(overloaded) >= 10 and codes.count(200) >= 3, codes
+    for response, elapsed in overloaded:
+        assert response.header("Retry-After") == "1"
+        assert response.json()["error"]["title"] == "Overloaded"
+        assert elapsed < 2.0
+    assert health_latencies and max(health_latencies) < 1.0, health_latencies
+    assert time.monotonic() - started < 30
 
 
 def test_parse_variant_query_rules():

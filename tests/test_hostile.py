@@ -234,19 +234,15 @@ def animated_gif(frames: int, size=(40, 40)) -> bytes:
 
 
 @pytest_twisted.ensureDeferred
-async def test_animations_are_bounded_by_frames_and_total_pixels(tmp_path, reactor):
-    from tests.conftest import start_server
+async def test_animations_are_bounded_by_frames_and_total_pixels(make_server):
 
-    server = await start_server(tmp_path, reactor, {"image": {
+    server = await make_server({"image": {
         "max_frames": 5, "max_animation_pixels": 40 * 40 * 8}})
-    try:
-        admin = await server.admin()
-        assert (await admin.upload("/api/upload", animated_gif(4))).code == 201
-        assert only_violation(await admin.upload("/api/upload", animated_gif(6))) == (
-            "The animation has too many frames (6 frames). "
-            "Maximum amount expected is 5 frames.")
-        message = only_violation(await admin.upload("/api/upload",
-                                                     animated_gif(5, size=(60, 60))))
-        assert message.startswith("The image has too many pixels (18000 pixels)")
-    finally:
-        await server.service.stopService()
+    admin = await server.admin()
+    assert (await admin.upload("/api/upload", animated_gif(4))).code == 201
+    assert only_violation(await admin.upload("/api/upload", animated_gif(6))) == (
+        "The animation has too many frames (6 frames). "
+        "Maximum amount expected is 5 frames.")
+    message = only_violation(await admin.upload("/api/upload",
+                                                 animated_gif(5, size=(60, 60))))
+    assert message.startswith("The image has too many pixels (18000 pixels)")

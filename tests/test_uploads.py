@@ -9,7 +9,7 @@ from PIL import Image
 from twisted.internet.threads import deferToThread
 
 from imagehost.db.images import image_by_id
-from tests.conftest import image_bytes, start_server
+from tests.conftest import image_bytes
 
 ENDPOINTS = ("/api/upload", "/api/guest/upload", "/api/external/upload")
 PDF = b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog >>\nendobj\ntrailer\n<< /Root 1 0 R >>\n%%EOF\n"
@@ -186,37 +186,31 @@ def raw_exchange(port: int, head: bytes, body_chunks=(), read_timeout=5.0) -> by
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_declared_body_over_the_cap_is_refused_before_it_is_sent(tmp_path, reactor):
-    server = await start_server(tmp_path, reactor, {"server": {"max_body_size": 100000}})
-    try:
-        port = int(server.base_url.rsplit(":", 1)[1])
-        head = (b"POST /api/guest/upload HTTP/1.1\r\nHost: x\r\n"
-                b"Content-Type: multipart/form-data; boundary=b\r\n"
-                b"Expect: 100-continue\r\nContent-Length: 1000000000\r\n\r\n")
-        # Only the head is sent: a 413 proves the server did not wait for a gigabyte.
-        answer = await deferToThread(raw_exchange, port, head)
-        assert answer.startswith(b"HTTP/1.1 413 "), answer
-        assert b"100 Continue" not in answer
-        assert b'"title":"PayloadTooLarge"' in answer.replace(b" ", b"")
-        assert (await server.client.get("/health")).code == 200
-    finally:
-        await server.service.stopService()
+async def test_a_declared_body_over_the_cap_is_refused_before_it_is_sent(make_server):
+    server = await make_server({"server": {"max_body_size": 100000}})
+    port = int(server.base_url.rsplit(":", 1)[1])
+    head = (b"POST /api/guest/upload HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: multipart/form-data; boundary=b\r\n"
+            b"Expect: 100-continue\r\nContent-Length: 1000000000\r\n\r\n")
+    # Only the head is sent: a 413 proves the server did not wait for a gigabyte.
+    answer = await deferToThread(raw_exchange, port, head)
+    assert answer.startswith(b"HTTP/1.1 413 "), answer
+    assert b"100 Continue" not in answer
+    assert b'"title":"PayloadTooLarge"' in answer.replace(b" ", b"")
+    assert (await server.client.get("/health")).code == 200
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_chunked_body_over_the_cap_is_cut_off(tmp_path, reactor):
-    server = await start_server(tmp_path, reactor, {"server": {"max_body_size": 100000}})
-    try:
-        port = int(server.base_url.rsplit(":", 1)[1])
-        head = (b"PUT /api/guest/upload HTTP/1.1\r\nHost: x\r\n"
-                b"Content-Type: multipart/form-data; boundary=b\r\n"
-                b"Transfer-Encoding: chunked\r\n\r\n")
-        chunk = b"%x\r\n%s\r\n" % (50000, b"a" * 50000)
-        answer = await deferToThread(raw_exchange, port, head, [chunk] * 5)
-        assert answer.startswith(b"HTTP/1.1 413 "), answer
-        assert not list((server.data_dir / "originals").rglob("*.*"))
-    finally:
-        await server.service.stopService()
+async def test_a_chunked_body_over_the_cap_is_cut_off(make_server):
+    server = await make_server({"server": {"max_body_size": 100000}})
+    port = int(server.base_url.rsplit(":", 1)[1])
+    head = (b"PUT /api/guest/upload HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: multipart/form-data; boundary=b\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n")
+    chunk = b"%x\r\n%s\r\n" % (50000, b"a" * 50000)
+    answer = await deferToThread(raw_exchange, port, head, [chunk] * 5)
+    assert answer.startswith(b"HTTP/1.1 413 "), answer
+    assert not list((server.data_dir / "originals").rglob("*.*"))
 
 
 @pytest_twisted.ensureDeferred
@@ -241,21 +235,18 @@ async def test_a_failed_upload_leaves_no_file_behind(server, admin):
 
 
 @pytest_twisted.ensureDeferred
-async def test_slow_heads_long_uris_and_huge_headers_are_refused(tmp_path, reactor):
-    server = await start_server(tmp_path, reactor, {"server": {
+async def test_slow_heads_long_uris_and_huge_headers_are_refused(make_server):
+    server = await make_server({"server": {
         "header_timeout": 0.5, "max_uri_length": 200, "max_header_size": 2000}})
-    try:
-        port = int(server.base_url.rsplit(":", 1)[1])
-        # A head that never ends is cut off after header_timeout, not the idle timeout.
-        slow = await deferToThread(raw_exchange, port, b"GET /health HTTP/1.1\r\nHost: x\r\n")
-        assert slow.startswith(b"HTTP/1.1 408 "), slow
-        long_uri = await server.client.get("/health?" + "a" * 300)
-        assert long_uri.code == 414
-        assert long_uri.json()["error"]["title"] == "URITooLong"
-        huge = await deferToThread(
-            raw_exchange, port, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 3000
-            + b"\r\n\r\n")
-        assert huge.startswith(b"HTTP/1.1 400 "), huge
-        assert (await server.client.get("/health")).code == 200
-    finally:
-        await server.service.stopService()
+    port = int(server.base_url.rsplit(":", 1)[1])
+    # A head that never ends is cut off after header_timeout, not the idle timeout.
+    slow = await deferToThread(raw_exchange, port, b"GET /health HTTP/1.1\r\nHost: x\r\n")
+    assert slow.startswith(b"HTTP/1.1 408 "), slow
+    long_uri = await server.client.get("/health?" + "a" * 300)
+    assert long_uri.code == 414
+    assert long_uri.json()["error"]["title"] == "URITooLong"
+    huge = await deferToThread(
+        raw_exchange, port, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 3000
+        + b"\r\n\r\n")
+    assert huge.startswith(b"HTTP/1.1 400 "), huge
+    assert (await server.client.get("/health")).code == 200
