@@ -68,34 +68,29 @@ async def db_upgrade(reactor, options: GlobalOptions) -> None:
 
 
 def _upgrade(config) -> tuple[str | None, str | None]:
-    from imagehost.db import create_engine, upgrade
+    from imagehost.db import create_engine, current_revision, upgrade
 
     if config.database_url.startswith("sqlite"):
         config.data_dir.mkdir(parents=True, exist_ok=True)
     engine = create_engine(config.database_url)
     try:
-        before = _revision_of(engine)
+        before = current_revision(engine)
         upgrade(engine)
-        return before, _revision_of(engine)
+        return before, current_revision(engine)
     finally:
         engine.dispose()
 
 
 def _current_revision(url: str) -> str | None:
-    from imagehost.db import create_engine
+    from imagehost.db import create_engine, current_revision
 
     engine = create_engine(url)
     try:
-        return _revision_of(engine)
+        return current_revision(engine)
     finally:
         engine.dispose()
 
 
-def _revision_of(engine) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-
-    with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
 
 
 def _safe_url(config) -> str:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import random
 import re
+import subprocess
+import sys
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
@@ -17,7 +21,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from twisted.internet.defer import Deferred, gatherResults
 
-from imagehost.db import create_engine, run_sync, upgrade
+from imagehost.db import HEAD_REVISION, create_engine, current_revision, run_sync, upgrade
 from imagehost.db.images import ImageRecord, delete_image, image_by_id, insert_image
 from imagehost.db.schema import images as images_table
 from imagehost.db.schema import metadata
@@ -557,6 +561,37 @@ def test_migrations_produce_exactly_the_schema(tmp_path):
     upgrade(engine)
     with engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+
+
+def test_head_revision_is_alembics_head(tmp_path):
+    from alembic.config import Config as AlembicConfig
+    from alembic.script import ScriptDirectory
+
+    import imagehost.db
+
+    migrations = Path(imagehost.db.__file__).parent / "migrations"
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(migrations))
+    assert ScriptDirectory.from_config(config).get_current_head() == HEAD_REVISION
+    engine = create_engine(f"sqlite:///{tmp_path / 'fresh.db'}")
+    assert current_revision(engine) is None
+    upgrade(engine)
+    assert current_revision(engine) == HEAD_REVISION
+
+
+def test_a_database_at_the_head_is_opened_without_loading_alembic(tmp_path):
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    upgrade(create_engine(url), "0001")
+    program = (
+        "import sys\n"
+        "from imagehost.db import create_engine, upgrade\n"
+        f"upgrade(create_engine({url!r}))\n"
+        "print('alembic' in sys.modules)\n")
+    run = functools.partial(subprocess.run, [sys.executable, "-c", program], check=True,
+                            capture_output=True, text=True)
+    assert run().stdout.strip() == "True"  # from 0001 it had to migrate
+    assert run().stdout.strip() == "False"  # at the head: nothing to do, nothing loaded
+    assert current_revision(create_engine(url)) == HEAD_REVISION
 
 
 def test_migration_0002_fills_sort_updated_at(tmp_path):
