@@ -321,6 +321,7 @@ def makeService(options, reactor=None) -> service.MultiService:
         arguments = ["--data-dir", str(config.data_dir.absolute())]
         if options["config"]:
             arguments += ["--config", str(Path(options["config"]).absolute())]
-        WorkerProcesses(reactor, config.get("server", "workers") - 1, listeners, arguments,
+        WorkerProcesses(reactor, config.get("server", "workers") - 1, listeners, site,
+                        arguments,
                         config.get("server", "shutdown_timeout")).setServiceParent(top)
     return top

@@ -1,7 +1,8 @@
 """Entry point of one ``--workers`` process: ``python -m imagehost.worker``.
 
-Started by ``imagehost.processes.WorkerProcesses`` with the listening sockets as
-inherited file descriptors; not meant to be run by hand.
+Started by ``imagehost.processes.WorkerProcesses`` with one end of a Unix socket as an
+inherited file descriptor; twistd sends accepted connections over it. Not meant to be
+run by hand.
 """
 
 from __future__ import annotations
@@ -9,8 +10,17 @@ from __future__ import annotations
 import argparse
 import ctypes
 import os
+import select
 import signal
+import socket
 import sys
+
+# The hand-off socket's messages. twistd sends one byte with each connection's descriptor,
+# saying its address family; the worker answers READY once, then TAKEN per connection.
+FAMILY_BY_MARKER = {b"4": socket.AF_INET, b"6": socket.AF_INET6, b"u": socket.AF_UNIX}
+READY = b"r"
+TAKEN = b"t"  # sent before the worker reads from the connection
+_CONFIRM_WAIT = 5.0  # seconds; twistd reads its side at once unless it is stuck
 
 
 def _die_with_parent() -> None:
@@ -22,10 +32,76 @@ def _die_with_parent() -> None:
         pass
 
 
+class HandoffReceiver:
+    """Serves the connections twistd sends over the hand-off socket (an
+    ``IReadDescriptor``); stops the worker when twistd closes it."""
+
+    def __init__(self, reactor, sock: socket.socket, site):
+        self._reactor = reactor
+        self._socket = sock
+        self._socket.setblocking(False)
+        self._site = site
+
+    def start(self) -> None:
+        self._reactor.addReader(self)
+        self._socket.send(READY)
+
+    def stop(self) -> None:
+        self._reactor.removeReader(self)
+
+    def fileno(self) -> int:
+        return self._socket.fileno()
+
+    def logPrefix(self) -> str:
+        return "HandoffReceiver"
+
+    def doRead(self) -> None:
+        while True:
+            try:
+                marker, fds, _flags, _address = socket.recv_fds(
+                    self._socket, 1, 4, socket.MSG_CMSG_CLOEXEC)
+            except BlockingIOError:
+                return
+            except OSError:
+                marker, fds = b"", []
+            if not marker:
+                self._twistd_gone()
+                return
+            for fd in fds:
+                try:
+                    self._reactor.adoptStreamConnection(fd, FAMILY_BY_MARKER[marker], self._site)
+                finally:
+                    os.close(fd)  # the reactor works on its own duplicate
+                # Before the reactor reads from it: twistd serves it if we die now.
+                if not self._confirm():
+                    self._twistd_gone()
+                    return
+
+    def _confirm(self) -> bool:
+        """Tell twistd a connection was taken, waiting a little if its side is full."""
+        for _ in range(2):
+            try:
+                self._socket.send(TAKEN)
+                return True
+            except BlockingIOError:
+                select.select([], [self._socket], [], _CONFIRM_WAIT)
+            except OSError:
+                return False
+        return False
+
+    def _twistd_gone(self) -> None:
+        self.stop()
+        if self._reactor.running:
+            self._reactor.stop()
+
+    def connectionLost(self, reason) -> None:
+        self.stop()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m imagehost.worker")
     parser.add_argument("--index", type=int, required=True)
-    parser.add_argument("--adopt", action="append", default=[], metavar="FD:FAMILY")
+    parser.add_argument("--handoff", type=int, required=True, metavar="FD")
     parser.add_argument("--config")
     parser.add_argument("--data-dir", required=True)
     args = parser.parse_args(argv)
@@ -36,25 +112,22 @@ def main(argv: list[str] | None = None) -> None:
     from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
 
     from imagehost.config import load_config
-    from imagehost.processes import FAMILIES
     from imagehost.tap import build_daemon, read_secret
 
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])
     config = load_config(args.config, overrides={("server", "data_dir"): args.data_dir})
     daemon, site = build_daemon(config, reactor, read_secret(config))
     daemon.startService()
-    ports = []
-    for spec in args.adopt:
-        fd, family = spec.split(":")
-        ports.append(reactor.adoptStreamPort(int(fd), FAMILIES[family], site))
-        os.close(int(fd))  # the reactor works on its own duplicate
+    site.doStart()
+    receiver = HandoffReceiver(reactor, socket.socket(fileno=args.handoff), site)
+    receiver.start()
     Logger().info("imagehost worker {index} (pid {pid}) serving", index=args.index,
                   pid=os.getpid())
 
     async def stop() -> None:
-        for port in ports:
-            await port.stopListening()
+        receiver.stop()
         await daemon.stopService()
+        site.doStop()
 
     reactor.addSystemEventTrigger("before", "shutdown", lambda: Deferred.fromCoroutine(stop()))
     reactor.run()
