@@ -178,12 +178,15 @@ class Bench:
                                 duration=duration, count_cache=count_cache)
 
     def profile(self, ih, variants: Variants, per_run: int) -> None:
-        """py-spy over imagehost during one more uncached run (8 clients, JPEG)."""
+        """py-spy (GIL holders, all processes) during one more uncached run (8 clients, JPEG)."""
         raw = HERE / "results" / "profile-uncached.txt"
         seconds = max(5, round(self.args.duration))
         log(f"profiling imagehost with py-spy for {seconds}s -> {raw}")
         spy = subprocess.Popen(
+            # --subprocesses: the --workers processes too; --gil: only samples holding the
+            # GIL, which is what the HTTP and orchestration overhead competes for.
             [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(ih.pid),
+             "--subprocesses", "--gil",
              "--duration", str(seconds), "--rate", "200", "--format", "raw", "--output",
              str(raw)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(1)

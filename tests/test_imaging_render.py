@@ -745,3 +745,29 @@ def test_animation_to_still_format_takes_the_first_frame(source_format, ext):
     assert not getattr(out, "is_animated", False)
     assert out.size == (60, 30)
     assert_close(pixel(out, (30, 20)), RED, tolerance=10)
+
+
+@pytest.mark.parametrize("ext", ["jpg", "png", "webp"])
+def test_variants_are_the_bytes_pillow_writes_to_memory(ext):
+    # Non-WebP variants are encoded into a memfd so the encoder runs without the GIL;
+    # the bytes must be exactly those of a plain BytesIO save of the same frame.
+    from imagehost.imaging import render as render_module
+
+    source = encode(Image.radial_gradient("L").convert("RGB").resize((640, 480)), "JPEG")
+    spec = plan_variant(640, 480, "JPEG", width=320, height=None, crop=False,
+                        out_ext=ext, quality=None)
+    rendered = render_variant(source, spec)
+    with render_module._encode_buffer(spec.format) as buffer:
+        assert isinstance(buffer, io.BytesIO) == (spec.format == "WEBP")
+    options = render_module._encoder_options(spec)
+    assert rendered == encode(frame_source(source, spec), spec.format, **options)
+
+
+def frame_source(source: bytes, spec: RenderSpec) -> Image.Image:
+    """The frame the renderer encodes, obtained the same way it does."""
+    from imagehost.imaging import render as render_module
+
+    with Image.open(io.BytesIO(source)) as im:
+        frames, _durations, _loop = render_module._render_frames(im, spec)
+        frames[0].load()
+        return frames[0].copy()
