@@ -7,6 +7,7 @@ Every key is declared once in ``KEYS``; ``etc/imagehost.ini`` documents the same
 from __future__ import annotations
 
 import configparser
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -29,6 +30,14 @@ def _bool(text: str) -> bool:
 
 def _list(text: str) -> list[str]:
     return [item.strip() for item in text.replace("\n", ",").split(",") if item.strip()]
+
+
+def _networks(text: str) -> list[str]:
+    """A list of IP addresses or CIDR networks, each checked."""
+    networks = _list(text)
+    for network in networks:
+        ipaddress.ip_network(network, strict=False)  # ValueError names the bad one
+    return networks
 
 
 STORAGE_BACKENDS = ("local", "s3")
@@ -67,6 +76,7 @@ KEYS: tuple[Key, ...] = (
     Key("server", "max_uri_length", int, 8192),
     Key("server", "header_timeout", float, 10.0),
     Key("server", "idle_timeout", float, 60.0),
+    Key("server", "trusted_proxies", _networks, []),
     Key("database", "url", str, ""),
     Key("database", "pool_size", int, 5),
     Key("storage", "backend", _backend, "local"),

@@ -33,6 +33,7 @@ from imagehost.service.views import ViewCounter
 from imagehost.service.workers import WorkerPool
 from imagehost.storage import LocalStorage, Storage
 from imagehost.web.api import ImagehostAPI
+from imagehost.web.clients import ClientAddresses
 from imagehost.web.metrics import Metrics
 from imagehost.web.site import AccessLog, ImagehostSite, SiteLimits
 
@@ -294,7 +295,8 @@ def build_daemon(config: Config, reactor, secret: bytes) -> tuple[service.MultiS
     metrics = Metrics(imagehost, ImagehostAPI.app.url_map)
     site = ImagehostSite(ImagehostAPI(imagehost, metrics).resource(), reactor,
                          site_limits(config), metrics,
-                         AccessLog(config.get("server", "access_log"), reactor))
+                         AccessLog(config.get("server", "access_log"), reactor),
+                         ClientAddresses(config.get("server", "trusted_proxies")))
     top = service.MultiService()
     ImagehostService(imagehost, site, reactor,
                      config.get("server", "shutdown_timeout")).setServiceParent(top)

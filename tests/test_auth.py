@@ -1,6 +1,7 @@
 """Accounts over HTTP: login, refresh rotation, logout, signup, the current user,
 API keys and settings."""
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import jwt
@@ -256,3 +257,40 @@ async def test_guest_uploads_are_throttled_per_address(make_server):
     assert codes == [201, 201, 429]
     admin = await server.admin()
     assert (await admin.upload("/api/upload", image_bytes())).code == 201
+
+
+def login_from(server, forwarded_for: str | None, username: str = "nobody"):
+    headers = {"Content-Type": "application/json"}
+    if forwarded_for is not None:
+        headers["X-Forwarded-For"] = forwarded_for
+    body = json.dumps({"username": username, "password": "wrong"}).encode()
+    return server.client.request("POST", "/api/auth/login", data=body, headers=headers)
+
+
+@pytest_twisted.ensureDeferred
+async def test_forwarded_for_is_ignored_unless_the_peer_is_a_trusted_proxy(make_server):
+    server = await make_server({"limits": {
+        "logins_per_minute_per_ip": 2, "logins_per_minute_per_user": 0}})
+    codes = [(await login_from(server, f"10.0.0.{n}")).code for n in range(3)]
+    assert codes == [401, 401, 429]  # a client cannot pick a fresh address per try
+
+
+@pytest_twisted.ensureDeferred
+async def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_limit(
+        make_server, tmp_path):
+    access_log = tmp_path / "access.log"
+    server = await make_server({
+        "server": {"trusted_proxies": "127.0.0.0/8, ::1", "access_log": str(access_log)},
+        "limits": {"logins_per_minute_per_ip": 2, "logins_per_minute_per_user": 0}})
+    assert [(await login_from(server, "203.0.113.7")).code for _ in range(3)] == [
+        401, 401, 429]
+    assert (await login_from(server, "198.51.100.1")).code == 401  # another client
+    # What a client writes itself sits left of what the proxy appended: it is not believed.
+    assert (await login_from(server, "198.51.100.9, 203.0.113.7")).code == 429
+    # Several trusted hops: the client is the first untrusted address from the right.
+    assert (await login_from(server, "192.0.2.5, 127.0.0.2")).code == 401
+    assert (await login_from(server, "not-an-address")).code == 401  # the proxy itself
+    await server.service.stopService()
+    clients = [line.split()[1] for line in access_log.read_text().splitlines()]
+    assert clients == ["203.0.113.7"] * 3 + ["198.51.100.1", "203.0.113.7", "192.0.2.5",
+                                              "127.0.0.1"]

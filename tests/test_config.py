@@ -43,6 +43,7 @@ def test_admin_bootstrap_comes_from_the_environment():
     ({"image": {"colour": "red"}}, "unknown key [image] colour"),
     ({"image": {"max_size": "big"}}, "[image] max_size"),
     ({"access": {"allow_guest_uploads": "maybe"}}, "not a boolean"),
+    ({"server": {"trusted_proxies": "127.0.0.1, the-proxy"}}, "[server] trusted_proxies"),
 ])
 def test_bad_config_files_are_refused_with_a_sentence(tmp_path, sections, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):

@@ -328,6 +328,9 @@ def test_sample_scaleout_config_is_valid_and_matches_the_nginx_front():
     nginx = (REPO / "etc" / "nginx" / "imagehost.conf").read_text()
     body_size = re.search(r"^\s*client_max_body_size (\d+);", nginx, re.M)
     assert body_size and int(body_size[1]) == config.get("server", "max_body_size")
+    # nginx connects from the same host and names the client: the daemons believe it.
+    assert "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;" in nginx
+    assert config.get("server", "trusted_proxies") == ["127.0.0.1"]
     unit = (REPO / "etc" / "systemd" / "imagehost@.service").read_text()
     assert "--listen tcp:%i" in unit and "--data-dir /var/lib/imagehost/%i" in unit
     ports = set(re.findall(r"server 127\.0\.0\.1:(\d+)", nginx))

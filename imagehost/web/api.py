@@ -355,9 +355,9 @@ def _arg(request: IRequest, name: str) -> str | None:
 
 
 def _client(request: IRequest) -> str:
-    """The client's address (the peer; proxies are not trusted)."""
-    address = request.getClientAddress()
-    return getattr(address, "host", None) or "local"
+    """The client's address: the peer, or what a trusted proxy forwarded
+    (``[server] trusted_proxies``)."""
+    return request.site.client_addresses.of(request)
 
 
 def _token_pair(pair) -> dict[str, str]:

@@ -12,6 +12,8 @@ from twisted.logger import Logger
 from twisted.web import server
 from twisted.web.http import HTTPChannel
 
+from imagehost.web.clients import ClientAddresses
+
 _log = Logger(namespace="imagehost.access")
 
 
@@ -156,12 +158,14 @@ class ImagehostSite(server.Site):
     protocol = ImagehostChannel
 
     def __init__(self, resource, reactor, limits: SiteLimits, metrics=None,
-                 access_log: AccessLog | None = None):
+                 access_log: AccessLog | None = None,
+                 client_addresses: ClientAddresses | None = None):
         super().__init__(resource, parsePOSTFormSubmission=False, timeout=limits.idle_timeout,
                          reactor=reactor)
         self.limits = limits
         self.metrics = metrics
         self.access_log = access_log or AccessLog("", reactor)
+        self.client_addresses = client_addresses or ClientAddresses([])
         self.in_flight: set[server.Request] = set()
         self._idle_waiters: list[Deferred] = []
 
@@ -196,7 +200,7 @@ class ImagehostSite(server.Site):
         if self.metrics is not None:
             self.metrics.observe(request.method.decode("ascii", "replace"),
                                  request.path.decode("utf-8", "replace"), request.code, elapsed)
-        self.access_log.record(request, elapsed)
+        self.access_log.record(request, elapsed, self.client_addresses.of(request))
 
 
 _ACCESS_FORMAT = '{client} "{method} {uri}" {code} {length} {elapsed_ms:.1f}ms "{agent}"'
@@ -230,12 +234,11 @@ class AccessLog:
             self._file.close()
             self._file = None
 
-    def record(self, request, elapsed: float) -> None:
+    def record(self, request, elapsed: float, client: str) -> None:
         if self._destination == "off":
             return
-        address = request.getClientAddress()
         fields = {
-            "client": getattr(address, "host", "-"),
+            "client": client,
             "method": request.method.decode("ascii", "replace"),
             "uri": request.uri.decode("ascii", "replace")[:500],
             "code": request.code, "length": request.sentLength, "elapsed_ms": elapsed * 1000,

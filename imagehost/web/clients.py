@@ -1,0 +1,58 @@
+"""Which address a request comes from: the peer, or what a trusted proxy says it is."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+
+from twisted.web.iweb import IRequest
+
+_Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class ClientAddresses:
+    """Believes ``X-Forwarded-For`` only as far as the hops are trusted proxies.
+
+    Walking the header from the right (each proxy appends the address it saw), the
+    client is the first address that is not a trusted proxy. Anything a client writes
+    into the header itself sits left of that, so it cannot choose its own address.
+    """
+
+    def __init__(self, trusted_proxies: Iterable[str]):
+        self._trusted = [ipaddress.ip_network(n, strict=False) for n in trusted_proxies]
+
+    def of(self, request: IRequest) -> str:
+        """The client's address for rate limits and the access log."""
+        peer = getattr(request.getClientAddress(), "host", None)
+        if peer is None:
+            return "local"
+        if not self._trusted or not self._is_trusted(_parse(peer)):
+            return peer
+        client = peer
+        for hop in reversed(_forwarded_for(request)):
+            address = _parse(hop)
+            if address is None:  # not written by a proxy we trust: stop here
+                break
+            client = str(address)
+            if not self._is_trusted(address):
+                break
+        return client
+
+    def _is_trusted(self, address: _Address | None) -> bool:
+        if address is None:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        return any(address in network for network in self._trusted)
+
+
+def _forwarded_for(request: IRequest) -> list[str]:
+    values = request.requestHeaders.getRawHeaders(b"x-forwarded-for", [])
+    return [hop.strip() for value in values for hop in value.decode("latin-1").split(",")]
+
+
+def _parse(text: str) -> _Address | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
