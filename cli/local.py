@@ -91,8 +91,6 @@ def _current_revision(url: str) -> str | None:
         engine.dispose()
 
 
-
-
 def _safe_url(config) -> str:
     """The database URL without a password."""
     from sqlalchemy.engine import make_url
