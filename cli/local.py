@@ -18,7 +18,7 @@ from twisted.internet.threads import deferToThread
 from imagehost.db.accounts import ApiKey, User
 from imagehost.service import Imagehost
 from imagehost_cli.main import GlobalOptions
-from imagehost_cli.output import iso
+from imagehost_cli.output import human_size, iso
 
 
 @asynccontextmanager
@@ -225,6 +225,24 @@ async def revoke_api_key(reactor, options: GlobalOptions, key_id: str) -> None:
         await host.accounts.revoke_api_key(key_id)
     out = options.output()
     out.show({"keyId": key_id, "revoked": True}, lambda: out.say(f"API key {key_id} revoked"))
+
+
+# -- storage ------------------------------------------------------------------------
+
+
+async def collect_garbage(reactor, options: GlobalOptions, older_than: float,
+                          dry_run: bool) -> None:
+    async with installation(reactor, options) as host:
+        garbage = await host.garbage.collect(older_than=older_than, dry_run=dry_run)
+    result = {"dryRun": dry_run, "originals": len(garbage.originals),
+              "originalBytes": garbage.original_bytes,
+              "variantImages": len(garbage.variants), "variantBytes": garbage.variant_bytes,
+              "imageIds": sorted({o.image_id for o in garbage.originals} | set(garbage.variants))}
+    out = options.output()
+    out.show(result, lambda: out.say(
+        f"{'Would remove' if dry_run else 'Removed'} {result['originals']} originals without "
+        f"a record ({human_size(result['originalBytes'])}) and the shared variants of "
+        f"{result['variantImages']} deleted images ({human_size(result['variantBytes'])})"))
 
 
 # -- runtime settings -------------------------------------------------------------

@@ -190,6 +190,23 @@ def db_upgrade(options: GlobalOptions) -> None:
     go(local.db_upgrade, options)
 
 
+@cli.command()
+@click.option("--older-than", type=click.FloatRange(min=0), default=3600.0, show_default=True,
+              metavar="SECONDS", help="Keep files younger than this (uploads in flight).")
+@click.option("--dry-run", is_flag=True, help="Only report what would be removed.")
+@pass_options
+def gc(options: GlobalOptions, older_than: float, dry_run: bool) -> None:
+    """Remove stored originals and shared variants of images that have no record.
+
+    A crash between storing an upload and recording it, or a render racing a delete,
+    leaves such files; they are never served. Originals kept by a delete with
+    preserveOnDisk stay.
+    """
+    from imagehost_cli import local
+
+    go(local.collect_garbage, options, older_than, dry_run)
+
+
 # -- users ----------------------------------------------------------------------
 
 

@@ -48,3 +48,14 @@ class Output:
         for row in rows:
             table.add_row(*("" if cell is None else str(cell) for cell in row))
         self.console.print(table)
+
+
+def human_size(size: Any) -> str:
+    """``1234567`` -> ``"1.2 MB"``; "" for anything that is not a byte count."""
+    if not isinstance(size, int):
+        return ""
+    for unit in ("B", "kB", "MB"):
+        if size < 1000 or unit == "MB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return str(size)

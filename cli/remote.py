@@ -17,7 +17,7 @@ from twisted.internet.defer import CancelledError, DeferredSemaphore, gatherResu
 
 from imagehost_cli.errors import CommandFailed
 from imagehost_cli.main import RemoteOptions
-from imagehost_cli.output import Output
+from imagehost_cli.output import Output, human_size
 
 
 class RemoteError(CommandFailed):
@@ -201,22 +201,12 @@ def _show_listing(out: Output, page: dict) -> None:
         owner = item.get("owner") or {}
         rows.append((item.get("id"), attributes.get("fileName"),
                      "public" if attributes.get("isPublic") else "private",
-                     attributes.get("views"), _size(metadata.get("size")),
+                     attributes.get("views"), human_size(metadata.get("size")),
                      (attributes.get("createdAt") or {}).get("formattedDate"),
                      owner.get("username") or owner.get("displayName") or "guest"))
     title = f"Page {meta.get('page', '?')} ({meta.get('total', len(rows))} images)"
     out.table(["Id", "File", "Visibility", "Views", "Size", "Created", "Owner"], rows,
               title=title)
-
-
-def _size(size: Any) -> str:
-    if not isinstance(size, int):
-        return ""
-    for unit in ("B", "kB", "MB"):
-        if size < 1000 or unit == "MB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return str(size)
 
 
 async def detail(reactor, options: RemoteOptions, image_id: str) -> None:
@@ -276,7 +266,7 @@ async def download(reactor, options: RemoteOptions, image_id: str, target: Path 
     content_type = (response.headers.getRawHeaders("content-type") or [""])[0]
     result = {"id": image_id, "path": str(path), "size": len(body), "contentType": content_type}
     out = Output(options.as_json)
-    out.show(result, lambda: out.say(f"Saved {path} ({_size(len(body))}, {content_type})"))
+    out.show(result, lambda: out.say(f"Saved {path} ({human_size(len(body))}, {content_type})"))
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from imagehost.service.errors import StorageUnavailable
-from imagehost.storage import sweep_temp_files
+from imagehost.storage import StoredObject, original_name, sweep_temp_files
 
 _MISSING = {"NoSuchKey", "404", "NotFound"}
 _DELETE_BATCH = 1000  # the most keys one DeleteObjects call takes
@@ -133,12 +134,31 @@ class S3Storage:
             self._call("delete variants", self._client.delete_objects, Bucket=self.bucket,
                        Delete={"Objects": objects, "Quiet": True})
 
-    def _listed(self, prefix: str) -> list[str]:
+    # -- listings, for garbage collection --
+
+    def stored_originals(self) -> Iterator[StoredObject]:
+        """Every original object, with or without a record."""
+        for obj in self._objects("list originals", self.settings.originals_prefix):
+            parsed = original_name(obj["Key"].rpartition("/")[2])
+            if parsed is not None:
+                yield StoredObject(*parsed, obj["Size"], obj["LastModified"].timestamp())
+
+    def shared_variants(self) -> Iterator[StoredObject]:
+        """Every shared variant object (one per image and variant)."""
+        prefix = self.settings.variants_prefix
+        for obj in self._objects("list variants", prefix):
+            image_id = obj["Key"][len(prefix):].partition("/")[0]
+            yield StoredObject(image_id, "", obj["Size"], obj["LastModified"].timestamp())
+
+    def _objects(self, what: str, prefix: str) -> list[dict]:
         def pages():
             paginator = self._client.get_paginator("list_objects_v2")
-            return [obj["Key"] for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix)
+            return [obj for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix)
                     for obj in page.get("Contents", ())]
-        return self._call("list variants", pages)
+        return self._call(what, pages)
+
+    def _listed(self, prefix: str) -> list[str]:
+        return [obj["Key"] for obj in self._objects("list variants", prefix)]
 
     def is_healthy(self) -> bool:
         """The local cache folder is writable and the bucket answers."""

@@ -16,10 +16,30 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 TEMP_PREFIX = ".tmp-"
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """One stored file of an image, as listed for garbage collection."""
+
+    image_id: str
+    ext: str  # the original's extension; "" for a shared variant
+    size: int
+    modified: float  # seconds since the epoch
+
+
+def original_name(name: str) -> tuple[str, str] | None:
+    """``(id, ext)`` of an original's file name, None for anything else (temp files)."""
+    image_id, dot, ext = name.rpartition(".")
+    if not dot or not image_id or name.startswith(TEMP_PREFIX):
+        return None
+    return image_id, ext
 
 
 class Storage(Protocol):
@@ -40,6 +60,8 @@ class Storage(Protocol):
     def get_variant(self, image_id: str, key: str) -> bytes | None: ...
     def put_variant(self, image_id: str, key: str, data: bytes) -> None: ...
     def delete_variants(self, image_id: str) -> None: ...
+    def stored_originals(self) -> Iterator[StoredObject]: ...
+    def shared_variants(self) -> Iterator[StoredObject]: ...
     def is_healthy(self) -> bool: ...
 
 
@@ -89,6 +111,22 @@ class LocalStorage:
     def put_original(self, image_id: str, ext: str, data: bytes) -> None:
         """Store ``data`` atomically (blocking)."""
         atomic_write(self.original_path(image_id, ext), data)
+
+    def stored_originals(self) -> Iterator[StoredObject]:
+        """Every original file, with or without a record (blocking)."""
+        for path in self.originals.glob("*/*/*"):
+            parsed = original_name(path.name)
+            if parsed is None:
+                continue
+            try:
+                stat = path.stat()
+            except FileNotFoundError:  # deleted while we listed
+                continue
+            yield StoredObject(*parsed, stat.st_size, stat.st_mtime)
+
+    def shared_variants(self) -> Iterator[StoredObject]:
+        """No shared variant store: nothing."""
+        return iter(())
 
     def delete_original(self, image_id: str, ext: str) -> None:
         """Remove an original; a missing file is not an error (blocking)."""

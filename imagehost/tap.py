@@ -23,6 +23,7 @@ from imagehost.imaging.probe import SourceLimits
 from imagehost.processes import WorkerProcesses
 from imagehost.service import Imagehost
 from imagehost.service.accounts import Accounts
+from imagehost.service.collector import GarbageCollector
 from imagehost.service.delivery import Delivery
 from imagehost.service.images import Images
 from imagehost.service.library import Library
@@ -203,7 +204,7 @@ def build_imagehost(config: Config, reactor, secret: bytes) -> Imagehost:
                       on_delete=delivery.forget)
     return Imagehost(db=db, workers=workers, storage=storage, accounts=accounts,
                      images=images, settings=settings, library=library, delivery=delivery,
-                     run_blocking=run_io)
+                     garbage=GarbageCollector(db, storage, run_io), run_blocking=run_io)
 
 
 class ImagehostService(service.Service):

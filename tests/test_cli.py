@@ -515,3 +515,46 @@ def test_the_installed_console_script_runs_the_cli(tmp_path):
                           cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["created"] is True
+
+
+# -- gc ----------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_gc_removes_only_old_originals_that_nothing_accounts_for(server):
+    from imagehost.storage import LocalStorage
+
+    storage = LocalStorage(server.data_dir)
+    admin = await server.admin()
+    kept, preserved = [
+        (await admin.upload("/api/upload", image_bytes("PNG", color=c))).json()["id"]
+        for c in ((1, 2, 3), (4, 5, 6))]
+    deleted = await admin.post_json(f"/api/image/{preserved}", {"preserveOnDisk": True},
+                                    method="DELETE")
+    assert deleted.code == 204
+    # What a crash between storing an upload and recording it leaves behind: one long
+    # ago, one a moment ago (an upload that is still being recorded looks the same).
+    crashed, in_flight = "a1" + "0" * 34, "b2" + "0" * 34
+    for image_id in (crashed, in_flight):
+        storage.put_original(image_id, "png", image_bytes("PNG"))
+    an_hour_ago = time.time() - 3700
+    for image_id in (kept, preserved, crashed):
+        os.utime(storage.original_path(image_id, "png"), (an_hour_ago, an_hour_ago))
+    cli = local_cli(server)
+
+    report = await cli.json("gc", "--dry-run")
+    assert (report["dryRun"], report["imageIds"], report["originals"]) == (True, [crashed], 1)
+    assert report["originalBytes"] == len(image_bytes("PNG"))
+    assert storage.original_path(crashed, "png").exists()
+
+    assert (await cli.json("gc"))["imageIds"] == [crashed]
+    assert not storage.original_path(crashed, "png").exists()
+    for image_id in (kept, preserved, in_flight):
+        assert storage.original_path(image_id, "png").exists()
+    assert (await server.client.get(f"/image/{kept}.png")).code == 200
+    assert (await cli.json("gc"))["originals"] == 0
+    assert (await cli.json("gc", "--older-than", "0"))["imageIds"] == [in_flight]
+    line = (await cli.ok("gc")).stdout
+    assert line.startswith("Removed 0 originals without a record (0 B)")
+    assert "--older-than" in await cli.fails("gc", "--older-than", "-1", code=2)
+

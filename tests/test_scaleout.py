@@ -255,6 +255,29 @@ async def test_cli_import_into_postgresql_and_s3_is_served_by_both(pair, tmp_pat
             assert (served.code, served.body) == (200, files[name])
 
 
+@pytest_twisted.ensureDeferred
+async def test_gc_removes_objects_no_record_accounts_for_from_the_bucket(pair, reactor):
+    image_id = await upload(await pair.a.admin(), image_bytes("PNG", (300, 200)))
+    assert (await pair.b.client.get(f"/image/{image_id}.jpg?w=100")).code == 200
+    await eventually(reactor, lambda: keys(pair.endpoint, pair.bucket, f"variants/{image_id}/"))
+    # An upload whose record never landed, and a variant shared while its image was
+    # being deleted.
+    crashed, deleted = "c3" + "0" * 34, "d4" + "0" * 34
+    garbage = {f"originals/c3/00/{crashed}.png": b"x" * 10, f"variants/{deleted}/w100": b"y" * 7}
+    for key, body in garbage.items():
+        s3_client(pair.endpoint).put_object(Bucket=pair.bucket, Key=key, Body=body)
+    before = keys(pair.endpoint, pair.bucket)
+
+    # Objects in the bucket cannot be backdated: the grace period is tested on local disk.
+    report = await local_cli(pair.a).json("gc", "--older-than", "0")
+    assert report["imageIds"] == [crashed, deleted]
+    assert (report["originals"], report["originalBytes"]) == (1, 10)
+    assert (report["variantImages"], report["variantBytes"]) == (1, 7)
+    assert keys(pair.endpoint, pair.bucket) == before - set(garbage)
+    for daemon in pair.daemons:
+        assert (await daemon.client.get(f"/image/{image_id}.png")).code == 200
+
+
 # -- failures of the object store --------------------------------------------------------
 
 

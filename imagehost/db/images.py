@@ -8,7 +8,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from imagehost.db.schema import images
+from imagehost.db.schema import images, preserved_originals
 
 
 @dataclass(frozen=True)
@@ -55,8 +55,22 @@ def image_by_owner_and_hash(conn: sa.Connection, owner_id: str | None,
     return None if row is None else ImageRecord(**row)
 
 
-def delete_image(conn: sa.Connection, image_id: str) -> bool:
-    return conn.execute(images.delete().where(images.c.id == image_id)).rowcount > 0
+def delete_image(conn: sa.Connection, image_id: str,
+                 preserved: tuple[str, datetime] | None = None) -> bool:
+    """Delete a record; ``preserved`` (extension, time) notes that its original stays."""
+    if conn.execute(images.delete().where(images.c.id == image_id)).rowcount == 0:
+        return False
+    if preserved is not None:
+        ext, deleted_at = preserved
+        conn.execute(preserved_originals.insert().values(
+            image_id=image_id, ext=ext, deleted_at=deleted_at))
+    return True
+
+
+def kept_image_ids(conn: sa.Connection) -> set[str]:
+    """Ids whose stored files must stay: every record, and every preserved original."""
+    ids = set(conn.execute(sa.select(images.c.id)).scalars())
+    return ids | set(conn.execute(sa.select(preserved_originals.c.image_id)).scalars())
 
 
 def add_views(conn: sa.Connection, counts: Mapping[str, int]) -> None:

@@ -81,6 +81,16 @@ images = sa.Table(
     sa.Index("ix_images_is_public_size_id", "is_public", "size", "id"),
 )
 
+# Originals kept on disk by a delete with preserveOnDisk: their record is gone, so
+# without this table ``imagehost gc`` could not tell them from a crash's leftovers.
+preserved_originals = sa.Table(
+    "preserved_originals",
+    metadata,
+    sa.Column("image_id", sa.String(36), primary_key=True),
+    sa.Column("ext", sa.String(8), nullable=False),
+    sa.Column("deleted_at", UTCDateTime, nullable=False),
+)
+
 settings = sa.Table(
     "settings",
     metadata,

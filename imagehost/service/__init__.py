@@ -11,6 +11,7 @@ from twisted.internet.defer import Deferred
 from imagehost.db import Database
 from imagehost.db.accounts import User
 from imagehost.service.accounts import Accounts, check_new_user
+from imagehost.service.collector import GarbageCollector
 from imagehost.service.delivery import Delivery
 from imagehost.service.errors import Forbidden, ValidationFailed
 from imagehost.service.images import Images
@@ -32,6 +33,7 @@ class Imagehost:
     settings: RuntimeSettings
     library: Library  # -- library --
     delivery: Delivery  # -- delivery --
+    garbage: GarbageCollector  # orphan files (imagehost gc)
     # -- scale-out -- runs brief blocking I/O off the reactor (None: inline)
     run_blocking: Callable[..., Deferred] | None = None
 

@@ -193,7 +193,9 @@ class Library:
         if not isinstance(preserve_on_disk, bool):
             raise ValidationFailed.one("preserveOnDisk", "This value should be of type bool.")
         image = await self._manageable(viewer, image_id)
-        if not await self._db.run(image_queries.delete_image, image_id):
+        preserved = ((EXTENSION_BY_MIME[image.mime_type], self._now()) if preserve_on_disk
+                     else None)
+        if not await self._db.run(image_queries.delete_image, image_id, preserved):
             raise NotFound("No such image.")
         self._on_delete(image_id)
         try:
