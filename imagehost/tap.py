@@ -180,14 +180,17 @@ def build_imagehost(config: Config, reactor, secret: bytes) -> Imagehost:
                         access_ttl=config.get("auth", "access_token_ttl"),
                         refresh_ttl=config.get("auth", "refresh_token_ttl"), now=utc_now,
                         login_limits=(
-                            RateLimit(config.get("limits", "logins_per_minute_per_ip"),
-                                      reactor.seconds, "login attempts from this address"),
-                            RateLimit(config.get("limits", "logins_per_minute_per_user"),
-                                      reactor.seconds, "login attempts for this user")))
+                            RateLimit(db, "login-ip",
+                                      config.get("limits", "logins_per_minute_per_ip"),
+                                      time.time, "login attempts from this address"),
+                            RateLimit(db, "login-user",
+                                      config.get("limits", "logins_per_minute_per_user"),
+                                      time.time, "login attempts for this user")))
     images = Images(db, workers, storage, settings,
                     limits=source_limits(config), now=utc_now,
-                    guest_limit=RateLimit(config.get("limits", "guest_uploads_per_minute_per_ip"),
-                                          reactor.seconds, "guest uploads from this address"))
+                    guest_limit=RateLimit(db, "guest-upload-ip",
+                                          config.get("limits", "guest_uploads_per_minute_per_ip"),
+                                          time.time, "guest uploads from this address"))
     def run_io(fn, *args) -> Deferred:
         """Brief blocking I/O (file removal, S3 round trips, health checks): the reactor's
         own thread pool, so it never waits behind renders nor holds a CPU worker."""

@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -167,6 +168,38 @@ def test_workers_get_connections_in_turn_are_replaced_and_stop_with_twistd(tmp_p
         finally:
             stop_cleanly(daemon, log)
     assert not Path(f"/proc/{replacement}").exists()
+
+
+def test_workers_spend_from_one_rate_limit(tmp_path):
+    port = free_port()
+    log = tmp_path / "twistd.log"
+    env = dict(os.environ, PYTHONPATH=str(REPO), IMAGEHOST_LIMITS_LOGINS_PER_MINUTE_PER_IP="2",
+               IMAGEHOST_LIMITS_LOGINS_PER_MINUTE_PER_USER="0")
+    with log.open("wb") as out:
+        daemon = subprocess.Popen(
+            TWISTD + ["-n", "--pidfile=", "imagehost", "--workers", "2", "--listen",
+                      f"tcp:{port}:interface=127.0.0.1", "--data-dir", str(tmp_path / "data")],
+            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            wait_for_health(f"http://127.0.0.1:{port}")
+            wait_for_worker(daemon, log, "worker 1 (pid")
+            # A new connection each time, so twistd and the worker take turns answering.
+            codes = [login_status(port) for _ in range(4)]
+        finally:
+            stop_cleanly(daemon, log)
+    assert codes == [401, 401, 429, 429]
+
+
+def login_status(port: int) -> int:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/auth/login", method="POST",
+        data=b'{"username": "nobody", "password": "wrong"}',
+        headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as e:
+        return e.code
 
 
 def wait_for_worker(daemon: subprocess.Popen, log: Path, line: str, after: int = 0) -> int:

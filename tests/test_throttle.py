@@ -1,34 +1,43 @@
-"""Token buckets with a fake clock."""
+"""Token buckets in the database, with the clock passed in."""
 
 import pytest
+import sqlalchemy as sa
 
-from imagehost.service.errors import RateLimited
-from imagehost.service.throttle import RateLimit
-
-
-class Clock:
-    now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from imagehost.db import create_engine, run_sync, upgrade
+from imagehost.db.schema import rate_buckets
+from imagehost.db.throttle import spend_token
 
 
-def test_bucket_empties_refills_and_says_when_to_retry():
-    clock = Clock()
-    limit = RateLimit(6, clock, "tries")  # one token every 10 s
-    for _ in range(6):
-        limit.hit("a")
-    with pytest.raises(RateLimited) as caught:
-        limit.hit("a")
-    assert caught.value.retry_after == 10
-    limit.hit("b")  # keys are independent
-    clock.now += 10
-    limit.hit("a")
-    with pytest.raises(RateLimited):
-        limit.hit("a")
+@pytest.fixture
+def engine(tmp_path):
+    engine = create_engine(f"sqlite:///{tmp_path / 'limits.db'}")
+    upgrade(engine)
+    yield engine
+    engine.dispose()
 
 
-def test_zero_disables_the_limit():
-    limit = RateLimit(0, Clock(), "tries")
-    for _ in range(1000):
-        limit.hit("a")
+def spend(engine, key: str, now: float, per_minute: int = 6, name: str = "tries") -> float:
+    return run_sync(engine, spend_token, name, key, float(per_minute), per_minute / 60, now)
+
+
+def test_bucket_empties_refills_and_says_when_to_retry(engine):
+    # Six a minute: one token every 10 s.
+    assert [spend(engine, "a", 1000.0) for _ in range(6)] == [0.0] * 6
+    assert spend(engine, "a", 1000.0) == pytest.approx(10.0)
+    assert spend(engine, "a", 1004.0) == pytest.approx(6.0)
+    assert spend(engine, "b", 1004.0) == 0.0  # keys are independent
+    assert spend(engine, "a", 1004.0, name="other") == 0.0  # and so are limits
+    assert spend(engine, "a", 1010.0) == 0.0
+    assert spend(engine, "a", 1010.0) > 0
+    assert [spend(engine, "a", 2000.0) for _ in range(7)][-2:] == [0.0, pytest.approx(10.0)]
+
+
+def test_buckets_full_again_are_forgotten_when_new_ones_come(engine):
+    spend(engine, "old", 1000.0)
+    spend(engine, "recent", 1055.0)
+    spend(engine, "new", 1061.0)  # "old" refilled completely after 60 s
+
+    def keys(conn):
+        return sorted(conn.execute(sa.select(rate_buckets.c.key)).scalars())
+
+    assert run_sync(engine, keys) == ["new", "recent"]

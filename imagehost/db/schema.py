@@ -91,6 +91,17 @@ preserved_originals = sa.Table(
     sa.Column("deleted_at", UTCDateTime, nullable=False),
 )
 
+# Token buckets of the rate limits (imagehost.service.throttle): in the database so that
+# every daemon and ``--workers`` process spends from the same bucket.
+rate_buckets = sa.Table(
+    "rate_buckets",
+    metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("tokens", sa.Float, nullable=False),
+    sa.Column("updated", sa.Float, nullable=False),  # seconds since the epoch
+)
+
 settings = sa.Table(
     "settings",
     metadata,

@@ -109,8 +109,8 @@ class Accounts:
 
         Attempts are rate limited per client address and per username (RateLimited).
         """
-        self._login_limit_by_client.hit(client)
-        self._login_limit_by_user.hit(login.casefold())
+        await self._login_limit_by_client.hit(client)
+        await self._login_limit_by_user.hit(login.casefold())
         user = await self._db.run(q.user_by_login, login)
         stored = user.password_hash if user else auth.DUMMY_PASSWORD_HASH
         valid = await self._workers.submit(auth.verify_password, password, stored)

@@ -59,7 +59,7 @@ class Images:
         if owner is None:
             if not settings.allow_guest_uploads:
                 raise Forbidden("Guest uploads are disabled.")
-            self._guest_limit.hit(client)
+            await self._guest_limit.hit(client)
         form, stored = await self._workers.submit(self._accept_form, body, content_type,
                                                   settings)
         return await self.record(stored, owner=owner, file_name=form.file_name,

@@ -1,0 +1,50 @@
+"""Token buckets of the rate limits, one row per (limit, key)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from imagehost.db.schema import rate_buckets as buckets
+
+
+def spend_token(conn: sa.Connection, name: str, key: str, capacity: float, rate: float,
+                now: float) -> float:
+    """Take one token from a bucket that refills ``rate`` tokens a second up to
+    ``capacity``. Returns 0 when one was taken, else the seconds until one will be."""
+    for _ in range(2):  # a second round only if another process created the row meanwhile
+        if _take(conn, name, key, capacity, rate, now):
+            return 0.0
+        row = conn.execute(sa.select(buckets.c.tokens, buckets.c.updated)
+                           .where(buckets.c.name == name, buckets.c.key == key)).first()
+        if row is not None:
+            tokens = min(capacity, row.tokens + (now - row.updated) * rate)
+            return (1 - tokens) / rate
+        if _create(conn, name, key, capacity - 1, now, forget_before=now - capacity / rate):
+            return 0.0
+    raise AssertionError("a rate bucket neither exists nor can be created")
+
+
+def _take(conn: sa.Connection, name: str, key: str, capacity: float, rate: float,
+          now: float) -> bool:
+    """One atomic UPDATE: refill, and spend a token if there is one."""
+    refilled = buckets.c.tokens + (sa.literal(now) - buckets.c.updated) * rate
+    refilled = sa.case((refilled > capacity, sa.literal(capacity)), else_=refilled)
+    taken = conn.execute(
+        buckets.update()
+        .where(buckets.c.name == name, buckets.c.key == key, refilled >= 1)
+        .values(tokens=refilled - 1, updated=now))
+    return taken.rowcount > 0
+
+
+def _create(conn: sa.Connection, name: str, key: str, tokens: float, now: float,
+            forget_before: float) -> bool:
+    """A new bucket; buckets full again (untouched since ``forget_before``) are dropped."""
+    conn.execute(buckets.delete().where(buckets.c.name == name,
+                                        buckets.c.updated < forget_before))
+    try:
+        with conn.begin_nested():
+            conn.execute(buckets.insert().values(name=name, key=key, tokens=tokens,
+                                                 updated=now))
+    except sa.exc.IntegrityError:
+        return False
+    return True
