@@ -69,8 +69,7 @@ class WorkerProcesses(service.Service):
             self._spawn(index)
 
     def _ready_channels(self) -> list[_Channel]:
-        return [worker.channel for worker in self.children.values()
-                if worker.channel is not None and worker.channel.ready]
+        return [worker.channel for worker in self.children.values() if worker.channel.ready]
 
     def _spawn(self, index: int) -> None:
         if not self.running:
