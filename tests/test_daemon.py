@@ -11,6 +11,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest_twisted
@@ -136,57 +138,54 @@ def get_health(port: int) -> int:
         return response.status
 
 
-def test_workers_get_connections_in_turn_are_replaced_and_stop_with_twistd(tmp_path):
+@contextmanager
+def twistd_with_a_worker(tmp_path: Path, **env: str) -> Iterator[tuple[subprocess.Popen, int,
+                                                                       int]]:
+    """``twistd imagehost --workers 2`` serving; yields it, its port and the worker's pid,
+    and checks that it stops cleanly."""
     port = free_port()
     log = tmp_path / "twistd.log"
-    env = dict(os.environ, PYTHONPATH=str(REPO))
     with log.open("wb") as out:
         daemon = subprocess.Popen(
             TWISTD + ["-n", "--pidfile=", "imagehost", "--workers", "2", "--listen",
                       f"tcp:{port}:interface=127.0.0.1", "--data-dir", str(tmp_path / "data")],
-            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+            cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(REPO), **env), stdout=out,
+            stderr=subprocess.STDOUT)
         try:
             wait_for_health(f"http://127.0.0.1:{port}")
-            worker = wait_for_worker(daemon, log, "worker 1 (pid")
-            # Keep-alive clients connecting at once are dealt out evenly, every time;
-            # sharing accept() on one socket gave all 8 to one process in 2 of 5 tries.
-            for _ in range(3):
-                clients = open_keepalive_connections(port, 8)
-                assert connections_by_process([daemon.pid, worker], port) == {
-                    daemon.pid: 4, worker: 4}
-                for client in clients:
-                    client.close()
-            # A worker that dies loses no new connection: twistd serves them meanwhile.
-            os.kill(worker, signal.SIGKILL)
-            assert all(get_health(port) == 200 for _ in range(50))
-            replacement = wait_for_worker(daemon, log, "worker 1 (pid", after=worker)
-            clients = open_keepalive_connections(port, 8)
-            assert connections_by_process([daemon.pid, replacement], port) == {
-                daemon.pid: 4, replacement: 4}
-            for client in clients:
-                client.close()
+            yield daemon, port, wait_for_worker(daemon, log)
         finally:
             stop_cleanly(daemon, log)
+
+
+def test_workers_get_connections_in_turn_are_replaced_and_stop_with_twistd(tmp_path):
+    with twistd_with_a_worker(tmp_path) as (daemon, port, worker):
+        # Keep-alive clients connecting at once are dealt out evenly, every time;
+        # sharing accept() on one socket gave all 8 to one process in 2 of 5 tries.
+        for _ in range(3):
+            clients = open_keepalive_connections(port, 8)
+            assert connections_by_process([daemon.pid, worker], port) == {
+                daemon.pid: 4, worker: 4}
+            for client in clients:
+                client.close()
+        # A worker that dies loses no new connection: twistd serves them meanwhile.
+        os.kill(worker, signal.SIGKILL)
+        assert all(get_health(port) == 200 for _ in range(50))
+        replacement = wait_for_worker(daemon, tmp_path / "twistd.log", after=worker)
+        clients = open_keepalive_connections(port, 8)
+        assert connections_by_process([daemon.pid, replacement], port) == {
+            daemon.pid: 4, replacement: 4}
+        for client in clients:
+            client.close()
     assert not Path(f"/proc/{replacement}").exists()
 
 
 def test_workers_spend_from_one_rate_limit(tmp_path):
-    port = free_port()
-    log = tmp_path / "twistd.log"
-    env = dict(os.environ, PYTHONPATH=str(REPO), IMAGEHOST_LIMITS_LOGINS_PER_MINUTE_PER_IP="2",
-               IMAGEHOST_LIMITS_LOGINS_PER_MINUTE_PER_USER="0")
-    with log.open("wb") as out:
-        daemon = subprocess.Popen(
-            TWISTD + ["-n", "--pidfile=", "imagehost", "--workers", "2", "--listen",
-                      f"tcp:{port}:interface=127.0.0.1", "--data-dir", str(tmp_path / "data")],
-            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            wait_for_health(f"http://127.0.0.1:{port}")
-            wait_for_worker(daemon, log, "worker 1 (pid")
-            # A new connection each time, so twistd and the worker take turns answering.
-            codes = [login_status(port) for _ in range(4)]
-        finally:
-            stop_cleanly(daemon, log)
+    limits = {"IMAGEHOST_LIMITS_LOGINS_PER_MINUTE_PER_IP": "2",
+              "IMAGEHOST_LIMITS_LOGINS_PER_MINUTE_PER_USER": "0"}
+    with twistd_with_a_worker(tmp_path, **limits) as (_daemon, port, _worker):
+        # A new connection each time, so twistd and the worker take turns answering.
+        codes = [login_status(port) for _ in range(4)]
     assert codes == [401, 401, 429, 429]
 
 
@@ -202,12 +201,12 @@ def login_status(port: int) -> int:
         return e.code
 
 
-def wait_for_worker(daemon: subprocess.Popen, log: Path, line: str, after: int = 0) -> int:
-    """The pid of the worker once it logged ``line`` (a new one if ``after`` is given)."""
+def wait_for_worker(daemon: subprocess.Popen, log: Path, after: int = 0) -> int:
+    """The pid of the worker once it is serving (a new one if ``after`` is given)."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         pids = [pid for pid in child_pids(daemon.pid) if pid != after]
-        if pids and f"{line} {pids[0]})" in log.read_text():
+        if pids and f"worker 1 (pid {pids[0]}) serving" in log.read_text():
             return pids[0]
         time.sleep(0.1)
     raise AssertionError(f"no worker serving:\n{log.read_text()}")
