@@ -393,10 +393,11 @@ def _encode(
 def _encode_buffer(out_format: str) -> IO[bytes]:
     """Where the encoder writes: an in-memory file with a descriptor where possible.
 
-    Given a file descriptor, Pillow's JPEG (and PNG, GIF) encoders write to it with the
-    GIL released; into a BytesIO they hold the GIL for the whole encode. Measured on a
-    512 px JPEG (bench/encode_gil.py), two threads encoded 1.5x what one did into a memfd
-    and 0.8-0.95x into a BytesIO. WebP's encoder releases the GIL either way.
+    Given a file descriptor, Pillow's JPEG encoder writes to it with the GIL released;
+    into a BytesIO it holds the GIL for the whole encode. Measured on a 512 px JPEG
+    (bench/encode_gil.py), two threads encoded 1.5x what one did into a memfd and
+    0.8-0.95x into a BytesIO; PNG and WebP scaled with threads either way. Every format
+    but WebP (which returns its bytes whole) goes through the same file path.
     """
     if out_format != "WEBP" and hasattr(os, "memfd_create"):
         return open(os.memfd_create("imagehost-variant", os.MFD_CLOEXEC), "w+b")  # noqa: SIM115
