@@ -16,8 +16,9 @@ from imagehost.service.errors import Forbidden, NotFound, Unauthorized, Validati
 from imagehost.service.throttle import RateLimit
 from imagehost.service.workers import WorkerPool
 
-USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,64}$")
-EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+# Matched with fullmatch: "$" would also match before a trailing newline ("alice\n").
+USERNAME_RE = re.compile(r"[A-Za-z0-9_.-]{3,64}")
+EMAIL_RE = re.compile(r"[^@\s]{1,64}@[^@\s]+\.[^@\s]+")
 PASSWORD_MIN = 8
 
 
@@ -215,10 +216,10 @@ def require_admin(principal: Principal) -> None:
 
 def check_new_user(username: object, email: object, password: object) -> None:
     violations = []
-    if not isinstance(username, str) or not USERNAME_RE.match(username):
+    if not isinstance(username, str) or not USERNAME_RE.fullmatch(username):
         violations.append(Violation(
             "username", "This value should be 3 to 64 letters, digits, '.', '_' or '-'."))
-    if not isinstance(email, str) or not EMAIL_RE.match(email) or len(email) > 255:
+    if not isinstance(email, str) or not EMAIL_RE.fullmatch(email) or len(email) > 255:
         violations.append(Violation("email", "This value is not a valid email address."))
     if not isinstance(password, str) or len(password) < PASSWORD_MIN:
         violations.append(Violation("password", _password_message()))

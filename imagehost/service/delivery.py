@@ -48,7 +48,7 @@ from imagehost.storage import Storage, atomic_write
 
 _log = Logger()
 _FORMAT_BY_MIME = {mime: fmt for fmt, (mime, _ext) in KNOWN_FORMATS.items()}
-_DIGITS = re.compile(r"^[0-9]{1,9}$")
+_DIGITS = re.compile(r"[0-9]{1,9}")  # fullmatch: "$" also matches before a final "\n"
 _CROP_VALUES = {"true": True, "1": True, "false": False, "0": False}
 _KNOWN_IMAGES = 10_000
 
@@ -90,7 +90,7 @@ def _integer(query: Mapping[str, Sequence[str]], names: tuple[str, ...], low: in
     text = _single(query, names)
     if text is None:
         return None
-    if not _DIGITS.match(text) or not low <= int(text) <= high:
+    if not _DIGITS.fullmatch(text) or not low <= int(text) <= high:
         raise BadRequest(f'"{names[0]}" must be an integer from {low} to {high}.')
     return int(text)
 

@@ -112,7 +112,7 @@ class RuntimeSettings:
                 return f"This value should be an integer between 1 and {cap}."
             return None
         if (not isinstance(value, list) or not value
-                or any(v not in EXTENSION_BY_MIME for v in value)):
+                or any(not isinstance(v, str) or v not in EXTENSION_BY_MIME for v in value)):
             allowed = ", ".join(f'"{m}"' for m in EXTENSION_BY_MIME)
             return f"This value should be a non-empty list of: {allowed}."
         return None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
 
@@ -14,6 +14,7 @@ from twisted.protocols.basic import FileSender
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import RequestRedirect
 
 from imagehost.db.accounts import ApiKey, User
 from imagehost.imaging.probe import EXTENSION_BY_MIME
@@ -34,10 +35,13 @@ from imagehost.web.metrics import CONTENT_TYPE, Metrics
 from imagehost.web.responses import error_body, iso, json_object, json_response, no_content
 
 _log = Logger()
+# Dates from clients end before this year, so that arithmetic on them cannot overflow.
+_LAST_YEAR = 9999
 
+# Matched with fullmatch: "$" would also match before a trailing newline (".jpg\n").
 _IMAGE_NAME = re.compile(
-    r"^(?P<id>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
-    r"(?P<thumbnail>_thumbnail)?\.(?P<ext>[a-z]{3,4})$"
+    r"(?P<id>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
+    r"(?P<thumbnail>_thumbnail)?\.(?P<ext>[a-z]{3,4})"
 )
 
 
@@ -61,6 +65,9 @@ class ImagehostAPI:
     """All HTTP routes of one imagehost installation."""
 
     app = Klein()
+    # werkzeug would answer "/a//b" with a redirect built from the Host header: a path is
+    # matched as sent, or it is a 404. (Must be set before any route is added.)
+    app.url_map.merge_slashes = False
 
     def __init__(self, imagehost: Imagehost, metrics: Metrics):
         self.imagehost = imagehost
@@ -81,6 +88,8 @@ class ImagehostAPI:
     @app.handle_errors(HTTPException)
     def http_error(self, request: IRequest, failure: Failure) -> bytes:
         error = failure.value
+        if isinstance(error, RequestRedirect):  # never a Location built from the Host header
+            return json_response(request, error_body(NotFound("No such resource.")), 404)
         body = {"error": {"title": type(error).__name__, "message": error.description}}
         return json_response(request, body, error.code)
 
@@ -280,7 +289,7 @@ class ImagehostAPI:
     @app.route("/image/<string:name>", methods=["GET", "HEAD"])
     @app.route("/api/image/<string:name>", methods=["GET", "HEAD"])
     async def image(self, request: IRequest, name: str) -> bytes | None:
-        match = _IMAGE_NAME.match(name)
+        match = _IMAGE_NAME.fullmatch(name)
         if match is None:
             raise NotFound("No such image.")
         delivery = self.imagehost.delivery
@@ -392,4 +401,12 @@ def _parse_datetime(value: Any, prop: str) -> datetime | None:
         raise ValidationFailed.one(prop, "This value is not a valid ISO 8601 datetime.") from e
     if moment.tzinfo is None:
         raise ValidationFailed.one(prop, "This value must include a UTC offset.")
+    try:
+        # In UTC, as it is stored; the offset can push a date past year 9999 or before 1.
+        moment = moment.astimezone(UTC)
+    except OverflowError:
+        moment = None
+    if moment is None or moment.year >= _LAST_YEAR:
+        raise ValidationFailed.one(
+            prop, f"This value must be a date before the year {_LAST_YEAR} (UTC).")
     return moment

@@ -11,6 +11,8 @@ from twisted.web.iweb import IRequest
 from imagehost.service.errors import BadRequest, PayloadTooLarge, ServiceError, ValidationFailed
 
 JSON_BODY_LIMIT = 1024 * 1024
+# Every body we take is an object of scalars and short lists; this leaves ample room.
+JSON_MAX_DEPTH = 32
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -58,9 +60,35 @@ def read_json(request: IRequest, required: bool = True) -> Any:
             raise BadRequest("A JSON body is required.")
         return {}
     try:
-        return json.loads(raw)
+        value = json.loads(raw)
+    except RecursionError as e:
+        raise BadRequest("The JSON body is nested too deeply.") from e
     except (UnicodeDecodeError, ValueError) as e:
         raise BadRequest("The request body is not valid JSON.") from e
+    _check_json_value(value)
+    return value
+
+
+def _check_json_value(value: Any) -> None:
+    """BadRequest unless ``value`` nests at most JSON_MAX_DEPTH deep and every string
+    (keys too) is valid Unicode: JSON may escape lone surrogates (``"\\ud800"``), which
+    no UTF-8 encoder, database or password hash accepts."""
+    pending = [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if depth > JSON_MAX_DEPTH:
+            raise BadRequest("The JSON body is nested too deeply.")
+        if isinstance(item, dict):
+            pending.extend((key, depth + 1) for key in item)
+            pending.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            pending.extend((v, depth + 1) for v in item)
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise BadRequest("The JSON body holds a string that is not valid Unicode "
+                                 "(a lone surrogate escape such as \\ud800).") from e
 
 
 def json_object(request: IRequest, required: bool = True) -> dict[str, Any]:

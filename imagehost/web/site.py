@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import LoopingCall
@@ -103,14 +104,30 @@ class LimitedRequest(server.Request):
         return self.channel.site.limits.max_body_size
 
     def process(self):
-        if len(self.uri) > self.channel.site.limits.max_uri_length:
-            self.setResponseCode(414)
+        refusal = self._refusal()
+        if refusal is not None:
+            code, title, message = refusal
+            self.setResponseCode(code)
             self.setHeader(b"Content-Type", b"application/json")
             self.setHeader(b"X-Content-Type-Options", b"nosniff")
-            self.write(_error_json("URITooLong", "The request URI is too long."))
+            self.write(_error_json(title, message))
             self.finish()
             return
         super().process()
+
+    def _refusal(self) -> tuple[int, str, str] | None:
+        """Why this request's target is refused before routing, if it is."""
+        if len(self.uri) > self.channel.site.limits.max_uri_length:
+            return 414, "URITooLong", "The request URI is too long."
+        # werkzeug strips leading slashes, so "//x" would be served as "/x": an empty
+        # segment names nothing here.
+        if b"//" in self.path:
+            return 404, "NotFound", "No such resource."
+        try:
+            unquote_to_bytes(self.path).decode("utf-8")
+        except UnicodeDecodeError:
+            return 400, "BadRequest", "The request path is not valid UTF-8."
+        return None
 
     def gotLength(self, length):
         if length is not None and length > self._limit:

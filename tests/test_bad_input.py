@@ -1,0 +1,145 @@
+"""Bad input gets a clear 4xx with the error envelope, and the server keeps answering.
+
+Every case asserts the status, the envelope and that ``/health`` still answers 200.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest_twisted
+from twisted.internet.threads import deferToThread
+
+from tests.conftest import image_bytes
+from tests.test_uploads import raw_exchange
+
+
+async def refused(server, response, *statuses: int) -> dict:
+    """The envelope of a refusal with one of ``statuses``; the server still answers."""
+    assert response.code in statuses, (response.code, response.body[:300])
+    assert response.header("Content-Type").startswith("application/json")
+    error = response.json()["error"]
+    assert error["title"] and error["message"]
+    assert ("violations" in error) == (response.code == 422)
+    assert (await server.client.get("/health")).code == 200
+    return error
+
+
+async def send_json(client, method: str, path: str, raw: bytes):
+    return await client.request(method, path, data=raw,
+                                headers={"Content-Type": "application/json"})
+
+
+# -- JSON bodies --------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_deeply_nested_json_is_400_everywhere(server, admin):
+    for opener in (b"[", b'{"a":'):
+        raw = opener * 100_000
+        for path in ("/api/auth/login", "/api/auth/signup", "/api/settings",
+                     "/api/user/api-keys"):
+            response = await send_json(admin, "POST", path, raw)
+            error = await refused(server, response, 400)
+            assert "nested" in error["message"] or "JSON" in error["message"]
+    # Nesting a little deeper than any body we take is refused too, as a 400, not a crash.
+    raw = b'{"username": ' + b"[" * 200 + b"]" * 200 + b', "password": "x"}'
+    await refused(server, await send_json(server.client, "POST", "/api/auth/login", raw), 400)
+
+
+@pytest_twisted.ensureDeferred
+async def test_lone_surrogates_in_json_strings_are_refused_on_every_endpoint(server, admin):
+    upload = await admin.upload("/api/upload", image_bytes())
+    image_id = upload.json()["id"]
+    await admin.post_json("/api/settings", {"category": "access",
+                                            "settings": {"allowRegistration": True}})
+    cases = [
+        ("POST", "/api/auth/login", b'{"username": "admin", "password": "\\ud800"}'),
+        ("POST", "/api/auth/login", b'{"username": "\\udfff", "password": "x"}'),
+        ("POST", "/api/auth/refresh", b'{"refresh_token": "\\ud800"}'),
+        ("POST", "/api/auth/logout", b'{"refresh_token": "\\ud800"}'),
+        ("POST", "/api/auth/signup", b'{"email": "a@example.com", "username": "bob",'
+                                     b' "password": "\\ud800\\ud800\\ud800\\ud800x",'
+                                     b' "confirm": "\\ud800\\ud800\\ud800\\ud800x"}'),
+        ("PATCH", f"/api/image/{image_id}", b'{"description": "caf\\ud800"}'),
+        ("POST", "/api/user/api-keys", b'{"name": "laptop \\ud800"}'),
+        ("POST", "/api/settings", b'{"category": "image", "settings":'
+                                  b' {"allowedMimeTypes": ["image/png\\ud800"]}}'),
+        ("POST", "/api/settings", b'{"category": "image", "settings": {"\\ud800": 1}}'),
+    ]
+    for method, path, raw in cases:
+        client = server.client if path.startswith("/api/auth") else admin
+        error = await refused(server, await send_json(client, method, path, raw), 400, 422)
+        assert error["message"], path
+    detail = await admin.get(f"/api/image/{image_id}/detail")
+    assert detail.json()["description"] == ""
+
+
+# -- settings, dates ----------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_settings_with_wrongly_typed_entries_are_422(server, admin):
+    for value in ([["image/png"]], [{}], [None], ["image/png", 3], "image/png", {}):
+        response = await admin.post_json("/api/settings", {
+            "category": "image", "settings": {"allowedMimeTypes": value}})
+        error = await refused(server, response, 422)
+        assert error["violations"][0]["property"] == "image.allowedMimeTypes"
+    public = await server.client.get("/api/settings/public")
+    assert "image/png" in public.json()["data"]["image"]["allowedMimeTypes"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_api_key_expiry_at_the_edges_of_the_calendar_is_422(server, admin):
+    for moment in ("9999-12-31T23:00:00-05:00", "9999-12-31T23:59:59+00:00",
+                   "0001-01-01T00:00:00+00:00", "0001-01-01T00:30:00+01:00",
+                   "9999-12-31T23:59:59.999999-23:59"):
+        response = await admin.post_json("/api/user/api-keys",
+                                         {"name": "edge", "expiresAt": moment})
+        error = await refused(server, response, 422)
+        [violation] = error["violations"]
+        assert violation["property"] == "expiresAt", moment
+        assert violation["message"], moment
+    fine = await admin.post_json("/api/user/api-keys",
+                                 {"name": "fine", "expiresAt": "2999-01-01T00:00:00-05:00"})
+    assert fine.code == 201, fine.body
+    assert fine.json()["expiresAt"] == "2999-01-01T05:00:00.000000+00:00"
+    listed = await admin.get("/api/user/api-keys")
+    assert [k["name"] for k in listed.json()["data"]] == ["fine"]
+
+
+# -- URLs ---------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_trailing_newline_in_an_extension_or_number_is_refused(server, admin):
+    image_id = (await admin.upload("/api/upload", image_bytes())).json()["id"]
+    assert (await server.client.get(f"/image/{image_id}.jpg")).code == 200
+    for path in (f"/image/{image_id}.jpg%0a", f"/image/{image_id}.jpg%0A",
+                 f"/api/image/{image_id}_thumbnail.jpg%0a"):
+        await refused(server, await server.client.get(path), 404)
+    for query in ("w=10%0A", "h=10%0a", "q=50%0a", "width=%0a10", "crop=true%0a"):
+        await refused(server, await server.client.get(f"/image/{image_id}.jpg?{query}"), 400)
+    for query in ("limit=10%0a", "orderBy=attributes.views%0a"):
+        await refused(server, await admin.get(f"/api/images/1?{query}"), 400)
+    await refused(server, await admin.get("/api/images/1%0a"), 400, 404)
+
+
+@pytest_twisted.ensureDeferred
+async def test_double_slashes_are_404_never_a_redirect_to_the_host_header(server, admin):
+    image_id = (await admin.upload("/api/upload", image_bytes())).json()["id"]
+    for path in ("//health", "/api//user", f"//image/{image_id}.jpg", "/api/images//1",
+                 f"/image//{image_id}.jpg", "//evil.example/api/user", "/health/"):
+        answer = await raw_request(server, f"GET {path} HTTP/1.0\r\nHost: evil.example\r\n"
+                                           "Connection: close\r\n\r\n".encode())
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.0 404 "), (path, head)
+        assert b"\r\nlocation:" not in head.lower(), (path, head)
+        assert json.loads(body)["error"]["title"] == "NotFound", (path, body)
+    await refused(server, await server.client.get("/image/%ff.jpg"), 400)
+
+
+def raw_request(server, head: bytes):
+    """Send bytes to the daemon over a plain socket; what it answered (a Deferred)."""
+    port = int(server.base_url.rsplit(":", 1)[1])
+    return deferToThread(raw_exchange, port, head)
