@@ -26,7 +26,7 @@ from imagehost.service.accounts import Accounts
 from imagehost.service.collector import GarbageCollector
 from imagehost.service.delivery import Delivery
 from imagehost.service.images import Images
-from imagehost.service.library import Library
+from imagehost.service.library import Library, cursor_signing_key
 from imagehost.service.runtime_settings import RuntimeSettings
 from imagehost.service.throttle import RateLimit
 from imagehost.service.variant_cache import VariantCache
@@ -204,6 +204,7 @@ def build_imagehost(config: Config, reactor, secret: bytes) -> Imagehost:
                         revalidate_after=config.get("cache", "revalidate_after"),
                         run_io=run_io)
     library = Library(db, storage, now=utc_now, run_blocking=run_io,
+                      cursor_key=cursor_signing_key(secret),
                       on_delete=delivery.forget)
     return Imagehost(db=db, workers=workers, storage=storage, accounts=accounts,
                      images=images, settings=settings, library=library, delivery=delivery,

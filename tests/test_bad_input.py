@@ -5,6 +5,9 @@ Every case asserts the status, the envelope and that ``/health`` still answers 2
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 
 import pytest_twisted
@@ -143,3 +146,60 @@ def raw_request(server, head: bytes):
     """Send bytes to the daemon over a plain socket; what it answered (a Deferred)."""
     port = int(server.base_url.rsplit(":", 1)[1])
     return deferToThread(raw_exchange, port, head)
+
+
+# -- feed cursors -------------------------------------------------------------------
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _payload(cursor: str) -> dict:
+    body = cursor.split(".")[0]
+    return json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+
+
+def _signed(server, payload: dict) -> str:
+    """A cursor signed with the installation's own secret (what only the server can make)."""
+    from imagehost.service.library import cursor_signing_key
+
+    secret = (server.data_dir / "secret.key").read_bytes().strip()
+    body = _b64(json.dumps(payload).encode())
+    mac = hmac.new(cursor_signing_key(secret), body.encode(), hashlib.sha256).digest()[:16]
+    return f"{body}.{_b64(mac)}"
+
+
+@pytest_twisted.ensureDeferred
+async def test_feed_cursors_the_server_did_not_issue_are_400(server, admin):
+    for _ in range(3):
+        await admin.upload("/api/upload", image_bytes(), fields={"isPublic": "true"})
+    issued = {}
+    for order_by in ("attributes.createdAt", "attributes.views"):
+        page = (await admin.get(f"/api/images/1?limit=1&orderBy={order_by}")).json()
+        issued[order_by] = page["meta"]["nextCursor"]
+        follow = await admin.get(f"/api/images/2?limit=1&orderBy={order_by}"
+                                 f"&cursor={issued[order_by]}")
+        assert follow.code == 200, follow.body
+    by_date, by_views = _payload(issued["attributes.createdAt"]), _payload(
+        issued["attributes.views"])
+    mac = issued["attributes.views"].split(".")[1]
+    edited = {
+        "views edited": dict(by_views, v=by_views["v"] + 1),
+        "huge views": dict(by_views, v=10**30),
+        "negative views": dict(by_views, v=-1),
+        "date past 9999 in UTC": dict(by_date, v="9999-12-31T23:00:00-05:00"),
+        "year 1 before UTC": dict(by_date, v="0001-01-01T00:00:00+01:00"),
+        "not a date": dict(by_date, v="yesterday"),
+    }
+    forged = [_b64(json.dumps(p).encode()) + "." + mac for p in edited.values()]
+    forged.append(issued["attributes.views"].split(".")[0])  # unsigned, as before
+    forged.append(issued["attributes.views"][:-2])
+    # Even with the installation's secret, out-of-range values are refused, not a 500.
+    forged += [_signed(server, p) for p in edited.values() if p != edited["views edited"]]
+    for cursor in forged:
+        order_by = "attributes.views" if isinstance(_payload(cursor)["v"], int) else (
+            "attributes.createdAt")
+        response = await admin.get(f"/api/images/2?limit=1&orderBy={order_by}&cursor={cursor}")
+        error = await refused(server, response, 400)
+        assert "cursor" in error["message"], cursor

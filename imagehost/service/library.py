@@ -2,17 +2,21 @@
 
 Listing parameters arrive as the strings of a query string and are checked here, so
 every front end gets the same 400s. Cursors are opaque to clients: base64url JSON of
-the ordering and the sort key of the row a page continues from.
+the ordering and the sort key of the row a page continues from, signed with a key
+derived from the installation's secret, so a cursor the server did not issue is refused
+before anything in it is believed.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -43,6 +47,9 @@ MAX_LIMIT = 100
 MAX_BATCH = 100
 MAX_DESCRIPTION = 255
 _DATED_KEYS = {"created_at", "updated_at"}
+_MAX_SORT_NUMBER = 2**63 - 1  # views and sizes are BIGINT columns
+_MAC_BYTES = 16
+_MALFORMED_CURSOR = '"cursor" is malformed; use meta.nextCursor or prevCursor.'
 
 
 @dataclass(frozen=True)
@@ -53,7 +60,8 @@ class Cursor:
     key: SortKey
     backwards: bool = False
 
-    def encode(self) -> str:
+    def encode(self, signing_key: bytes) -> str:
+        """The opaque text of this cursor: its payload and a MAC over it."""
         value = self.key.value
         payload = {
             "o": self.ordering.key, "d": self.ordering.descending,
@@ -61,19 +69,27 @@ class Cursor:
             "i": self.key.image_id, "b": self.backwards,
         }
         raw = json.dumps(payload, separators=(",", ":")).encode()
-        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+        body = _b64(raw)
+        return f"{body}.{_b64(_mac(signing_key, body))}"
 
     @classmethod
-    def decode(cls, text: str) -> Cursor:
-        """Parse a cursor from a client; BadRequest if it is not one of ours."""
+    def decode(cls, text: str, signing_key: bytes) -> Cursor:
+        """Parse a cursor from a client; BadRequest if it is not one this server issued."""
+        body, _, mac = text.partition(".")
         try:
-            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-            payload = json.loads(raw)
+            genuine = hmac.compare_digest(_unb64(mac), _mac(signing_key, body))
+        except (binascii.Error, ValueError) as e:
+            raise BadRequest(_MALFORMED_CURSOR) from e
+        if not genuine:
+            raise BadRequest(_MALFORMED_CURSOR)
+        try:
+            payload = json.loads(_unb64(body))
             ordering = Ordering(_known(payload["o"]), _boolean(payload["d"]))
-            key = SortKey(_sort_value(ordering.key, payload["v"]), _text(payload["i"]))
+            key = SortKey(_sort_value(ordering.key, payload["v"]), _id(payload["i"]))
             return cls(ordering, key, _boolean(payload["b"]))
-        except (binascii.Error, ValueError, TypeError, KeyError) as e:
-            raise BadRequest('"cursor" is malformed; use meta.nextCursor or prevCursor.') from e
+        except (binascii.Error, ValueError, TypeError, KeyError, OverflowError) as e:
+            # Signed but unreadable: a cursor of an older release, or a leaked secret.
+            raise BadRequest(_MALFORMED_CURSOR) from e
 
 
 @dataclass(frozen=True)
@@ -85,7 +101,7 @@ class ListingParams:
     ordering: Ordering
     search_term: str | None = None
     search_by: str = "description"
-    cursor: Cursor | None = None
+    cursor: str | None = None  # as the client sent it; Library checks it
 
 
 @dataclass(frozen=True)
@@ -107,18 +123,13 @@ def parse_listing(page: str, *, limit: str | None = None, order_by: str | None =
     ordering = Ordering(_choice("orderBy", order_by or "attributes.updatedAt", ORDER_BY),
                         _choice("order", (order or "desc").lower(),
                                 {"desc": True, "asc": False}))
-    decoded = None
-    if cursor:
-        decoded = Cursor.decode(cursor)
-        if decoded.ordering != ordering:
-            raise BadRequest('"cursor" belongs to a listing with another orderBy or order.')
     return ListingParams(
         page=parse_page(page),
         limit=_bounded_int("limit", limit, DEFAULT_LIMIT, 1, MAX_LIMIT),
         ordering=ordering,
         search_term=search_term or None,
         search_by=_choice("searchBy", search_by or "description", SEARCH_BY),
-        cursor=decoded)
+        cursor=cursor or None)
 
 
 def parse_page(page: str) -> int:
@@ -139,9 +150,10 @@ class Library:
     """What users and tools do with the images they uploaded."""
 
     def __init__(self, db: Database, storage: Storage, *, now: Callable[[], datetime],
-                 run_blocking: Callable[..., Deferred],
+                 run_blocking: Callable[..., Deferred], cursor_key: bytes,
                  on_delete: Callable[[str], None] = lambda image_id: None):
         self._on_delete = on_delete
+        self._cursor_key = cursor_key
         self._db = db
         self._storage = storage
         self._now = now
@@ -217,19 +229,23 @@ class Library:
         return image
 
     async def _page(self, where: ImageFilter, params: ListingParams) -> Page:
-        cursor = params.cursor
-        if cursor is None:
+        if params.cursor is None:
             offset = (params.page - 1) * params.limit
             listed = await self._db.run(q.list_images, where, params.ordering, params.limit,
                                         offset=offset)
-            return _page(params, listed, backwards=False, from_start=offset == 0)
+            return _page(params, listed, self._cursor_key, backwards=False,
+                         from_start=offset == 0)
+        cursor = Cursor.decode(params.cursor, self._cursor_key)
+        if cursor.ordering != params.ordering:
+            raise BadRequest('"cursor" belongs to a listing with another orderBy or order.')
         seek = {"before" if cursor.backwards else "after": cursor.key}
         listed = await self._db.run(q.list_images, where, params.ordering, params.limit,
                                     **seek)
-        return _page(params, listed, backwards=cursor.backwards, from_start=False)
+        return _page(params, listed, self._cursor_key, backwards=cursor.backwards,
+                     from_start=False)
 
 
-def _page(params: ListingParams, listed: q.Listing, *, backwards: bool,
+def _page(params: ListingParams, listed: q.Listing, cursor_key: bytes, *, backwards: bool,
           from_start: bool) -> Page:
     entries, ordering = listed.entries, params.ordering
     next_cursor = prev_cursor = None
@@ -238,8 +254,8 @@ def _page(params: ListingParams, listed: q.Listing, *, backwards: bool,
         last = Cursor(ordering, q.sort_key(entries[-1].image, ordering.key))
         more_after = True if backwards else listed.more
         more_before = listed.more if backwards else not from_start
-        next_cursor = last.encode() if more_after else None
-        prev_cursor = first.encode() if more_before else None
+        next_cursor = last.encode(cursor_key) if more_after else None
+        prev_cursor = first.encode(cursor_key) if more_before else None
     return Page(entries, params.page, params.limit, listed.total, next_cursor, prev_cursor)
 
 
@@ -293,12 +309,40 @@ def _text(value: object) -> str:
     return value
 
 
+def _id(value: object) -> str:
+    if len(_text(value)) > 64:
+        raise ValueError("image id too long")
+    return value
+
+
 def _sort_value(key: str, value: object) -> datetime | int:
+    """A sort value as the database compares it: an aware UTC datetime, or a BIGINT."""
     if key in _DATED_KEYS:
         moment = datetime.fromisoformat(_text(value))
         if moment.tzinfo is None:
             raise ValueError("naive datetime in cursor")
-        return moment
+        return moment.astimezone(UTC)  # OverflowError past year 9999 or before year 1
     if not isinstance(value, int) or isinstance(value, bool):
         raise TypeError(value)
+    if not 0 <= value <= _MAX_SORT_NUMBER:
+        raise ValueError("sort value out of range")
     return value
+
+
+def cursor_signing_key(secret: bytes) -> bytes:
+    """The key that signs feed cursors, derived from the installation's secret (the JWT
+    secret itself never signs anything but tokens)."""
+    return hmac.new(secret, b"imagehost feed cursor", hashlib.sha256).digest()
+
+
+def _mac(signing_key: bytes, body: str) -> bytes:
+    return hmac.new(signing_key, body.encode("ascii", "replace"),
+                    hashlib.sha256).digest()[:_MAC_BYTES]
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
