@@ -8,9 +8,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import io
 import json
+import os
+import struct
+import zlib
 
+import pytest
 import pytest_twisted
+from PIL import Image
 from twisted.internet.threads import deferToThread
 
 from tests.conftest import image_bytes
@@ -203,3 +209,91 @@ async def test_feed_cursors_the_server_did_not_issue_are_400(server, admin):
         response = await admin.get(f"/api/images/2?limit=1&orderBy={order_by}&cursor={cursor}")
         error = await refused(server, response, 400)
         assert "cursor" in error["message"], cursor
+
+
+# -- images -------------------------------------------------------------------------
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return (struct.pack(">I", len(data)) + kind + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+
+def _with_png_chunk(png: bytes, kind: bytes, data: bytes) -> bytes:
+    """``png`` with one more chunk right after IHDR (8-byte signature + 25-byte IHDR)."""
+    return png[:33] + _chunk(kind, data) + png[33:]
+
+
+def malformed_metadata() -> dict[str, bytes]:
+    png = image_bytes("PNG", size=(40, 30))
+    return {
+        "png eXIf that is not TIFF": _with_png_chunk(png, b"eXIf", b"this is not a TIFF"),
+        "png raw exif profile, not hex": _with_png_chunk(
+            png, b"tEXt", b"Raw profile type exif\0\nexif\n      20\nzzzz not hex at all\n"),
+        "png compressed raw exif profile, not hex": _with_png_chunk(
+            png, b"zTXt",
+            b"Raw profile type exif\0\0" + zlib.compress(b"\nexif\n 9\n45786966zz\n")),
+        "webp garbage exif": image_bytes("WEBP", size=(40, 30), exif=b"Exif\0\0garbage!"),
+        "webp exif without header": image_bytes("WEBP", size=(40, 30), exif=b"garbage"),
+    }
+
+
+@pytest_twisted.ensureDeferred
+async def test_images_with_malformed_metadata_are_accepted_and_render(server, admin):
+    for name, data in malformed_metadata().items():
+        response = await admin.upload("/api/upload", data)
+        assert response.code == 201, (name, response.body)
+        image_id = response.json()["id"]
+        detail = (await admin.get(f"/api/image/{image_id}/detail")).json()
+        assert (detail["width"], detail["height"]) == (40, 30), name
+        for variant in (f"/image/{image_id}.jpg?w=20", f"/image/{image_id}.png?w=20",
+                        f"/image/{image_id}.webp?w=20", f"/api/image/{image_id}_thumbnail.gif"):
+            served = await server.client.get(variant)
+            assert served.code == 200, (name, variant, served.body[:200])
+            assert Image.open(io.BytesIO(served.body)).width in (20, 30), (name, variant)
+    assert (await server.client.get("/health")).code == 200
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A PNG whose header declares ``width`` x ``height`` over ~100 bytes of pixel data."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header)
+            + _chunk(b"IDAT", zlib.compress(os.urandom(60), 0)) + _chunk(b"IEND", b""))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_tiny_png_declaring_a_large_canvas_is_corrupted(server, admin):
+    data = png_declaring(7000, 7000)
+    assert len(data) < 200
+    error = await refused(server, await admin.upload("/api/upload", data), 422)
+    assert error["violations"] == [{"property": "image",
+                                    "message": "The image file is corrupted."}]
+    assert not [p for p in (server.data_dir / "originals").rglob("*") if p.is_file()]
+
+
+def test_probing_a_tiny_file_that_declares_a_large_canvas_never_decodes_it(monkeypatch):
+    from PIL import ImageFile
+
+    from imagehost.imaging.probe import CorruptImage, SourceLimits, probe
+    from imagehost.imaging.render import RenderError, RenderSpec, render_variant
+
+    decoded = []
+    load = ImageFile.ImageFile.load
+
+    def spy(image):
+        decoded.append(image.size)
+        return load(image)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", spy)
+    for width, height in ((7000, 7000), (2000, 30), (30, 2000)):
+        with pytest.raises(CorruptImage):
+            probe(png_declaring(width, height), SourceLimits())
+        with pytest.raises(RenderError):
+            render_variant(png_declaring(width, height), RenderSpec(10, 10, False, "PNG", None))
+    assert decoded == []
+    # Real images that compress extremely well are not mistaken for such files.
+    for mode in ("1", "P", "L", "RGB", "RGBA"):
+        flat = image_bytes("PNG", size=(2500, 2500), mode=mode, color=0, compress_level=9)
+        assert probe(flat, SourceLimits()).width == 2500, mode
+    gif = image_bytes("GIF", size=(2500, 2500), mode="P", color=0)
+    assert probe(gif, SourceLimits()).width == 2500

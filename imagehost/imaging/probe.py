@@ -25,6 +25,11 @@ EXTENSION_BY_MIME = {mime: ext for mime, ext in KNOWN_FORMATS.values()}
 
 _ORIENTATION_TAG = 0x0112
 _SWAPPED_ORIENTATIONS = {5, 6, 7, 8}
+# At most this many decoded bytes per compressed byte: deflate's limit is 1032 (one
+# 258-byte match in ~2 bits); a 12-bit LZW code yields at most 4096 pixels (GIF).
+_MAX_EXPANSION = {"PNG": 1032, "GIF": 4096 * 8 // 12 + 1}
+# The fewest bits a pixel of each Pillow mode can have in a PNG (L and P may be 1-bit).
+_MIN_PIXEL_BITS = {"LA": 16, "RGB": 24, "RGBA": 32, "I": 16, "I;16": 16, "I;16B": 16}
 
 
 @dataclass(frozen=True)
@@ -127,12 +132,50 @@ def probe(data: bytes, limits: SourceLimits) -> ImageInfo:
             raise TooManyFrames(frames, limits.max_frames)
         if frames * width * height > limits.max_animation_pixels:
             raise TooManyPixels(frames * width * height, limits.max_animation_pixels)
+        check_plausible_size(image, len(data))
         _prove_decodes(image)
-        orientation = image.getexif().get(_ORIENTATION_TAG, 1)
+        orientation = exif_orientation(image)
     if orientation in _SWAPPED_ORIENTATIONS:
         width, height = height, width
     mime, ext = KNOWN_FORMATS[fmt]
     return ImageInfo(fmt, mime, ext, width, height, frames)
+
+
+def check_plausible_size(image: Image.Image, size: int) -> None:
+    """CorruptImage when ``size`` bytes cannot hold the pixels the header declares.
+
+    Decoding allocates the whole canvas first, so a 100-byte PNG declaring 7000x7000
+    would cost ~200 MB before the decoder notices the data ends; no valid file of this
+    format can expand more than its codec's maximum ratio, so such a file is refused
+    from the header alone. JPEGs are decoded at 1/8 scale instead (``_prove_decodes``).
+    """
+    ratio = _MAX_EXPANSION.get(image.format or "")
+    if ratio is None:
+        return
+    width, height = image.size
+    if image.format == "PNG":
+        # Every row of every pass starts with a filter byte.
+        bits = _MIN_PIXEL_BITS.get(image.mode, 1)
+        decoded = height * (1 + (width * bits + 7) // 8)
+    else:
+        decoded = width * height
+    if decoded > size * ratio:
+        raise CorruptImage(f"{size} bytes cannot hold {width}x{height} pixels")
+
+
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation tag, or 1 when there is none or the metadata is unreadable.
+
+    EXIF is optional metadata: an ``eXIf`` chunk that is not TIFF, a "Raw profile type
+    exif" text that is not hex, or garbage in WebP's EXIF chunk make Pillow raise
+    various errors (SyntaxError, ValueError, struct.error...); the pixels are still fine,
+    so the metadata is ignored.
+    """
+    try:
+        orientation = image.getexif().get(_ORIENTATION_TAG, 1)
+    except Exception:  # any parse failure of the metadata; see above
+        return 1
+    return orientation if isinstance(orientation, int) else 1
 
 
 def _prove_decodes(image: Image.Image) -> None:

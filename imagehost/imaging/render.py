@@ -13,10 +13,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any
 
-from PIL import ExifTags, Image, ImageCms
+from PIL import Image, ImageCms
 
 from imagehost.imaging.geometry import Geometry, crop_size, fit_size
-from imagehost.imaging.probe import KNOWN_FORMATS
+from imagehost.imaging.probe import (
+    KNOWN_FORMATS,
+    CorruptImage,
+    check_plausible_size,
+    exif_orientation,
+)
 
 __all__ = [
     "OUTPUT_FORMATS",
@@ -63,7 +68,8 @@ _ORIENTATION_TRANSPOSE = {
 }
 _SWAPS_AXES = frozenset({5, 6, 7, 8})
 
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError,
+                  CorruptImage)
 
 
 class RenderError(Exception):
@@ -187,7 +193,9 @@ def render_variant(source: str | os.PathLike[str] | bytes, spec: RenderSpec) -> 
     """
     fp = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
     with fp, _open_image(fp) as im:
+        size = len(source) if isinstance(source, bytes) else os.fstat(fp.fileno()).st_size
         with _decoding():
+            check_plausible_size(im, size)
             frames, durations, loop = _render_frames(im, spec)
         # Encode before the image closes: a closed Image drops its pixels.
         return _encode(frames, durations, loop, spec)
@@ -233,7 +241,7 @@ def _oriented(im: Image.Image, orientation: int) -> Image.Image:
 
 
 def _orientation(im: Image.Image) -> int:
-    orientation = im.getexif().get(ExifTags.Base.Orientation, 1)
+    orientation = exif_orientation(im)
     return orientation if orientation in _ORIENTATION_TRANSPOSE else 1
 
 
