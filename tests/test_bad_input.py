@@ -297,3 +297,40 @@ def test_probing_a_tiny_file_that_declares_a_large_canvas_never_decodes_it(monke
         assert probe(flat, SourceLimits()).width == 2500, mode
     gif = image_bytes("GIF", size=(2500, 2500), mode="P", color=0)
     assert probe(gif, SourceLimits()).width == 2500
+
+
+# -- oversized request heads --------------------------------------------------------
+
+
+def _answer(raw: bytes) -> tuple[bytes, dict]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert b"\r\ncontent-type: application/json" in head.lower(), head
+    return head.split(b"\r\n")[0], json.loads(body)
+
+
+@pytest_twisted.ensureDeferred
+async def test_oversized_request_heads_get_414_or_431_with_the_envelope(server):
+    host = b"Host: x\r\n"
+    cases = {
+        # request line over the URI limit (8192), whole or never ending
+        b"GET /health?" + b"a" * 9000 + b" HTTP/1.1\r\n" + host + b"\r\n": b"414",
+        b"GET /health?" + b"a" * 100_000: b"414",
+        b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\n" + host + b"\r\n": b"414",
+        # one header line over the head limit (16384), whole or never ending
+        b"GET /health HTTP/1.1\r\n" + host + b"X-Big: " + b"a" * 17_000 + b"\r\n\r\n": b"431",
+        b"GET /health HTTP/1.1\r\n" + host + b"X-Big: " + b"a" * 100_000: b"431",
+        # many small header lines that add up to more than the limit
+        b"GET /health HTTP/1.1\r\n" + host
+        + b"".join(b"X-%d: %s\r\n" % (n, b"a" * 90) for n in range(200)) + b"\r\n": b"431",
+        # a request line Twisted cannot parse
+        b"NONSENSE\r\n\r\n": b"400",
+    }
+    for request, status in cases.items():
+        first_line, body = _answer(await raw_request(server, request))
+        assert first_line.startswith(b"HTTP/1.1 " + status + b" "), (request[:40], first_line)
+        assert body["error"]["title"] and body["error"]["message"], body
+    # A long but allowed head is still served.
+    fine = await raw_request(server, b"GET /health?" + b"a" * 8000 + b" HTTP/1.0\r\n" + host
+                             + b"X-Big: " + b"a" * 15_000 + b"\r\n\r\n")
+    assert fine.startswith(b"HTTP/1.0 200 "), fine[:100]
+    assert (await server.client.get("/health")).code == 200

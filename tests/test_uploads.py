@@ -248,5 +248,5 @@ async def test_slow_heads_long_uris_and_huge_headers_are_refused(make_server):
     huge = await deferToThread(
         raw_exchange, port, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 3000
         + b"\r\n\r\n")
-    assert huge.startswith(b"HTTP/1.1 400 "), huge
+    assert huge.startswith(b"HTTP/1.1 431 "), huge
     assert (await server.client.get("/health")).code == 200

@@ -41,6 +41,11 @@ def _raw_response(status: bytes, body: bytes) -> bytes:
             b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
 
 
+_URI_TOO_LONG = (b"414 URI Too Long", "URITooLong", "The request URI is too long.")
+_HEADERS_TOO_LARGE = (b"431 Request Header Fields Too Large", "RequestHeaderFieldsTooLarge",
+                      "The request's header fields are too large.")
+
+
 def _too_large_response(limit: int) -> bytes:
     return _raw_response(b"413 Payload Too Large", _error_json(
         "PayloadTooLarge", f"The request body is larger than the limit of {limit} bytes."))
@@ -48,20 +53,64 @@ def _too_large_response(limit: int) -> bytes:
 
 class ImagehostChannel(HTTPChannel):
     """An HTTP channel that gives a client ``header_timeout`` seconds to send a request's
-    head, however slowly it trickles in (the idle timeout alone resets on every byte)."""
+    head, however slowly it trickles in (the idle timeout alone resets on every byte),
+    and answers a head over its limits with 414 or 431 and the JSON envelope where
+    Twisted would drop the connection without a word (or send a bare 400)."""
 
     _header_deadline = None
     _reading_body = False
+    _head_started = False  # the request line of the current head has arrived
+    _head_size = 0
+    _refused_head = False
 
     def dataReceived(self, data: bytes) -> None:
+        if self._refused_head:
+            return  # the answer is out; the rest of this connection is not read
         if self._header_deadline is None and not self._reading_body and not self._handlingRequest:
             self._header_deadline = self.callLater(
                 self.site.limits.header_timeout, self._header_timed_out)
         super().dataReceived(data)
 
+    def lineReceived(self, line: bytes) -> None:
+        if self._refused_head:
+            return
+        limits = self.site.limits
+        if not self._head_started:
+            self._head_started = bool(line)  # (Twisted skips one empty line before a request)
+            target = line.split(b" ")[1:2]
+            if target and len(target[0]) > limits.max_uri_length:
+                self._refuse_head(*_URI_TOO_LONG)
+                return
+        else:
+            self._head_size += len(line) + 2
+            if self._head_size > limits.max_header_size:
+                self._refuse_head(*_HEADERS_TOO_LARGE)
+                return
+        super().lineReceived(line)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        """A line longer than ``MAX_LENGTH`` with no end in sight."""
+        self._refuse_head(*(_HEADERS_TOO_LARGE if self._head_started else _URI_TOO_LONG))
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        # Twisted's answer to a malformed head (bad request line, bad header, too many
+        # headers): the same 400, with the envelope.
+        self._refuse_head(b"400 Bad Request", "BadRequest", "The request head is malformed.")
+
+    def _refuse_head(self, status: bytes, title: str, message: str) -> None:
+        self._refused_head = True
+        self.clearLineBuffer()  # nothing more of this connection is parsed
+        self._cancel_header_deadline()
+        self.transport.write(_raw_response(status, _error_json(title, message)))
+        # Let the client read the answer before the connection goes, as for a 413.
+        self.transport.loseWriteConnection()
+        self.callLater(2, self.transport.abortConnection)
+
     def allHeadersReceived(self) -> None:
         self._cancel_header_deadline()
         self._reading_body = True
+        self._head_started = False
+        self._head_size = 0
         super().allHeadersReceived()
 
     def allContentReceived(self) -> None:
@@ -188,7 +237,10 @@ class ImagehostSite(server.Site):
 
     def buildProtocol(self, addr):
         channel = super().buildProtocol(addr)
-        channel.totalHeadersSize = self.limits.max_header_size
+        # The channel answers heads over these limits itself (414/431); Twisted's own
+        # line limit only has to stop a line that never ends.
+        channel.totalHeadersSize = self.limits.max_header_size + self.limits.max_uri_length
+        channel.MAX_LENGTH = max(self.limits.max_header_size, self.limits.max_uri_length) + 64
         return channel
 
     def getResourceFor(self, request):
