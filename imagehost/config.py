@@ -108,6 +108,8 @@ KEYS: tuple[Key, ...] = (
     Key("limits", "logins_per_minute_per_ip", int, 30),
     Key("limits", "logins_per_minute_per_user", int, 10),
     Key("limits", "guest_uploads_per_minute_per_ip", int, 60),
+    Key("metrics", "allowed_networks", _networks, []),
+    Key("metrics", "bearer_token", str, ""),
     Key("admin", "username", str, ""),
     Key("admin", "password", str, ""),
     Key("admin", "email", str, ""),

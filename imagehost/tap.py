@@ -297,7 +297,9 @@ def build_daemon(config: Config, reactor, secret: bytes) -> tuple[service.MultiS
                                                                   ImagehostSite]:
     """The service graph and HTTP site of one daemon process, without listeners."""
     imagehost = build_imagehost(config, reactor, secret)
-    metrics = Metrics(imagehost, ImagehostAPI.app.url_map)
+    metrics = Metrics(imagehost, ImagehostAPI.app.url_map,
+                      allowed_networks=config.get("metrics", "allowed_networks"),
+                      bearer_token=config.get("metrics", "bearer_token"))
     site = ImagehostSite(ImagehostAPI(imagehost, metrics).resource(), reactor,
                          site_limits(config), metrics,
                          AccessLog(config.get("server", "access_log"), reactor),

@@ -77,3 +77,51 @@ def test_image_paths_are_labelled_like_their_route():
     assert fast in rules
     assert metrics.route_of("GET", "/api/image/abc.jpg") in rules
     assert metrics.route_of("GET", "/image/a/b") == "other"
+
+
+@pytest_twisted.ensureDeferred
+async def test_metric_labels_come_from_fixed_sets(server):
+    before = len((await server.client.get("/metrics")).body.splitlines())
+    for n in range(20):
+        await server.client.request(f"FOO{n}", "/health")
+        await server.client.request(f"BAR{n}", f"/random/{n}")
+        await server.client.get(f"/unrouted-{n}")
+        await server.client.request("DELETE", f"/nothing/{n}")
+    found = samples((await server.client.get("/metrics")).body)
+    labels = {dict(key[1]).get("method") for key in found} - {None}
+    assert labels <= {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other"}
+    routes = {dict(key[1]).get("route") for key in found} - {None}
+    assert not [r for r in routes if "random" in r or "unrouted" in r or "nothing" in r]
+    other = (("method", "other"), ("route", "other"), ("status", "405"))
+    assert found[("imagehost_http_requests_total", other)] >= 20
+    # Another round of new names adds nothing: the exposition is bounded.
+    middle = len((await server.client.get("/metrics")).body.splitlines())
+    for n in range(20, 40):
+        await server.client.request(f"FOO{n}", "/health")
+        await server.client.get(f"/unrouted-{n}")
+    assert len((await server.client.get("/metrics")).body.splitlines()) == middle
+    assert middle < before + 60
+
+
+@pytest_twisted.ensureDeferred
+async def test_metrics_can_be_restricted_to_networks_and_a_bearer_token(make_server):
+    closed = await make_server({"metrics": {"allowed_networks": "10.0.0.0/8, 192.0.2.1"}})
+    response = await closed.client.get("/metrics")
+    assert response.code == 403, response.body
+    assert response.json()["error"]["title"] == "Forbidden"
+    assert (await closed.client.get("/health")).code == 200
+    await closed.service.stopService()
+
+    token = "s3cret-scraper-token"
+    guarded = await make_server({"metrics": {"allowed_networks": "127.0.0.0/8",
+                                             "bearer_token": token}})
+    for header in (None, "Bearer wrong", f"Basic {token}", f"Bearer {token}x"):
+        response = await guarded.client.get(
+            "/metrics", headers={"Authorization": header} if header else {})
+        assert response.code == 401, header
+        assert response.json()["error"]["title"] == "Unauthorized"
+        assert response.header("WWW-Authenticate") == 'Bearer realm="metrics"'
+    allowed = await guarded.client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+    assert allowed.code == 200
+    assert b"imagehost_http_requests_total" in allowed.body
+    assert (await guarded.client.get("/health")).code == 200

@@ -27,6 +27,7 @@ from imagehost.service.errors import (
     Overloaded,
     RateLimited,
     ServiceError,
+    Unauthorized,
     ValidationFailed,
 )
 from imagehost.service.library import parse_limit, parse_listing, parse_page
@@ -120,6 +121,11 @@ class ImagehostAPI:
 
     @app.route("/metrics", methods=["GET"])
     def prometheus_metrics(self, request: IRequest) -> bytes:
+        try:
+            self.metrics.access.check(_client(request), request.getHeader(b"authorization"))
+        except Unauthorized:
+            request.setHeader(b"WWW-Authenticate", b'Bearer realm="metrics"')
+            raise
         request.setHeader(b"Content-Type", CONTENT_TYPE.encode())
         request.setHeader(b"Cache-Control", b"no-store")
         return self.metrics.exposition()

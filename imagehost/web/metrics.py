@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import hmac
+import ipaddress
+from collections.abc import Callable, Iterable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily
@@ -11,16 +13,23 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map
 
 from imagehost.service import Imagehost
+from imagehost.service.errors import Forbidden, Unauthorized
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _IMAGE_ROUTE = "/image/<string:name>"
+# Label values come from fixed sets, so no client can grow the exposition: any other
+# method is "other", as is any path that matches no route.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER = "other"
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
 class Metrics:
     """Request counts and latencies by route, plus gauges and counters read from services."""
 
-    def __init__(self, imagehost: Imagehost, routes: Map):
+    def __init__(self, imagehost: Imagehost, routes: Map, *,
+                 allowed_networks: Sequence[str] = (), bearer_token: str = ""):
+        self.access = MetricsAccess(allowed_networks, bearer_token)
         self.registry = CollectorRegistry()
         self._routes = routes.bind("metrics")
         self.requests = Counter("imagehost_http_requests", "HTTP requests answered.",
@@ -34,6 +43,7 @@ class Metrics:
         self.registry.register(_ServiceCounters(imagehost))
 
     def observe(self, method: str, path: str, status: int, seconds: float) -> None:
+        method = method if method in _METHODS else OTHER
         route = self.route_of(method, path)
         self.requests.labels(route, method, str(status)).inc()
         self.latency.labels(route).observe(seconds)
@@ -46,13 +56,41 @@ class Metrics:
         try:
             rule, _ = self._routes.match(path, method=method, return_rule=True)
         except HTTPException:
-            return "other"
+            return OTHER
         except Exception:  # werkzeug redirects and odd paths: still one bounded label
-            return "other"
+            return OTHER
         return rule.rule
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class MetricsAccess:
+    """Who may read ``/metrics`` (``[metrics]``): clients in ``allowed_networks`` and/or
+    holders of ``bearer_token``; with neither configured, anyone."""
+
+    def __init__(self, allowed_networks: Sequence[str], bearer_token: str):
+        self._networks = [ipaddress.ip_network(n, strict=False) for n in allowed_networks]
+        self._token = bearer_token.encode()
+
+    def check(self, client: str, authorization: bytes | None) -> None:
+        """Forbidden for a client outside the networks, Unauthorized without the token."""
+        if self._networks and not self._allowed(client):
+            raise Forbidden("Metrics are not available to this address.")
+        if self._token:
+            scheme, _, token = (authorization or b"").partition(b" ")
+            if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(),
+                                                                      self._token):
+                raise Unauthorized("Metrics need the configured bearer token.")
+
+    def _allowed(self, client: str) -> bool:
+        try:
+            address = ipaddress.ip_address(client)
+        except ValueError:  # a Unix-socket peer has no address
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        return any(address in network for network in self._networks)
 
 
 class _ServiceCounters(Collector):
