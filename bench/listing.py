@@ -63,6 +63,7 @@ def fill(engine: sa.Engine, count: int, seed: int = 1) -> int:
     with engine.begin() as conn:
         conn.execute(users.insert(), [
             {"id": u, "username": f"user{i}", "email": f"user{i}@example.com",
+             "username_key": f"user{i}", "email_key": f"user{i}@example.com",
              "display_name": f"User {i}", "password_hash": "x", "is_admin": False,
              "is_active": True, "created_at": start} for i, u in enumerate(user_ids)])
         rows = []

@@ -71,6 +71,8 @@ async def test_lone_surrogates_in_json_strings_are_refused_on_every_endpoint(ser
                                      b' "password": "\\ud800\\ud800\\ud800\\ud800x",'
                                      b' "confirm": "\\ud800\\ud800\\ud800\\ud800x"}'),
         ("PATCH", f"/api/image/{image_id}", b'{"description": "caf\\ud800"}'),
+        ("PATCH", f"/api/image/{image_id}", b'{"description": "a\\u0000b"}'),
+        ("POST", "/api/auth/login", b'{"username": "ad\\u0000min", "password": "x"}'),
         ("POST", "/api/user/api-keys", b'{"name": "laptop \\ud800"}'),
         ("POST", "/api/settings", b'{"category": "image", "settings":'
                                   b' {"allowedMimeTypes": ["image/png\\ud800"]}}'),
@@ -334,3 +336,10 @@ async def test_oversized_request_heads_get_414_or_431_with_the_envelope(server):
                              + b"X-Big: " + b"a" * 15_000 + b"\r\n\r\n")
     assert fine.startswith(b"HTTP/1.0 200 "), fine[:100]
     assert (await server.client.get("/health")).code == 200
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_nul_in_an_upload_description_is_422(server, admin):
+    response = await admin.upload("/api/upload", image_bytes(), fields={"description": "a\0b"})
+    error = await refused(server, response, 422)
+    assert error["violations"][0]["property"] == "description"

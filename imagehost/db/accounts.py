@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 
 import sqlalchemy as sa
 
 from imagehost.db.schema import api_keys, refresh_tokens, users
+from imagehost.db.types import identity_key
 
 
 @dataclass(frozen=True)
@@ -52,41 +53,54 @@ class RefreshToken:
     revoked_at: datetime | None
 
 
+_USERS = sa.select(*(users.c[f.name] for f in fields(User)))
+
+
 def _one(conn: sa.Connection, record, query) -> object | None:
     row = conn.execute(query).mappings().first()
     return None if row is None else record(**row)
 
 
 def insert_user(conn: sa.Connection, user: User) -> None:
-    conn.execute(users.insert().values(**user.__dict__))
+    conn.execute(users.insert().values(**user.__dict__, username_key=identity_key(user.username),
+                                       email_key=identity_key(user.email)))
 
 
 def user_by_id(conn: sa.Connection, user_id: str) -> User | None:
-    return _one(conn, User, users.select().where(users.c.id == user_id))
+    return _one(conn, User, _USERS.where(users.c.id == user_id))
 
 
 def user_by_username(conn: sa.Connection, username: str) -> User | None:
-    return _one(conn, User, users.select().where(users.c.username == username))
+    """The user named ``username`` in any case or Unicode form (the exact spelling first:
+    duplicates from before migration 0004 keep it)."""
+    query = _USERS.where(sa.or_(users.c.username == username,
+                                users.c.username_key == identity_key(username)))
+    return _one(conn, User, query.order_by((users.c.username == username).desc()).limit(1))
 
 
 def user_by_login(conn: sa.Connection, login: str) -> User | None:
-    """The user whose username or email is ``login``."""
-    query = users.select().where(sa.or_(users.c.username == login, users.c.email == login))
-    return _one(conn, User, query.order_by((users.c.username == login).desc()).limit(1))
+    """The user whose username or email is ``login``, in any case or Unicode form."""
+    key = identity_key(login)
+    matches = (users.c.username == login, users.c.username_key == key,
+               users.c.email == login, users.c.email_key == key)
+    query = _USERS.where(sa.or_(*matches)).order_by(*(m.desc() for m in matches)).limit(1)
+    return _one(conn, User, query)
 
 
 def username_or_email_taken(conn: sa.Connection, username: str, email: str) -> set[str]:
-    """Which of ``username``/``email`` already belong to someone."""
+    """Which of ``username``/``email`` already belong to someone, in any case or form."""
     taken = set()
-    if conn.execute(sa.select(users.c.id).where(users.c.username == username)).first():
+    if conn.execute(sa.select(users.c.id).where(
+            users.c.username_key == identity_key(username))).first():
         taken.add("username")
-    if conn.execute(sa.select(users.c.id).where(users.c.email == email)).first():
+    if conn.execute(sa.select(users.c.id).where(
+            users.c.email_key == identity_key(email))).first():
         taken.add("email")
     return taken
 
 
 def list_users(conn: sa.Connection) -> list[User]:
-    return [User(**r) for r in conn.execute(users.select().order_by(users.c.username)).mappings()]
+    return [User(**r) for r in conn.execute(_USERS.order_by(users.c.username)).mappings()]
 
 
 def update_user(conn: sa.Connection, user_id: str, **values) -> bool:

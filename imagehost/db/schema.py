@@ -24,6 +24,11 @@ users = sa.Table(
     sa.Column("is_admin", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("is_active", sa.Boolean, nullable=False, server_default=sa.true()),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    # identity_key() of username and email: unique, so names differing only in case or
+    # Unicode form cannot coexist (room for the " <id>" suffix migration 0004 gives
+    # later duplicates that existed before).
+    sa.Column("username_key", sa.String(128), nullable=False, unique=True),
+    sa.Column("email_key", sa.String(320), nullable=False, unique=True),
 )
 
 refresh_tokens = sa.Table(

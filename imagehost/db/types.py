@@ -1,5 +1,6 @@
-"""Column types shared by the schema and the migrations."""
+"""Column types and normalised forms shared by the schema, queries and migrations."""
 
+import unicodedata
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -20,3 +21,10 @@ class UTCDateTime(sa.TypeDecorator):
 
     def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
         return None if value is None else value.replace(tzinfo=UTC)
+
+
+def identity_key(text: str) -> str:
+    """The form in which usernames and e-mail addresses are unique and looked up: NFKC,
+    case-folded, NFKC again (folding can undo the normalisation), so "Alice",
+    "ALICE" and "Ａlice" (fullwidth) are one name."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())

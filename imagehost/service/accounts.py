@@ -12,6 +12,7 @@ from imagehost import auth
 from imagehost.db import Database
 from imagehost.db import accounts as q
 from imagehost.db.accounts import ApiKey, RefreshToken, User
+from imagehost.db.types import identity_key
 from imagehost.service.errors import Forbidden, NotFound, Unauthorized, ValidationFailed, Violation
 from imagehost.service.throttle import RateLimit
 from imagehost.service.workers import WorkerPool
@@ -108,11 +109,13 @@ class Accounts:
     async def login(self, login: str, password: str, client: str = "local") -> TokenPair:
         """Tokens for valid credentials of an active user; Unauthorized otherwise.
 
-        Attempts are rate limited per client address and per username (RateLimited).
+        ``login`` is the username or the e-mail address, in any case or Unicode form.
+        Attempts are rate limited per client address and per account, whichever
+        spelling names it (RateLimited).
         """
         await self._login_limit_by_client.hit(client)
-        await self._login_limit_by_user.hit(login.casefold())
         user = await self._db.run(q.user_by_login, login)
+        await self._login_limit_by_user.hit(user.id if user else identity_key(login))
         stored = user.password_hash if user else auth.DUMMY_PASSWORD_HASH
         valid = await self._workers.submit(auth.verify_password, password, stored)
         if not (valid and user and user.is_active):
@@ -219,7 +222,8 @@ def check_new_user(username: object, email: object, password: object) -> None:
     if not isinstance(username, str) or not USERNAME_RE.fullmatch(username):
         violations.append(Violation(
             "username", "This value should be 3 to 64 letters, digits, '.', '_' or '-'."))
-    if not isinstance(email, str) or not EMAIL_RE.fullmatch(email) or len(email) > 255:
+    if (not isinstance(email, str) or not EMAIL_RE.fullmatch(email)
+            or len(identity_key(email)) > 255 or len(email) > 255):
         violations.append(Violation("email", "This value is not a valid email address."))
     if not isinstance(password, str) or len(password) < PASSWORD_MIN:
         violations.append(Violation("password", _password_message()))

@@ -90,9 +90,12 @@ def _text(fields: dict[str, tuple[str, bytearray]], name: str) -> str:
     if name not in fields:
         return ""
     try:
-        return bytes(fields[name][1]).decode("utf-8")
+        text = bytes(fields[name][1]).decode("utf-8")
     except UnicodeDecodeError as e:
         raise ValidationFailed.one(name, "This value is not valid UTF-8.") from e
+    if "\0" in text:  # PostgreSQL refuses NUL in text
+        raise ValidationFailed.one(name, "This value must not contain NUL characters.")
+    return text
 
 
 def _boolean(text: str) -> bool:

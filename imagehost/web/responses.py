@@ -71,8 +71,9 @@ def read_json(request: IRequest, required: bool = True) -> Any:
 
 def _check_json_value(value: Any) -> None:
     """BadRequest unless ``value`` nests at most JSON_MAX_DEPTH deep and every string
-    (keys too) is valid Unicode: JSON may escape lone surrogates (``"\\ud800"``), which
-    no UTF-8 encoder, database or password hash accepts."""
+    (keys too) is valid Unicode without NUL: JSON may escape lone surrogates
+    (``"\\ud800"``), which no UTF-8 encoder, database or password hash accepts, and NUL
+    (``"\\u0000"``), which PostgreSQL refuses in text."""
     pending = [(value, 0)]
     while pending:
         item, depth = pending.pop()
@@ -89,6 +90,8 @@ def _check_json_value(value: Any) -> None:
             except UnicodeEncodeError as e:
                 raise BadRequest("The JSON body holds a string that is not valid Unicode "
                                  "(a lone surrogate escape such as \\ud800).") from e
+            if "\0" in item:
+                raise BadRequest("The JSON body holds a string with a NUL character.")
 
 
 def json_object(request: IRequest, required: bool = True) -> dict[str, Any]:
