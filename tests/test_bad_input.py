@@ -343,3 +343,13 @@ async def test_a_nul_in_an_upload_description_is_422(server, admin):
     response = await admin.upload("/api/upload", image_bytes(), fields={"description": "a\0b"})
     error = await refused(server, response, 422)
     assert error["violations"][0]["property"] == "description"
+
+
+@pytest_twisted.ensureDeferred
+async def test_nul_in_a_path_or_query_parameter_is_400(server, admin):
+    for path in ("/api/image/%00/detail", "/api/images/1?searchTerm=a%00b",
+                 "/api/images/1?searchTerm=a%00&searchBy=user", "/api/images?uuid[]=%00",
+                 "/api/images/history/1?limit=%00", "/image/%00.jpg"):
+        await refused(server, await admin.get(path), 400)
+    await refused(server, await admin.request("DELETE", "/api/user/api-keys/%00"), 400)
+    await refused(server, await admin.request("PATCH", "/api/image/a%00b"), 400)

@@ -364,11 +364,15 @@ async def _send_body(request: IRequest, content_type: str, body: Body) -> bytes 
 
 
 def _args(request: IRequest, name: str) -> list[str]:
-    """Every value of a query parameter, decoded; BadRequest if not UTF-8."""
+    """Every value of a query parameter, decoded; BadRequest if not UTF-8 or holding NUL
+    (which PostgreSQL refuses in text)."""
     try:
-        return [v.decode("utf-8") for v in request.args.get(name.encode(), [])]
+        values = [v.decode("utf-8") for v in request.args.get(name.encode(), [])]
     except UnicodeDecodeError as e:
         raise BadRequest(f'The query parameter "{name}" is not valid UTF-8.') from e
+    if any("\0" in v for v in values):
+        raise BadRequest(f'The query parameter "{name}" holds a NUL character.')
+    return values
 
 
 def _arg(request: IRequest, name: str) -> str | None:

@@ -172,10 +172,13 @@ class LimitedRequest(server.Request):
         # segment names nothing here.
         if b"//" in self.path:
             return 404, "NotFound", "No such resource."
+        path = unquote_to_bytes(self.path)
         try:
-            unquote_to_bytes(self.path).decode("utf-8")
+            path.decode("utf-8")
         except UnicodeDecodeError:
             return 400, "BadRequest", "The request path is not valid UTF-8."
+        if b"\0" in path:  # PostgreSQL refuses NUL in text: it would fail a lookup
+            return 400, "BadRequest", "The request path holds a NUL character."
         return None
 
     def gotLength(self, length):
