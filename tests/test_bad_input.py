@@ -346,10 +346,10 @@ async def test_a_nul_in_an_upload_description_is_422(server, admin):
 
 
 @pytest_twisted.ensureDeferred
-async def test_nul_in_a_path_or_query_parameter_is_400(server, admin):
-    for path in ("/api/image/%00/detail", "/api/images/1?searchTerm=a%00b",
-                 "/api/images/1?searchTerm=a%00&searchBy=user", "/api/images?uuid[]=%00",
-                 "/api/images/history/1?limit=%00", "/image/%00.jpg"):
+async def test_nul_in_a_path_is_404_and_in_a_query_parameter_400(server, admin):
+    for path in ("/api/images/1?searchTerm=a%00b", "/api/images/1?searchTerm=a%00&searchBy=user",
+                 "/api/images?uuid[]=%00", "/api/images/history/1?limit=%00"):
         await refused(server, await admin.get(path), 400)
-    await refused(server, await admin.request("DELETE", "/api/user/api-keys/%00"), 400)
-    await refused(server, await admin.request("PATCH", "/api/image/a%00b"), 400)
+    await refused(server, await admin.get("/api/image/%00/detail"), 404)
+    await refused(server, await admin.request("DELETE", "/api/user/api-keys/%00"), 404)
+    await refused(server, await admin.request("PATCH", "/api/image/a%00b"), 404)

@@ -177,8 +177,8 @@ class LimitedRequest(server.Request):
             path.decode("utf-8")
         except UnicodeDecodeError:
             return 400, "BadRequest", "The request path is not valid UTF-8."
-        if b"\0" in path:  # PostgreSQL refuses NUL in text: it would fail a lookup
-            return 400, "BadRequest", "The request path holds a NUL character."
+        if b"\0" in path:  # names nothing; and PostgreSQL refuses NUL in a lookup (500)
+            return 404, "NotFound", "No such resource."
         return None
 
     def gotLength(self, length):
