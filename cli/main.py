@@ -96,13 +96,14 @@ def describe_error(error: Exception) -> tuple[str, int]:
 
     from imagehost.config import ConfigError
     from imagehost.service.errors import ServiceError, ValidationFailed
+    from imagehost.storage.errors import StorageError
     from imagehost_cli.errors import CommandFailed
 
     if isinstance(error, CommandFailed):
         return error.message, EXIT_FAILED
     if isinstance(error, ValidationFailed):
         return "; ".join(f"{v.property}: {v.message}" for v in error.violations), EXIT_FAILED
-    if isinstance(error, ServiceError):
+    if isinstance(error, ServiceError | StorageError):
         return error.message, EXIT_FAILED
     if isinstance(error, ConfigError):
         return str(error), EXIT_USAGE

@@ -140,7 +140,7 @@ def build_storage(config: Config, max_connections: int = 10) -> Storage:
     """The configured storage backend (nothing is touched until it is used)."""
     if config.get("storage", "backend") != "s3":
         return LocalStorage(config.data_dir)
-    from imagehost.s3storage import S3Settings, S3Storage
+    from imagehost.storage.s3 import S3Settings, S3Storage
 
     settings = S3Settings(**{name: config.get("storage", key) for name, key in (
         ("bucket", "s3_bucket"), ("endpoint_url", "s3_endpoint_url"), ("region", "s3_region"),

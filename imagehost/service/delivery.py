@@ -44,7 +44,7 @@ from imagehost.service.errors import BadRequest, NotFound, Overloaded
 from imagehost.service.variant_cache import VariantCache
 from imagehost.service.views import ViewCounter
 from imagehost.service.workers import WorkerPool
-from imagehost.storage import Storage, atomic_write
+from imagehost.storage import Storage, StorageUnavailable, atomic_write
 
 _log = Logger()
 _FORMAT_BY_MIME = {mime: fmt for fmt, (mime, _ext) in KNOWN_FORMATS.items()}
@@ -350,7 +350,7 @@ def _produce_variant(storage: Storage, content: ImageContent,
         source = "MISS"
         try:
             storage.put_variant(image_id, key, data)
-        except Overloaded:  # StorageUnavailable: the next miss renders it again
+        except StorageUnavailable:  # the next miss renders it again
             pass
     return data, source, _write_cache_file(path, data)
 

@@ -55,13 +55,6 @@ class Overloaded(ServiceError):
         self.retry_after = retry_after
 
 
-class StorageUnavailable(Overloaded):
-    """The object store (S3) cannot be reached or refused a request: 503, retry later."""
-
-    def __init__(self, message: str, retry_after: int = 5):
-        super().__init__(message, retry_after)
-
-
 @dataclass(frozen=True)
 class Violation:
     property: str

@@ -29,6 +29,7 @@ from imagehost.service.errors import (
     ValidationFailed,
 )
 from imagehost.service.library import parse_limit, parse_listing, parse_page
+from imagehost.storage.errors import StorageUnavailable
 from imagehost.web import library_json
 from imagehost.web.metrics import CONTENT_TYPE, Metrics
 from imagehost.web.responses import error_body, iso, json_object, json_response, no_content
@@ -77,6 +78,12 @@ class ImagehostAPI:
         if isinstance(error, (Overloaded, RateLimited)):
             request.setHeader(b"Retry-After", str(error.retry_after).encode())
         return json_response(request, error_body(error), error.status)
+
+    @app.handle_errors(StorageUnavailable)
+    def storage_unavailable(self, request: IRequest, failure: Failure) -> bytes:
+        request.setHeader(b"Retry-After", b"5")
+        body = {"error": {"title": "StorageUnavailable", "message": failure.value.message}}
+        return json_response(request, body, 503)
 
     @app.handle_errors(HTTPException)
     def http_error(self, request: IRequest, failure: Failure) -> bytes:

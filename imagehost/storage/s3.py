@@ -23,8 +23,9 @@ import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
-from imagehost.service.errors import StorageUnavailable
-from imagehost.storage import StoredObject, original_name, sweep_temp_files
+from imagehost.storage.errors import StorageUnavailable
+from imagehost.storage.files import sweep_temp_files
+from imagehost.storage.interface import StoredObject, original_name
 
 _MISSING = {"NoSuchKey", "404", "NotFound"}
 _DELETE_BATCH = 1000  # the most keys one DeleteObjects call takes
