@@ -35,6 +35,7 @@ from imagehost.service.errors import (
     BadRequest,
     Forbidden,
     NotFound,
+    Overloaded,
     PayloadTooLarge,
     RateLimited,
     ServiceError,
@@ -45,6 +46,7 @@ from imagehost.service.forms import UploadForm
 from imagehost.service.library import parse_listing
 from imagehost.service.runtime_settings import ACCEPTABLE_TYPES
 from imagehost.service.sharex import sharex_uploader
+from imagehost.storage.errors import StorageUnavailable
 from imagehost.web.clients import ClientAddresses
 from imagehost.web.responses import dump_json, error_body
 
@@ -227,15 +229,22 @@ class ImagehostPages:
         error = failure.value
         if isinstance(error, Unauthorized) and not _wants_json(request):
             return _redirect(request, "/login?" + urlencode({"next": _here(request)}))
-        if isinstance(error, RateLimited):
+        if isinstance(error, (Overloaded, RateLimited)):
             request.setHeader(b"Retry-After", str(error.retry_after).encode())
         if _wants_json(request):
             return _json(request, error_body(error), error.status)
         titles = {400: "Bad request", 403: "Not allowed", 404: "Page not found",
-                  413: "Too large", 422: "Not accepted", 429: "Too many attempts"}
+                  413: "Too large", 422: "Not accepted", 429: "Too many attempts",
+                  503: "Try again shortly"}
         return self.render(request, "error.html", error.status,
                            title=titles.get(error.status, "Something went wrong"),
                            message=error.message, violations=getattr(error, "violations", []))
+
+    @app.handle_errors(StorageUnavailable)
+    def storage_unavailable(self, request: IRequest, failure: Failure) -> bytes:
+        request.setHeader(b"Retry-After", b"5")
+        return self.render(request, "error.html", 503, title="Try again shortly",
+                           message=failure.value.message)
 
     @app.handle_errors(HTTPException)
     def http_error(self, request: IRequest, failure: Failure) -> bytes:
