@@ -436,3 +436,26 @@ async def test_admin_settings_and_users(server):
     assert (await frank.get("/images")).code == 303
     own = await browser.submit("/admin", "/admin/users/admin/active", {"active": "false"})
     assert own.code == 403
+
+
+@pytest_twisted.ensureDeferred
+async def test_every_page_weighs_under_50_kb_before_images(server):
+    """HTML, CSS and JavaScript of each page (what a first visit downloads before images)."""
+    browser = _client(server)
+    await browser.login()
+    image_id = await _uploaded(browser, description="weight")
+    for n in range(49):
+        await _uploaded(browser, description=f"more {n}")
+    weights = {}
+    visitor = _client(server)
+    for client, path in [(visitor, "/login"), (visitor, "/no-such-page"),
+                         *((browser, p) for p in ("/", "/images", "/explore", f"/i/{image_id}",
+                                                  "/account", "/admin"))]:
+        page = await client.get(path)
+        assets = re.findall(r'(?:href|src)="(/static/[^"]+)"', page.body.decode())
+        assert assets, path
+        sizes = [len((await browser.get(a.replace("&amp;", "&"))).body) for a in assets]
+        weights[path] = len(page.body) + sum(sizes)
+    print("page weights (bytes):", weights)
+    assert max(weights.values()) < 50_000, weights
+    assert weights["/images"] > 10_000  # the grid of 50 is in it
