@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import sqlalchemy as sa
 from twisted.application import service
 from twisted.internet import endpoints
 from twisted.internet.defer import Deferred
+from twisted.internet.error import CannotListenError
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
+from twisted.python.failure import Failure
 
 from imagehost import auth
 from imagehost.config import Config, ConfigError, load_config
@@ -22,9 +26,10 @@ from imagehost.db import accounts as account_queries
 from imagehost.imaging.probe import SourceLimits
 from imagehost.processes import WorkerProcesses
 from imagehost.service import Imagehost
-from imagehost.service.accounts import Accounts
+from imagehost.service.accounts import Accounts, check_new_user
 from imagehost.service.collector import GarbageCollector
 from imagehost.service.delivery import Delivery
+from imagehost.service.errors import ValidationFailed
 from imagehost.service.images import Images
 from imagehost.service.library import Library
 from imagehost.service.runtime_settings import RuntimeSettings
@@ -61,9 +66,12 @@ class Options(usage.Options):
     def opt_listen(self, endpoint: str) -> None:
         """Listen on a Twisted endpoint, e.g. tcp:8080 (repeatable; default tcp:8080)."""
         try:
-            endpoints._parseServer(endpoint, None)
+            endpoints._parseServer(endpoint, None)  # ssl: also loads the key and certificate
         except (ValueError, KeyError) as e:
             raise usage.UsageError(f"--listen {endpoint!r} is not a valid endpoint: {e}") from e
+        except Exception as e:
+            raise operator_mistake(f"cannot listen on {endpoint}: "
+                                   f"{_endpoint_problem(endpoint, e)}") from e
         self["listen"].append(endpoint)
 
     opt_l = opt_listen
@@ -74,7 +82,14 @@ class Options(usage.Options):
         try:
             self.config = options_config(self)
         except ConfigError as e:
-            raise usage.UsageError(str(e)) from e
+            # A mistake in the file or the environment, not in the command line: one
+            # line, without twistd's usage text.
+            raise operator_mistake(str(e)) from e
+
+
+def operator_mistake(message: str) -> SystemExit:
+    """What ends twistd on an operator mistake: ``message`` on stderr, exit status 1."""
+    return SystemExit(f"imagehost: {message}")
 
 
 def options_config(options) -> Config:
@@ -99,9 +114,10 @@ def utc_now() -> datetime:
 def prepare_installation(config: Config) -> bytes:
     """Create the data directory, migrate the database, bootstrap the admin (blocking).
 
-    Idempotent. Returns the JWT secret.
+    Idempotent. Returns the JWT secret. ConfigError for a data directory that cannot be
+    created or written and for an admin bootstrap that breaks the rules for new users.
     """
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    _prepare_data_dir(config.data_dir)
     secret = _load_or_create_secret(config.secret_file)
     build_storage(config).prepare()
     engine = create_engine(config.database_url)
@@ -111,6 +127,27 @@ def prepare_installation(config: Config) -> bytes:
     finally:
         engine.dispose()
     return secret
+
+
+def _prepare_data_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as e:
+        raise ConfigError(f"the data directory {path} cannot be created or written: "
+                          f"{e.strerror}") from e
+
+
+def installation_problem(config: Config, error: Exception) -> str:
+    """One line for a failure of ``prepare_installation``."""
+    if isinstance(error, OSError):
+        return f"{error.strerror or error}: {error.filename}" if error.filename \
+            else str(error.strerror or error)
+    if isinstance(error, sa.exc.OperationalError):
+        url = sa.engine.make_url(config.database_url).render_as_string(hide_password=True)
+        reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+        return f"cannot use the database {url}: {reason}"
+    return str(error)
 
 
 def _load_or_create_secret(path: Path) -> bytes:
@@ -158,12 +195,48 @@ def _bootstrap_admin(engine, config: Config) -> None:
     email = config.get("admin", "email") or f"{username}@localhost"
     if run_sync(engine, account_queries.user_by_username, username) is not None:
         return
+    _check_admin(username, email, password, email_given=bool(config.get("admin", "email")))
     user = account_queries.User(
         id=str(uuid.uuid4()), username=username, email=email, display_name=username,
         password_hash=auth.hash_password(password), is_admin=True, is_active=True,
         created_at=utc_now())
     run_sync(engine, account_queries.insert_user, user)
     _log.info("Created administrator {username}", username=username)
+
+
+_ADMIN_SOURCES = {"username": "IMAGEHOST_ADMIN_USERNAME ([admin] username)",
+                  "email": "IMAGEHOST_ADMIN_EMAIL ([admin] email)",
+                  "password": "IMAGEHOST_ADMIN_PASSWORD ([admin] password)"}
+
+
+def _check_admin(username: str, email: str, password: str, email_given: bool) -> None:
+    """The first administrator obeys the rules of ``imagehost user create``."""
+    try:
+        check_new_user(username, email, password)
+    except ValidationFailed as e:
+        # The default e-mail (user@localhost) has no dot in its domain; it is ours, not
+        # the operator's, so only the fields they gave are held to the rules.
+        problems = [f"{_ADMIN_SOURCES.get(v.property, v.property)}: {v.message}"
+                    for v in e.violations if v.property != "email" or email_given]
+        if problems:
+            raise ConfigError("the first administrator cannot be created: "
+                              + "; ".join(problems)) from e
+
+
+def warn_if_no_users(config: Config, config_file: str | None) -> None:
+    """Log the exact command that creates an administrator when there is no user."""
+    engine = create_engine(config.database_url)
+    try:
+        if run_sync(engine, account_queries.user_count):
+            return
+    finally:
+        engine.dispose()
+    where = f"--data-dir {config.data_dir.absolute()}"
+    if config_file:
+        where += f" --config {Path(config_file).absolute()}"
+    _log.warn("No user exists yet, so nobody can log in. Create an administrator with: "
+              "imagehost {where} user create admin --email admin@example.com --admin",
+              where=where)
 
 
 def build_imagehost(config: Config, reactor, secret: bytes) -> Imagehost:
@@ -254,8 +327,12 @@ class ImagehostService(service.Service):
         return Deferred.fromCoroutine(self._stop())
 
 
+class CannotListen(Exception):
+    """An endpoint cannot be listened on; the message names it and says why."""
+
+
 class ListeningService(service.Service):
-    """Listens on one endpoint string; ``port`` is set once listening."""
+    """Listens on one endpoint string from ``listen()`` on; ``port`` is set once listening."""
 
     def __init__(self, reactor, description: str, factory):
         self._reactor = reactor
@@ -264,11 +341,26 @@ class ListeningService(service.Service):
         self.port = None
         self.listening: Deferred = Deferred()
 
-    def startService(self) -> None:
-        super().startService()
-        d = endpoints.serverFromString(self._reactor, self.description).listen(self.factory)
-        d.addCallback(self._listened)
-        d.addErrback(self._failed)
+    def listen(self) -> None:
+        """Start listening; CannotListen if the endpoint refuses at once.
+
+        Twisted's own endpoints (tcp, ssl, unix, systemd) bind synchronously, so a port in
+        use or a bad interface is known here, before twistd daemonizes or writes its pid
+        file, and the daemon never runs without its listeners.
+        """
+        try:
+            endpoint = endpoints.serverFromString(self._reactor, self.description)
+        except Exception as e:  # missing or unreadable TLS files, for example
+            raise CannotListen(f"cannot listen on {self.description}: "
+                               f"{_endpoint_problem(self.description, e)}") from e
+        outcome: list = []
+        d = endpoint.listen(self.factory)
+        d.addBoth(lambda result: outcome.append(result) or result)
+        if outcome and isinstance(outcome[0], Failure):
+            d.addErrback(lambda _: None)
+            raise CannotListen(f"cannot listen on {self.description}: "
+                               f"{_listen_problem(outcome[0].value)}")
+        d.addCallbacks(self._listened, self._failed)
 
     def _listened(self, port) -> None:
         self.port = port
@@ -276,14 +368,44 @@ class ListeningService(service.Service):
         self.listening.callback(port)
 
     def _failed(self, failure) -> None:
-        _log.failure("Cannot listen on {description}", failure, description=self.description)
+        # Only an endpoint that binds asynchronously gets here.
+        _log.error("imagehost: cannot listen on {description}: {reason}; stopping",
+                   description=self.description, reason=_listen_problem(failure.value))
         self.listening.errback(failure)
-        self._reactor.stop()
+        self._reactor.callWhenRunning(self._reactor.stop)
 
     def stopService(self):
         super().stopService()
         if self.port is not None:
             return self.port.stopListening()
+
+
+def _listen_problem(error: BaseException) -> str:
+    """``Address already in use`` rather than Twisted's whole exception text."""
+    if isinstance(error, CannotListenError):
+        error = error.socketError
+    return getattr(error, "strerror", None) or str(error) or type(error).__name__
+
+
+def _endpoint_problem(description: str, error: Exception) -> str:
+    """Why an endpoint string could not be built, naming the file when one is missing
+    (Twisted's ssl parser raises FileNotFoundError without the file's name)."""
+    _, options = endpoints._parse(description)
+    files = {option: value for option, value in options.items()
+             if option in _ENDPOINT_FILE_OPTIONS}
+    if isinstance(error, OSError):
+        for option, path in files.items():
+            if not os.access(path, os.R_OK):
+                return f"{option} {path}: {os.strerror(error.errno or 2)}"
+        return f"{error.strerror or error}: {error.filename or ''}".rstrip(": ")
+    if type(error).__module__.startswith("OpenSSL"):
+        named = ", ".join(f"{option} {path}" for option, path in files.items())
+        return f"not a PEM key and certificate ({named})"
+    return str(error) or type(error).__name__
+
+
+_ENDPOINT_FILE_OPTIONS = ("privateKey", "certKey", "extraCertChain", "dhParameters",
+                          "caCertsDir")
 
 
 def source_limits(config: Config) -> SourceLimits:
@@ -320,15 +442,30 @@ def read_secret(config: Config) -> bytes:
 
 
 def makeService(options, reactor=None) -> service.MultiService:
-    """Build the whole daemon from parsed ``Options``."""
+    """Build the whole daemon from parsed ``Options``, already listening.
+
+    Operator mistakes (a data directory that cannot be written, a port in use, missing
+    TLS files, a bad admin password) end twistd with one line and exit status 1.
+    """
     if reactor is None:
         from twisted.internet import reactor
     config = options.config
-    secret = prepare_installation(config)
+    try:
+        secret = prepare_installation(config)
+        warn_if_no_users(config, options["config"])
+    except (ConfigError, OSError, sa.exc.OperationalError) as e:
+        raise operator_mistake(installation_problem(config, e)) from e
     top, site = build_daemon(config, reactor, secret)
     listeners = [ListeningService(reactor, description, site)
                  for description in config.get("server", "listen")]
     for listener in listeners:
+        try:
+            listener.listen()
+        except CannotListen as e:
+            for started in listeners:
+                if started.port is not None:
+                    started.port.stopListening()
+            raise operator_mistake(str(e)) from e
         listener.setServiceParent(top)
     if config.get("server", "workers") > 1:
         arguments = ["--data-dir", str(config.data_dir.absolute())]
