@@ -226,6 +226,8 @@ async def test_guest_uploads_follow_the_admin_toggle(chromium, server, files):
 
 @pytest_twisted.ensureDeferred
 async def test_create_an_api_key_and_download_the_sharex_config(chromium, server, downloads):
+    (downloads / "imagehost.sxcu").unlink(missing_ok=True)
+
     def steps(page: Page) -> None:
         page.login()
         page.open("/account")
