@@ -89,6 +89,14 @@ class Page:
         return WebDriverWait(self.driver, timeout).until(
             ec.visibility_of_element_located((By.CSS_SELECTOR, css)))
 
+    def wait_text(self, css: str, text: str, timeout: float = 10) -> None:
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support import expected_conditions as ec
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        WebDriverWait(self.driver, timeout).until(
+            ec.text_to_be_present_in_element((By.CSS_SELECTOR, css), text))
+
     def title(self) -> str:
         return self.find("h1").text
 
@@ -161,7 +169,7 @@ async def test_upload_browse_copy_edit_hide_and_delete(chromium, server, files):
         assert page.find("#copy-markdown").get_attribute("value") == (
             f"![Blue hour]({page.base}/image/{image_id}.webp?w=640)")
         page.find("[data-copy='copy-markdown']").click()
-        assert page.find("[data-copy='copy-markdown']").text == "Copied"
+        page.wait_text("[data-copy='copy-markdown']", "Copied")
         page.no_csp_violations()
 
         page.fill("#edit-form #description", "Blue hour, edited")
