@@ -89,7 +89,7 @@ async def test_the_login_limit_counts_the_account_whatever_its_spelling(make_ser
     assert (await server.client.get("/health")).code == 200
 
 
-def _insert_at_0003(conn, user_id: str, username: str, email: str, created: datetime) -> None:
+def _insert_before_0005(conn, user_id: str, username: str, email: str, created: datetime) -> None:
     conn.exec_driver_sql(
         "INSERT INTO users (id, username, email, display_name, password_hash, is_admin, "
         "is_active, created_at) VALUES (%s, %s, %s, %s, 'x', false, true, %s)"
@@ -99,18 +99,24 @@ def _insert_at_0003(conn, user_id: str, username: str, email: str, created: date
         (user_id, username, email, username, created.replace(tzinfo=None)))
 
 
-def test_migration_0004_keeps_existing_users_that_differ_only_in_case(tmp_path,
+def test_migration_0005_keeps_existing_users_that_differ_only_in_case(tmp_path,
                                                                       database_url):
     url = database_url or f"sqlite:///{tmp_path / 'old.db'}"
     engine = create_engine(url)
-    upgrade(engine, "0003")
+    upgrade(engine, "0004")
     start = datetime(2024, 1, 15, tzinfo=UTC)
     with engine.begin() as conn:
         for n, (username, email) in enumerate((
                 ("Bob", "bob@example.com"), ("bob", "BOB@example.com"),
                 ("carol", "Carol@example.com"), ("BOB", "b3@example.com"))):
-            _insert_at_0003(conn, f"00000000-0000-0000-0000-00000000000{n}", username, email,
+            _insert_before_0005(conn, f"00000000-0000-0000-0000-00000000000{n}", username, email,
                             start + timedelta(minutes=n))
+        # What hangs off a user must survive the migration (no rebuild of users).
+        conn.exec_driver_sql(
+            "INSERT INTO api_keys (id, user_id, name, key_hash, created_at) VALUES "
+            + ("(%s, %s, 'k', 'h', %s)" if conn.dialect.name == "postgresql" else
+               "(?, ?, 'k', 'h', ?)"),
+            ("k1", "00000000-0000-0000-0000-000000000001", start.replace(tzinfo=None)))
     upgrade(engine)
 
     def by_login(conn, login):
@@ -129,4 +135,5 @@ def test_migration_0004_keeps_existing_users_that_differ_only_in_case(tmp_path,
         "BOB", "Bob", "bob", "carol"]
     assert run_sync(engine, q.username_or_email_taken, "BoB", "CAROL@example.com") == {
         "username", "email"}
+    assert [k.id for k in run_sync(engine, q.list_api_keys)] == ["k1"]
     engine.dispose()

@@ -25,10 +25,10 @@ users = sa.Table(
     sa.Column("is_active", sa.Boolean, nullable=False, server_default=sa.true()),
     sa.Column("created_at", UTCDateTime, nullable=False),
     # identity_key() of username and email: unique, so names differing only in case or
-    # Unicode form cannot coexist (room for the " <id>" suffix migration 0004 gives
+    # Unicode form cannot coexist (room for the " <id>" suffix migration 0005 gives
     # later duplicates that existed before).
-    sa.Column("username_key", sa.String(128), nullable=False, unique=True),
-    sa.Column("email_key", sa.String(320), nullable=False, unique=True),
+    sa.Column("username_key", sa.String(128), nullable=False, unique=True, index=True),
+    sa.Column("email_key", sa.String(320), nullable=False, unique=True, index=True),
 )
 
 refresh_tokens = sa.Table(

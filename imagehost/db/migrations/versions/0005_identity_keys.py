@@ -1,12 +1,18 @@
 """Usernames and e-mail addresses are unique in any case and Unicode form: the columns
-``username_key`` and ``email_key`` hold their ``identity_key`` under unique constraints.
+``username_key`` and ``email_key`` hold their ``identity_key`` under unique indexes.
 
 Existing rows that already collide (``Bob`` and ``bob``) both stay: the oldest gets the
 plain key, each later one the key plus ``" <id>"`` (a space, which no valid name holds),
 so it still logs in by its exact spelling.
 
-Revision ID: 0004
-Revises: 0003
+Nothing here rebuilds ``users``: on SQLite a rebuild drops the table, and with foreign
+keys on (they cannot be turned off inside the migration's transaction) that would
+cascade to every API key, refresh token and session, and orphan every image. So the
+columns are added NOT NULL with a placeholder default (dropped again where the database
+can), and uniqueness is a unique index rather than a constraint.
+
+Revision ID: 0005
+Revises: 0004
 """
 
 import sqlalchemy as sa
@@ -14,8 +20,8 @@ from alembic import op
 
 from imagehost.db.types import identity_key
 
-revision = "0004"
-down_revision = "0003"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
@@ -23,12 +29,19 @@ _KEYS = (("username_key", "username", 128), ("email_key", "email", 320))
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("users") as batch:
-        for key, _source, length in _KEYS:
-            batch.add_column(sa.Column(key, sa.String(length), nullable=True))
+    for key, _source, length in _KEYS:
+        op.add_column("users", sa.Column(key, sa.String(length), nullable=False,
+                                         server_default=""))
+    _fill_keys(op.get_bind())
+    for key, _source, _length in _KEYS:
+        if op.get_bind().dialect.name != "sqlite":
+            op.alter_column("users", key, server_default=None)
+        op.create_index(f"ix_users_{key}", "users", [key], unique=True)
+
+
+def _fill_keys(conn: sa.Connection) -> None:
     users = sa.table("users", *(sa.column(name) for name in (
         "id", "created_at", "username", "email", "username_key", "email_key")))
-    conn = op.get_bind()
     taken: dict[str, set[str]] = {key: set() for key, _source, _length in _KEYS}
     rows = conn.execute(sa.select(users.c.id, users.c.username, users.c.email)
                         .order_by(users.c.created_at, users.c.id)).mappings().all()
@@ -41,14 +54,9 @@ def upgrade() -> None:
             taken[key].add(value)
             values[key] = value
         conn.execute(users.update().where(users.c.id == row["id"]).values(**values))
-    with op.batch_alter_table("users") as batch:
-        for key, _source, length in _KEYS:
-            batch.alter_column(key, existing_type=sa.String(length), nullable=False)
-            batch.create_unique_constraint(f"uq_users_{key}", [key])
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("users") as batch:
-        for key, _source, _length in _KEYS:
-            batch.drop_constraint(f"uq_users_{key}", type_="unique")
-            batch.drop_column(key)
+    for key, _source, _length in _KEYS:
+        op.drop_index(f"ix_users_{key}", "users")
+        op.drop_column("users", key)
