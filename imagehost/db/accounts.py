@@ -53,7 +53,9 @@ class RefreshToken:
     revoked_at: datetime | None
 
 
-_USERS = sa.select(*(users.c[f.name] for f in fields(User)))
+#: The columns a User is made of (``users`` also holds the lookup keys).
+USER_COLUMNS = tuple(users.c[f.name] for f in fields(User))
+_USERS = sa.select(*USER_COLUMNS)
 
 
 def _one(conn: sa.Connection, record, query) -> object | None:

@@ -6,7 +6,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from imagehost.db.accounts import User
+from imagehost.db.accounts import USER_COLUMNS, User
 from imagehost.db.schema import browser_sessions, users
 
 
@@ -21,7 +21,7 @@ def insert_session(conn: sa.Connection, token_hash: str, user_id: str, created_a
 
 def session_user(conn: sa.Connection, token_hash: str, now: datetime) -> User | None:
     """The active user of an unexpired session, None otherwise."""
-    query = (sa.select(users).select_from(browser_sessions.join(users))
+    query = (sa.select(*USER_COLUMNS).select_from(browser_sessions.join(users))
              .where(browser_sessions.c.token_hash == token_hash,
                     browser_sessions.c.expires_at > now, users.c.is_active == sa.true()))
     row = conn.execute(query).mappings().first()
