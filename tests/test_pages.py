@@ -371,8 +371,8 @@ async def test_api_keys_are_shown_once_listed_revoked_and_sharex_downloads(serve
     assert uploaded.code == 201
     listed = await browser.get("/account")
     assert b"laptop" in listed.body and key.encode() not in listed.body
-    last_used = re.search(rb"<td>laptop</td>.*?<td>Never</td>\s*<td>([^<]+)</td>", listed.body,
-                          re.S).group(1)
+    last_used = re.search(rb'<td>laptop</td>.*?"Expires">Never</td>\s*'
+                          rb'<td data-label="Last used">([^<]+)<', listed.body, re.S).group(1)
     assert last_used != b"Never"  # the upload above used it
     key_id = re.search(rb'action="/account/keys/([0-9a-f-]+)/revoke"', listed.body).group(1)
     revoked = await browser.submit("/account", f"/account/keys/{key_id.decode()}/revoke", {})
@@ -459,3 +459,13 @@ async def test_every_page_weighs_under_50_kb_before_images(server):
     print("page weights (bytes):", weights)
     assert max(weights.values()) < 50_000, weights
     assert weights["/images"] > 10_000  # the grid of 50 is in it
+
+
+@pytest_twisted.ensureDeferred
+async def test_page_requests_are_counted_by_their_route_in_the_metrics(server):
+    browser = _client(server)
+    await browser.get("/i/00000000-0000-0000-0000-000000000000")
+    await browser.get("/login")
+    text = (await server.client.get("/metrics")).body.decode()
+    assert 'route="/i/<string:image_id>",status="404"' in text
+    assert 'method="GET",route="/login",status="200"' in text
