@@ -288,9 +288,13 @@ async def test_a_private_image_page_and_its_meta_reach_no_one_else(server):
             assert b"secret plans" not in response.body and b"og:" not in response.body
         listing = await visitor.get("/explore")
         assert image_id.encode() not in listing.body
-    refused = await mallory.submit("/explore", f"/i/{image_id}/edit",
-                                   {"description": "mine now"})
-    assert refused.code == 403
+    assert (await mallory.get(f"/i/{image_id}/delete")).code == 404
+    for action in (f"/i/{image_id}/edit", f"/i/{image_id}/delete"):
+        refused = await mallory.submit("/explore", action, {"description": "mine now",
+                                                            "confirm": "yes"})
+        assert refused.code == 404, action
+    bulk = await mallory.submit("/explore", "/images/bulk", {"id": image_id, "action": "public"})
+    assert bulk.code == 404
     assert b"secret plans" in (await owner.get(f"/i/{image_id}")).body
 
 
@@ -469,3 +473,18 @@ async def test_page_requests_are_counted_by_their_route_in_the_metrics(server):
     text = (await server.client.get("/metrics")).body.decode()
     assert 'route="/i/<string:image_id>",status="404"' in text
     assert 'method="GET",route="/login",status="200"' in text
+
+
+@pytest_twisted.ensureDeferred
+async def test_someone_elses_public_image_can_be_seen_not_changed(server):
+    owner = _client(server)
+    await owner.login()
+    image_id = await _uploaded(owner, description="mine", isPublic="true")
+    await server.imagehost.accounts.create_user("trudy", "t@example.com", "trudy-pass")
+    trudy = _client(server)
+    await trudy.login("trudy", "trudy-pass")
+    page = await trudy.get(f"/i/{image_id}")
+    assert page.code == 200 and b'id="edit-form"' not in page.body
+    refused = await trudy.submit(f"/i/{image_id}", f"/i/{image_id}/edit", {"description": "x"})
+    assert refused.code == 403
+    assert b"mine" in (await owner.get(f"/i/{image_id}")).body
