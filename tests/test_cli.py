@@ -276,7 +276,7 @@ def stored_images(where, username: str) -> dict[str, tuple[str, str, bool]]:
     a running ``Server`` (SQLite or PostgreSQL) or of a data directory's SQLite file."""
     engine = (sa.create_engine(f"sqlite:///{where / 'imagehost.db'}") if isinstance(where, Path)
               else where.imagehost.db.engine)
-    query = sa.text("SELECT i.file_name, i.id, i.mime_type, i.is_public FROM images i "
+    query = sa.text("SELECT i.original_name, i.id, i.mime_type, i.is_public FROM images i "
                     "JOIN users u ON u.id = i.owner_id WHERE u.username = :username")
     with engine.connect() as conn:
         rows = conn.execute(query, {"username": username}).fetchall()

@@ -245,11 +245,12 @@ async def test_cli_import_into_postgresql_and_s3_is_served_by_both(pair, tmp_pat
     assert {Path(key).suffix for key in originals} == {".jpg", ".png"}
     a_admin = await pair.a.admin()
     feed = (await a_admin.get("/api/images/1")).json()
-    assert sorted(item["attributes"]["fileName"] for item in feed["data"]) == [
+    assert sorted(item["attributes"]["originalName"] for item in feed["data"]) == [
         "blue.png", "red.jpg"]
     for item in feed["data"]:
-        name = item["attributes"]["fileName"]
+        name = item["attributes"]["originalName"]
         ext = Path(name).suffix
+        assert item["attributes"]["fileName"] == f"{item['id']}{ext}"
         for daemon in pair.daemons:
             served = await daemon.client.get(f"/image/{item['id']}{ext}")
             assert (served.code, served.body) == (200, files[name])
