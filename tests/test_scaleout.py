@@ -238,8 +238,10 @@ async def test_cli_import_into_postgresql_and_s3_is_served_by_both(pair, tmp_pat
              "notes.txt": b"not an image"}
     for name, data in files.items():
         (folder / name).write_bytes(data)
-    summary = await local_cli(pair.b).json("import", folder, "--user", "admin", "--public")
-    assert (summary["imported"], summary["duplicates"], len(summary["rejected"])) == (2, 1, 1)
+    summary = await local_cli(pair.b).json("import", folder, "--user", "admin", "--public",
+                                           code=3)  # notes.txt is rejected
+    assert (summary["imported"], len(summary["duplicates"]), len(summary["rejected"])) == (
+        2, 1, 1)
 
     originals = keys(pair.endpoint, pair.bucket, "originals/")
     assert {Path(key).suffix for key in originals} == {".jpg", ".png"}
