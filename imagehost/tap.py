@@ -33,6 +33,7 @@ from imagehost.service.errors import ValidationFailed
 from imagehost.service.images import Images
 from imagehost.service.library import Library
 from imagehost.service.runtime_settings import RuntimeSettings
+from imagehost.service.sessions import BrowserSessions
 from imagehost.service.throttle import RateLimit
 from imagehost.service.variant_cache import VariantCache
 from imagehost.service.views import ViewCounter
@@ -41,6 +42,7 @@ from imagehost.storage import LocalStorage, Storage
 from imagehost.web.api import ImagehostAPI
 from imagehost.web.clients import ClientAddresses
 from imagehost.web.metrics import Metrics
+from imagehost.web.pages import ImagehostPages, SiteRoot
 from imagehost.web.site import AccessLog, ImagehostSite, SiteLimits
 
 _log = Logger()
@@ -282,9 +284,12 @@ def build_imagehost(config: Config, reactor, secret: bytes) -> Imagehost:
                         run_io=run_io)
     library = Library(db, storage, now=utc_now, run_blocking=run_io,
                       on_delete=delivery.forget)
+    sessions = BrowserSessions(db, accounts, secret, ttl=config.get("auth", "session_ttl"),
+                               now=utc_now)
     return Imagehost(db=db, workers=workers, storage=storage, accounts=accounts,
                      images=images, settings=settings, library=library, delivery=delivery,
-                     garbage=GarbageCollector(db, storage, run_io), run_blocking=run_io)
+                     garbage=GarbageCollector(db, storage, run_io), sessions=sessions,
+                     run_blocking=run_io)
 
 
 class ImagehostService(service.Service):
@@ -423,10 +428,12 @@ def build_daemon(config: Config, reactor, secret: bytes) -> tuple[service.MultiS
     """The service graph and HTTP site of one daemon process, without listeners."""
     imagehost = build_imagehost(config, reactor, secret)
     metrics = Metrics(imagehost, ImagehostAPI.app.url_map)
-    site = ImagehostSite(ImagehostAPI(imagehost, metrics).resource(), reactor,
+    clients = ClientAddresses(config.get("server", "trusted_proxies"))
+    pages = ImagehostPages(imagehost, clients, config.get("server", "public_url"))
+    site = ImagehostSite(SiteRoot(ImagehostAPI(imagehost, metrics).resource(),
+                                  pages.resource()), reactor,
                          site_limits(config), metrics,
-                         AccessLog(config.get("server", "access_log"), reactor),
-                         ClientAddresses(config.get("server", "trusted_proxies")))
+                         AccessLog(config.get("server", "access_log"), reactor), clients)
     top = service.MultiService()
     ImagehostService(imagehost, site, reactor,
                      config.get("server", "shutdown_timeout")).setServiceParent(top)

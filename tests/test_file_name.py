@@ -1,5 +1,6 @@
 """The seed's ``fileName`` is ``{id}.{ext}``; the client's name is ``originalName``. Migration
-0004 rewrites the rows of a database created at 0003, on SQLite and PostgreSQL."""
+0005 rewrites the rows of a database created at the previous head, on SQLite and
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -13,20 +14,21 @@ import sqlalchemy as sa
 from imagehost.db import HEAD_REVISION, create_engine, current_revision, upgrade
 from tests.conftest import image_bytes
 
-CREATED = datetime(2024, 1, 15, 10, 30)  # naive: the 0003 columns hold UTC without offset
+PREVIOUS_HEAD = "0004"
+CREATED = datetime(2024, 1, 15, 10, 30)  # naive: the columns hold UTC without offset
 
 
 def old_rows() -> dict[str, tuple[str, str]]:
-    """id -> (file_name as 0003 stored it, mime type)."""
+    """id -> (file_name as the previous head stored it, mime type)."""
     named, unnamed, shouting = (str(uuid.uuid4()) for _ in range(3))
     return {named: ("cat.png", "image/png"),
             unnamed: (f"{unnamed}.jpg", "image/jpeg"),  # an upload without a file name
             shouting: ("Holiday 2023.JPG", "image/webp")}
 
 
-def create_at_0003(url: str, rows: dict[str, tuple[str, str]]) -> None:
+def create_at_previous_head(url: str, rows: dict[str, tuple[str, str]]) -> None:
     engine = create_engine(url)
-    upgrade(engine, "0003")
+    upgrade(engine, PREVIOUS_HEAD)
     with engine.begin() as conn:
         images = sa.Table("images", sa.MetaData(), autoload_with=conn)
         for image_id, (file_name, mime_type) in rows.items():
@@ -58,10 +60,10 @@ def downgrade(engine: sa.Engine, revision: str) -> None:
         command.downgrade(config, revision)
 
 
-def test_migration_0004_moves_client_names_to_original_name(tmp_path, database_url):
+def test_migration_0005_moves_client_names_to_original_name(tmp_path, database_url):
     url = database_url or f"sqlite:///{tmp_path / 'old.db'}"
     rows = old_rows()
-    create_at_0003(url, rows)
+    create_at_previous_head(url, rows)
     engine = create_engine(url)
     upgrade(engine)
     assert current_revision(engine) == HEAD_REVISION
@@ -69,7 +71,7 @@ def test_migration_0004_moves_client_names_to_original_name(tmp_path, database_u
         found = {r.id: (r.file_name, r.original_name) for r in conn.execute(sa.text(
             "SELECT id, file_name, original_name FROM images"))}
     assert found == expected_names(rows)
-    downgrade(engine, "0003")  # and back: the client's names return to file_name
+    downgrade(engine, PREVIOUS_HEAD)  # and back: the client's names return to file_name
     with engine.connect() as conn:
         query = sa.text("SELECT id, file_name FROM images")
         back = {r.id: r.file_name for r in conn.execute(query)}
@@ -78,12 +80,12 @@ def test_migration_0004_moves_client_names_to_original_name(tmp_path, database_u
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_daemon_started_on_a_0003_database_serves_the_new_names(
+async def test_a_daemon_started_on_a_database_at_the_previous_head_serves_the_new_names(
         tmp_path, database_url, make_server):
     url = database_url or f"sqlite:///{tmp_path / 'data' / 'imagehost.db'}"
     (tmp_path / "data").mkdir()
     rows = old_rows()
-    create_at_0003(url, rows)
+    create_at_previous_head(url, rows)
     server = await make_server({"database": {"url": database_url}} if database_url else {})
     admin = await server.admin()
     expected = expected_names(rows)
@@ -117,3 +119,17 @@ async def test_uploads_get_id_and_ext_as_file_name_everywhere_the_seed_shows_it(
     for term in ("holiday", image_id[:13], f"{image_id}.png"):
         found = (await admin.get(f"/api/images/1?searchBy=fileName&searchTerm={term}")).json()
         assert [item["id"] for item in found["data"]] == [image_id], term
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_image_page_names_the_clients_file(server):
+    from tests.web_support import PageClient
+
+    browser = PageClient(server.base_url)
+    await browser.login()
+    uploaded = await browser.upload(image_bytes(), filename="beach day.jpg")
+    image_id = uploaded.header("location").removeprefix("/i/")
+    page = (await browser.get(f"/i/{image_id}")).body.decode()
+    assert "<h1>beach day.jpg</h1>" in page
+    assert "<dt>File</dt><dd>beach day.jpg</dd>" in page
+    assert 'alt="beach day.jpg"' in page

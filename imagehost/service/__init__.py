@@ -17,6 +17,7 @@ from imagehost.service.errors import Forbidden, ValidationFailed
 from imagehost.service.images import Images
 from imagehost.service.library import Library
 from imagehost.service.runtime_settings import RuntimeSettings
+from imagehost.service.sessions import BrowserSessions
 from imagehost.service.workers import WorkerPool
 from imagehost.storage import Storage
 
@@ -34,6 +35,7 @@ class Imagehost:
     library: Library  # -- library --
     delivery: Delivery  # -- delivery --
     garbage: GarbageCollector  # orphan files (imagehost gc)
+    sessions: BrowserSessions  # logins of the web pages
     # -- scale-out -- runs brief blocking I/O off the reactor (None: inline)
     run_blocking: Callable[..., Deferred] | None = None
 
