@@ -141,13 +141,17 @@ def _prepare_data_dir(path: Path) -> None:
 def installation_problem(config: Config, error: Exception) -> str:
     """One line for a failure of ``prepare_installation``."""
     if isinstance(error, OSError):
-        return f"{error.strerror or error}: {error.filename}" if error.filename \
-            else str(error.strerror or error)
+        return _os_problem(error)
     if isinstance(error, sa.exc.OperationalError):
         url = sa.engine.make_url(config.database_url).render_as_string(hide_password=True)
         reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
         return f"cannot use the database {url}: {reason}"
     return str(error)
+
+
+def _os_problem(error: OSError) -> str:
+    """``Permission denied: /srv/secret.key``"""
+    return f"{error.strerror or error}: {error.filename or ''}".rstrip(": ")
 
 
 def _load_or_create_secret(path: Path) -> bytes:
@@ -398,7 +402,7 @@ def _endpoint_problem(description: str, error: Exception) -> str:
         for option, path in files.items():
             if not os.access(path, os.R_OK):
                 return f"{option} {path}: {os.strerror(error.errno or 2)}"
-        return f"{error.strerror or error}: {error.filename or ''}".rstrip(": ")
+        return _os_problem(error)
     if type(error).__module__.startswith("OpenSSL"):
         named = ", ".join(f"{option} {path}" for option, path in files.items())
         return f"not a PEM key and certificate ({named})"
@@ -424,7 +428,7 @@ def build_daemon(config: Config, reactor, secret: bytes) -> tuple[service.MultiS
                                                                   ImagehostSite]:
     """The service graph and HTTP site of one daemon process, without listeners."""
     imagehost = build_imagehost(config, reactor, secret)
-    metrics = Metrics(imagehost, ImagehostAPI.app.url_map,
+    metrics = Metrics(imagehost, ImagehostAPI.app.url_map, ImagehostPages.app.url_map,
                       allowed_networks=config.get("metrics", "allowed_networks"),
                       bearer_token=config.get("metrics", "bearer_token"))
     clients = ClientAddresses(config.get("server", "trusted_proxies"))

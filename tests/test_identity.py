@@ -89,7 +89,7 @@ async def test_the_login_limit_counts_the_account_whatever_its_spelling(make_ser
     assert (await server.client.get("/health")).code == 200
 
 
-def _insert_before_0005(conn, user_id: str, username: str, email: str, created: datetime) -> None:
+def _insert_before_0006(conn, user_id: str, username: str, email: str, created: datetime) -> None:
     conn.exec_driver_sql(
         "INSERT INTO users (id, username, email, display_name, password_hash, is_admin, "
         "is_active, created_at) VALUES (%s, %s, %s, %s, 'x', false, true, %s)"
@@ -99,17 +99,17 @@ def _insert_before_0005(conn, user_id: str, username: str, email: str, created: 
         (user_id, username, email, username, created.replace(tzinfo=None)))
 
 
-def test_migration_0005_keeps_existing_users_that_differ_only_in_case(tmp_path,
+def test_migration_0006_keeps_existing_users_that_differ_only_in_case(tmp_path,
                                                                       database_url):
     url = database_url or f"sqlite:///{tmp_path / 'old.db'}"
     engine = create_engine(url)
-    upgrade(engine, "0004")
+    upgrade(engine, "0005")
     start = datetime(2024, 1, 15, tzinfo=UTC)
     with engine.begin() as conn:
         for n, (username, email) in enumerate((
                 ("Bob", "bob@example.com"), ("bob", "BOB@example.com"),
                 ("carol", "Carol@example.com"), ("BOB", "b3@example.com"))):
-            _insert_before_0005(conn, f"00000000-0000-0000-0000-00000000000{n}", username, email,
+            _insert_before_0006(conn, f"00000000-0000-0000-0000-00000000000{n}", username, email,
                             start + timedelta(minutes=n))
         # What hangs off a user must survive the migration (no rebuild of users).
         conn.exec_driver_sql(

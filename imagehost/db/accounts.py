@@ -74,7 +74,7 @@ def user_by_id(conn: sa.Connection, user_id: str) -> User | None:
 
 def user_by_username(conn: sa.Connection, username: str) -> User | None:
     """The user named ``username`` in any case or Unicode form (the exact spelling first:
-    duplicates from before migration 0005 keep it)."""
+    duplicates from before migration 0006 keep it)."""
     query = _USERS.where(sa.or_(users.c.username == username,
                                 users.c.username_key == identity_key(username)))
     return _one(conn, User, query.order_by((users.c.username == username).desc()).limit(1))

@@ -25,7 +25,7 @@ users = sa.Table(
     sa.Column("is_active", sa.Boolean, nullable=False, server_default=sa.true()),
     sa.Column("created_at", UTCDateTime, nullable=False),
     # identity_key() of username and email: unique, so names differing only in case or
-    # Unicode form cannot coexist (room for the " <id>" suffix migration 0005 gives
+    # Unicode form cannot coexist (room for the " <id>" suffix migration 0006 gives
     # later duplicates that existed before).
     sa.Column("username_key", sa.String(128), nullable=False, unique=True, index=True),
     sa.Column("email_key", sa.String(320), nullable=False, unique=True, index=True),
@@ -64,7 +64,9 @@ images = sa.Table(
     sa.Column("id", sa.String(36), primary_key=True),
     sa.Column("owner_id", sa.String(36), sa.ForeignKey("users.id", ondelete="SET NULL"),
               nullable=True),
+    # "{id}.{ext}", as the seed and Slink show it; the client's name is original_name.
     sa.Column("file_name", sa.String(255), nullable=False),
+    sa.Column("original_name", sa.String(255), nullable=False, server_default=""),
     sa.Column("description", sa.String(255), nullable=False, server_default=""),
     sa.Column("is_public", sa.Boolean, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),

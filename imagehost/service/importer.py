@@ -76,6 +76,13 @@ def find_files(paths: Iterable[Path], recursive: bool) -> list[Path]:
     return found
 
 
+def skipped_folders(paths: Iterable[Path], recursive: bool) -> list[Path]:
+    """The sub-folders of the given folders that ``find_files`` does not descend into."""
+    if recursive:
+        return []
+    return sorted(p for path in paths if path.is_dir() for p in path.iterdir() if p.is_dir())
+
+
 def file_size(path: Path) -> int:
     try:
         return path.stat().st_size
@@ -206,7 +213,7 @@ class Importer:
             await host.workers.submit(host.storage.delete_original, stored.image_id,
                                       stored.info.ext)
             return ImportOutcome(path, SKIPPED, len(data))
-        image = await host.images.record(stored, owner=self._owner, file_name=path.name,
+        image = await host.images.record(stored, owner=self._owner, original_name=path.name,
                                          description="", is_public=self._is_public)
         return ImportOutcome(path, IMPORTED, len(data), image_id=image.id)
 

@@ -11,8 +11,8 @@ cascade to every API key, refresh token and session, and orphan every image. So 
 columns are added NOT NULL with a placeholder default (dropped again where the database
 can), and uniqueness is a unique index rather than a constraint.
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 """
 
 import sqlalchemy as sa
@@ -20,8 +20,8 @@ from alembic import op
 
 from imagehost.db.types import identity_key
 
-revision = "0005"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
