@@ -26,25 +26,23 @@ async def installation(reactor, options: GlobalOptions,
                        overrides: dict[tuple[str, str], Any] | None = None,
                        ) -> AsyncIterator[Imagehost]:
     """The service layer of the configured installation, with its pools running."""
-    from imagehost.tap import build_imagehost, prepare_installation
+    from imagehost.assembly import build_imagehost, prepare_installation
 
     config = options.config(overrides)
     secret = await deferToThread(prepare_installation, config)
     imagehost = build_imagehost(config, reactor, secret)
-    imagehost.db.start()
-    imagehost.workers.start()
+    imagehost.start()
     try:
         yield imagehost
     finally:
-        imagehost.workers.stop()
-        imagehost.db.stop()
+        imagehost.stop()
 
 
 # -- installation -------------------------------------------------------------
 
 
 async def init(reactor, options: GlobalOptions) -> None:
-    from imagehost.tap import prepare_installation
+    from imagehost.assembly import prepare_installation
 
     config = options.config()
     created = not config.secret_file.exists()

@@ -90,6 +90,11 @@ def run_sync(engine: sa.Engine, thd: Callable[..., T], *args: Any, **kwargs: Any
     raise AssertionError("unreachable")
 
 
+def ping(conn: sa.Connection) -> None:
+    """A round trip that proves the database answers."""
+    conn.execute(sa.text("SELECT 1"))
+
+
 class Database:
     """Runs query functions in the DB thread pool and returns Deferreds."""
 
@@ -97,6 +102,7 @@ class Database:
         self.engine = engine
         self._reactor = reactor
         self._pool = threadpool
+        self.threads = threadpool.max
 
     def start(self) -> None:
         self._pool.start()

@@ -20,19 +20,11 @@ from imagehost.imaging.probe import EXTENSION_BY_MIME
 from imagehost.service import Imagehost
 from imagehost.service.accounts import Principal, require_admin
 from imagehost.service.delivery import Body, ImageContent
-from imagehost.service.errors import (
-    BadRequest,
-    NotFound,
-    Overloaded,
-    RateLimited,
-    ServiceError,
-    ValidationFailed,
-)
+from imagehost.service.errors import BadRequest, NotFound, ValidationFailed
 from imagehost.service.library import parse_limit, parse_listing, parse_page
-from imagehost.storage.errors import StorageUnavailable
-from imagehost.web import library_json
+from imagehost.web import errors, library_json
 from imagehost.web.metrics import CONTENT_TYPE, Metrics
-from imagehost.web.responses import error_body, iso, json_object, json_response, no_content
+from imagehost.web.responses import iso, json_object, json_response, no_content
 
 _log = Logger()
 
@@ -72,18 +64,13 @@ class ImagehostAPI:
 
     # -- errors ------------------------------------------------------------
 
-    @app.handle_errors(ServiceError)
+    @app.handle_errors(*errors.HANDLED)
     def service_error(self, request: IRequest, failure: Failure) -> bytes:
         error = failure.value
-        if isinstance(error, (Overloaded, RateLimited)):
-            request.setHeader(b"Retry-After", str(error.retry_after).encode())
-        return json_response(request, error_body(error), error.status)
-
-    @app.handle_errors(StorageUnavailable)
-    def storage_unavailable(self, request: IRequest, failure: Failure) -> bytes:
-        request.setHeader(b"Retry-After", b"5")
-        body = {"error": {"title": "StorageUnavailable", "message": failure.value.message}}
-        return json_response(request, body, 503)
+        wait = errors.retry_after(error)
+        if wait is not None:
+            request.setHeader(b"Retry-After", str(wait).encode())
+        return json_response(request, errors.error_body(error), errors.status_of(error))
 
     @app.handle_errors(HTTPException)
     def http_error(self, request: IRequest, failure: Failure) -> bytes:
