@@ -17,6 +17,7 @@ from twisted.internet.threads import deferToThread
 
 from imagehost.db.accounts import ApiKey, User
 from imagehost.service import Imagehost
+from imagehost_cli.errors import CommandFailed
 from imagehost_cli.main import GlobalOptions
 from imagehost_cli.output import human_size, iso
 
@@ -276,6 +277,12 @@ async def show_settings(reactor, options: GlobalOptions) -> None:
 
 async def set_setting(reactor, options: GlobalOptions, category: str, name: str,
                       value: Any) -> None:
+    from imagehost.service.runtime_settings import SETTINGS
+
+    known = [f"{s.category}.{s.name}" for s in SETTINGS]
+    if f"{category}.{name}" not in known:
+        raise CommandFailed(f"{category}.{name} is not a setting; the settings are "
+                            f"{', '.join(known)}.")
     async with installation(reactor, options) as host:
         await host.settings.update(category, {name: value})
         tree = (await host.settings.current()).tree()

@@ -106,7 +106,7 @@ def describe_error(error: Exception) -> tuple[str, int]:
     if isinstance(error, ServiceError | StorageError):
         return error.message, EXIT_FAILED
     if isinstance(error, ConfigError):
-        return str(error), EXIT_USAGE
+        return str(error), EXIT_FAILED
     if isinstance(error, CancelledError):
         return "Interrupted.", EXIT_FAILED
     if isinstance(error, OSError):

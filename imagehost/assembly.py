@@ -9,6 +9,7 @@ Klein; ``build_daemon`` adds the HTTP site and the twistd services on top.
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
@@ -23,9 +24,10 @@ from imagehost.db import Database, create_engine, db_threads, run_sync, upgrade
 from imagehost.db import accounts as account_queries
 from imagehost.imaging.probe import SourceLimits
 from imagehost.service import Imagehost
-from imagehost.service.accounts import Accounts
+from imagehost.service.accounts import Accounts, check_new_user
 from imagehost.service.collector import GarbageCollector
 from imagehost.service.delivery import Delivery
+from imagehost.service.errors import ValidationFailed
 from imagehost.service.images import Images
 from imagehost.service.library import Library
 from imagehost.service.pools import CpuPool, IoPool, Pools
@@ -52,9 +54,10 @@ def utc_now() -> datetime:
 def prepare_installation(config: Config) -> bytes:
     """Create the data directory, migrate the database, bootstrap the admin (blocking).
 
-    Idempotent. Returns the JWT secret.
+    Idempotent. Returns the JWT secret. ConfigError for a data directory that cannot be
+    created or written and for an admin bootstrap that breaks the rules for new users.
     """
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    _prepare_data_dir(config.data_dir)
     secret = _load_or_create_secret(config.secret_file)
     build_storage(config).prepare()
     engine = create_engine(config.database_url)
@@ -64,6 +67,15 @@ def prepare_installation(config: Config) -> bytes:
     finally:
         engine.dispose()
     return secret
+
+
+def _prepare_data_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as e:
+        raise ConfigError(f"the data directory {path} cannot be created or written: "
+                          f"{e.strerror}") from e
 
 
 def read_secret(config: Config) -> bytes:
@@ -99,13 +111,50 @@ def _bootstrap_admin(engine, config: Config) -> None:
         return
     if run_sync(engine, account_queries.user_by_username, admin.username) is not None:
         return
+    email = admin.email or f"{admin.username}@localhost"
+    _check_admin(admin.username, email, admin.password, email_given=bool(admin.email))
     user = account_queries.User(
-        id=str(uuid.uuid4()), username=admin.username,
-        email=admin.email or f"{admin.username}@localhost", display_name=admin.username,
+        id=str(uuid.uuid4()), username=admin.username, email=email,
+        display_name=admin.username,
         password_hash=auth.hash_password(admin.password), is_admin=True, is_active=True,
         created_at=utc_now())
     run_sync(engine, account_queries.insert_user, user)
     _log.info("Created administrator {username}", username=admin.username)
+
+
+_ADMIN_SOURCES = {"username": "IMAGEHOST_ADMIN_USERNAME ([admin] username)",
+                  "email": "IMAGEHOST_ADMIN_EMAIL ([admin] email)",
+                  "password": "IMAGEHOST_ADMIN_PASSWORD ([admin] password)"}
+
+
+def _check_admin(username: str, email: str, password: str, email_given: bool) -> None:
+    """The first administrator obeys the rules of ``imagehost user create``."""
+    try:
+        check_new_user(username, email, password)
+    except ValidationFailed as e:
+        # The default e-mail (user@localhost) has no dot in its domain; it is ours, not
+        # the operator's, so only the fields they gave are held to the rules.
+        problems = [f"{_ADMIN_SOURCES.get(v.property, v.property)}: {v.message}"
+                    for v in e.violations if v.property != "email" or email_given]
+        if problems:
+            raise ConfigError("the first administrator cannot be created: "
+                              + "; ".join(problems)) from e
+
+
+def warn_if_no_users(config: Config, config_file: str | None) -> None:
+    """Log the exact command that creates an administrator when there is no user."""
+    engine = create_engine(config.database_url)
+    try:
+        if run_sync(engine, account_queries.user_count):
+            return
+    finally:
+        engine.dispose()
+    where = f"--data-dir {config.data_dir.absolute()}"
+    if config_file:
+        where += f" --config {Path(config_file).absolute()}"
+    _log.warn("No user exists yet, so nobody can log in. Create an administrator with: "
+              "imagehost {where} user create admin --email admin@example.com --admin",
+              where=where)
 
 
 # -- the parts ---------------------------------------------------------------------------

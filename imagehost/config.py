@@ -7,6 +7,7 @@ Every key is declared once in ``KEYS``; ``etc/imagehost.ini`` documents the same
 from __future__ import annotations
 
 import configparser
+import difflib
 import ipaddress
 import os
 from collections.abc import Callable, Mapping
@@ -114,6 +115,12 @@ KEYS: tuple[Key, ...] = (
 )
 
 _BY_NAME = {(k.section, k.name): k for k in KEYS}
+_BY_ENV_VAR = {k.env_var: k for k in KEYS}
+
+#: ``IMAGEHOST_*`` variables that are not settings: the CLI's remote options, its debug
+#: switch, and the test suite's own (``IMAGEHOST_TEST_*``).
+OTHER_ENV_VARS = ("IMAGEHOST_URL", "IMAGEHOST_API_KEY", "IMAGEHOST_DEBUG")
+_TEST_ENV_PREFIX = "IMAGEHOST_TEST_"
 
 
 # One frozen dataclass per section, so that ``config.server.max_body_size`` is checked
@@ -277,15 +284,37 @@ def load_config(
     values = {(k.section, k.name): k.default for k in KEYS}
     if path is not None:
         values.update(_read_ini(Path(path)))
-    for key in KEYS:
-        if key.env_var in environ:
-            values[(key.section, key.name)] = _parse(key, environ[key.env_var], key.env_var)
+    for name, text in environ.items():
+        key = _env_key(name) if name.startswith("IMAGEHOST_") else None
+        if key is not None:
+            values[(key.section, key.name)] = _parse(key, text, name)
     for (section, name), value in (overrides or {}).items():
         if value is not None:
             values[(section, name)] = value
     if values[("storage", "backend")] == "s3" and not values[("storage", "s3_bucket")]:
         raise ConfigError("[storage] s3_bucket is required when backend = s3")
     return Config(values)
+
+
+def _env_key(name: str) -> Key | None:
+    """The key an ``IMAGEHOST_*`` variable sets (None for the few that are not settings);
+    ConfigError, naming the nearest valid variable, for one that names nothing."""
+    key = _BY_ENV_VAR.get(name)
+    if key is not None:
+        return key
+    if name in OTHER_ENV_VARS or name.startswith(_TEST_ENV_PREFIX):
+        return None
+    # Compared without the common prefix, which would make every name look close.
+    suffixes = {k.removeprefix("IMAGEHOST_"): k for k in _BY_ENV_VAR}
+    close = difflib.get_close_matches(name.removeprefix("IMAGEHOST_"), suffixes, n=1)
+    hint = f"; did you mean {suffixes[close[0]]}?" if close else ""
+    raise ConfigError(f"environment variable {name} names no setting{hint}")
+
+
+def _nearest(name: str, names: list[str]) -> str:
+    """``"; did you mean X?"`` for the closest of ``names``, or "" when none is close."""
+    close = difflib.get_close_matches(name, names, n=1)
+    return f"; did you mean {close[0]}?" if close else ""
 
 
 def _read_ini(path: Path) -> dict[tuple[str, str], Any]:
@@ -295,16 +324,29 @@ def _read_ini(path: Path) -> dict[tuple[str, str], Any]:
             parser.read_file(f)
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path} is not an ini file (not UTF-8 text)") from e
     except configparser.Error as e:
-        raise ConfigError(f"config file {path} is malformed: {e}") from e
+        raise ConfigError(f"config file {path} is not an ini file: {_first_line(e)}") from e
     values = {}
     for section in parser.sections():
         for name, text in parser.items(section):
             key = _BY_NAME.get((section, name))
             if key is None:
-                raise ConfigError(f"{path}: unknown key [{section}] {name}")
+                known = [f"[{k.section}] {k.name}" for k in KEYS]
+                raise ConfigError(f"{path}: unknown key [{section}] {name}"
+                                  f"{_nearest(f'[{section}] {name}', known)}")
             values[(section, name)] = _parse(key, text, f"[{section}] {name}")
     return values
+
+
+def _first_line(error: configparser.Error) -> str:
+    """configparser's messages quote the offending lines below the first one."""
+    first = str(error.message).splitlines()[0].rstrip(".")
+    line = getattr(error, "lineno", None)
+    if line is None and getattr(error, "errors", None):
+        line = error.errors[0][0]
+    return f"{first} (line {line})" if line else first
 
 
 def _parse(key: Key, text: str, where: str) -> Any:

@@ -6,11 +6,15 @@ listeners and, with ``--workers``, the worker processes.
 
 from __future__ import annotations
 
+import os
+import re
+
 from twisted.application import service
-from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import endpoints
 from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from imagehost.service import Imagehost
 from imagehost.web.site import ImagehostSite
@@ -56,34 +60,98 @@ class ImagehostService(service.Service):
         return Deferred.fromCoroutine(self._stop())
 
 
-class ListeningEndpoint:
-    """An ``IStreamServerEndpoint`` that says when it listens: ``listening`` fires with the
-    port. If listening fails, the daemon stops (twistd would otherwise run deaf)."""
+class CannotListen(Exception):
+    """An endpoint cannot be listened on; the message names it and says why."""
 
-    def __init__(self, reactor, description: str):
+
+class ListeningService(service.Service):
+    """Listens on one endpoint string from ``listen()`` on; ``listening`` fires with the
+    port.
+
+    Not Twisted's ``StreamServerEndpointService``, on purpose: that one listens in
+    ``privilegedStartService``, after twistd has daemonized and written its pid file.
+    ``listen()`` binds while ``makeService`` runs, so a port in use ends twistd at once
+    with one line, and the daemon never runs without its listeners.
+    """
+
+    def __init__(self, reactor, description: str, factory):
         self._reactor = reactor
         self.description = description
-        self._endpoint = endpoints.serverFromString(reactor, description)
+        self.factory = factory
+        self.port = None
         self.listening: Deferred = Deferred()
 
-    def listen(self, factory) -> Deferred:
-        d = self._endpoint.listen(factory)
-        d.addCallbacks(self._listened, self._failed)
-        return d
+    def listen(self) -> None:
+        """Start listening; CannotListen if the endpoint refuses at once.
 
-    def _listened(self, port):
+        Twisted's own endpoints (tcp, ssl, unix, systemd) bind synchronously, so a port in
+        use or a bad interface is known here.
+        """
+        try:
+            endpoint = endpoints.serverFromString(self._reactor, self.description)
+        except Exception as e:  # missing or unreadable TLS files, for example
+            raise CannotListen(f"cannot listen on {self.description}: "
+                               f"{endpoint_problem(self.description, e)}") from e
+        outcome: list = []
+        d = endpoint.listen(self.factory)
+        d.addBoth(lambda result: outcome.append(result) or result)
+        if outcome and isinstance(outcome[0], Failure):
+            d.addErrback(lambda _: None)
+            raise CannotListen(f"cannot listen on {self.description}: "
+                               f"{listen_problem(outcome[0].value)}")
+        d.addCallbacks(self._listened, self._failed)
+
+    def _listened(self, port) -> None:
+        self.port = port
         _log.info("imagehost listening on {description}", description=self.description)
         self.listening.callback(port)
-        return port
 
     def _failed(self, failure) -> None:
-        _log.failure("Cannot listen on {description}", failure, description=self.description)
+        # Only an endpoint that binds asynchronously gets here.
+        _log.error("imagehost: cannot listen on {description}: {reason}; stopping",
+                   description=self.description, reason=listen_problem(failure.value))
         self.listening.errback(failure)
-        if self._reactor.running:
-            self._reactor.stop()
-        else:
-            self._reactor.callWhenRunning(self._reactor.stop)
-        # Handled here: StreamServerEndpointService would log it a second time.
+        self._reactor.callWhenRunning(self._reactor.stop)
+
+    def stopService(self):
+        super().stopService()
+        if self.port is not None:
+            return self.port.stopListening()
+
+
+def listen_problem(error: BaseException) -> str:
+    """``Address already in use`` rather than Twisted's whole exception text."""
+    if isinstance(error, CannotListenError):
+        error = error.socketError
+    return getattr(error, "strerror", None) or str(error) or type(error).__name__
+
+
+_ENDPOINT_FILE_OPTIONS = ("privateKey", "certKey", "extraCertChain", "dhParameters",
+                          "caCertsDir")
+
+
+def endpoint_problem(description: str, error: Exception) -> str:
+    """Why an endpoint string could not be built, naming the file when one is missing
+    (Twisted's ssl parser raises FileNotFoundError without the file's name)."""
+    files = {option: value for option, value in _options(description).items()
+             if option in _ENDPOINT_FILE_OPTIONS}
+    if isinstance(error, OSError):
+        for option, path in files.items():
+            if not os.access(path, os.R_OK):
+                return f"{option} {path}: {os.strerror(error.errno or 2)}"
+        return f"{error.strerror or error}: {error.filename or ''}".rstrip(": ")
+    if type(error).__module__.startswith("OpenSSL"):
+        named = ", ".join(f"{option} {path}" for option, path in files.items())
+        return f"not a PEM key and certificate ({named})"
+    return str(error) or type(error).__name__
+
+
+def _options(description: str) -> dict[str, str]:
+    """The ``name=value`` options of an endpoint string, for naming files in a message
+    (Twisted's parser is private; an escaped colon in a file name is not split here,
+    which at worst leaves the file unnamed)."""
+    parts = re.split(r"(?<!\\):", description)[1:]
+    return dict(part.replace("\\:", ":").split("=", 1) for part in parts if "=" in part)
 
 
 class Daemon(service.MultiService):
@@ -95,15 +163,23 @@ class Daemon(service.MultiService):
         self.site = site
         self.lifecycle = lifecycle
         lifecycle.setServiceParent(self)
-        self.endpoints: list[ListeningEndpoint] = []
+        self.listeners: list[ListeningService] = []
 
-    def listen(self, reactor, description: str) -> ListeningEndpoint:
-        """Add a listener on a Twisted endpoint string (it listens when started)."""
-        endpoint = ListeningEndpoint(reactor, description)
-        StreamServerEndpointService(endpoint, self.site).setServiceParent(self)
-        self.endpoints.append(endpoint)
-        return endpoint
+    def listen(self, reactor, descriptions: list[str]) -> None:
+        """Listen on Twisted endpoint strings now; CannotListen (and nothing left
+        listening) if one of them refuses."""
+        for description in descriptions:
+            listener = ListeningService(reactor, description, self.site)
+            try:
+                listener.listen()
+            except CannotListen:
+                for started in self.listeners:
+                    if started.port is not None:
+                        started.port.stopListening()
+                raise
+            listener.setServiceParent(self)
+            self.listeners.append(listener)
 
     def listening(self) -> Deferred:
         """Fires with every listening port, in the order the listeners were added."""
-        return gatherResults([endpoint.listening for endpoint in self.endpoints])
+        return gatherResults([listener.listening for listener in self.listeners])

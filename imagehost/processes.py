@@ -27,7 +27,7 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 
-from imagehost.daemon import ListeningEndpoint
+from imagehost.daemon import ListeningService
 from imagehost.handoff import MARKER_BY_FAMILY, READY, TAKEN
 
 _log = Logger()
@@ -40,7 +40,7 @@ class WorkerProcesses(service.Service):
     accepted connections out among twistd and the ready workers; restarts a worker that
     dies; on stop, sends SIGTERM and waits for every worker to finish."""
 
-    def __init__(self, reactor, count: int, listeners: list[ListeningEndpoint], site,
+    def __init__(self, reactor, count: int, listeners: list[ListeningService], site,
                  arguments: list[str],
                  stop_timeout: float):
         self._reactor = reactor

@@ -1,19 +1,22 @@
 """The twistd plugin's tap module: options, and the twistd service tree of the daemon.
 
-What the daemon is made of is built by ``imagehost.assembly``; this module only parses
-the command line and adds the listeners and the ``--workers`` processes.
+What the daemon is made of is built by ``imagehost.assembly``; this module parses the
+command line, turns operator mistakes into one line, and adds the listeners and the
+``--workers`` processes.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import sqlalchemy as sa
 from twisted.application import service
 from twisted.internet import endpoints
 from twisted.python import usage
 
-from imagehost.assembly import build_daemon, prepare_installation
+from imagehost.assembly import build_daemon, prepare_installation, warn_if_no_users
 from imagehost.config import Config, ConfigError, load_config
+from imagehost.daemon import CannotListen, endpoint_problem
 from imagehost.processes import WorkerProcesses
 
 
@@ -35,10 +38,14 @@ class Options(usage.Options):
     def opt_listen(self, endpoint: str) -> None:
         """Listen on a Twisted endpoint, e.g. tcp:8080 (repeatable; default tcp:8080)."""
         try:
-            # Parsed only, to check it: makeService builds the endpoint with the reactor.
+            # Built only, to check it (ssl: also loads the key and certificate); makeService
+            # builds it again with the reactor.
             endpoints.serverFromString(None, endpoint)
         except (ValueError, KeyError) as e:
             raise usage.UsageError(f"--listen {endpoint!r} is not a valid endpoint: {e}") from e
+        except Exception as e:
+            raise operator_mistake(f"cannot listen on {endpoint}: "
+                                   f"{endpoint_problem(endpoint, e)}") from e
         self["listen"].append(endpoint)
 
     opt_l = opt_listen
@@ -49,7 +56,14 @@ class Options(usage.Options):
         try:
             self.config = options_config(self)
         except ConfigError as e:
-            raise usage.UsageError(str(e)) from e
+            # A mistake in the file or the environment, not in the command line: one
+            # line, without twistd's usage text.
+            raise operator_mistake(str(e)) from e
+
+
+def operator_mistake(message: str) -> SystemExit:
+    """What ends twistd on an operator mistake: ``message`` on stderr, exit status 1."""
+    return SystemExit(f"imagehost: {message}")
 
 
 def options_config(options) -> Config:
@@ -67,18 +81,42 @@ def options_config(options) -> Config:
     return config
 
 
+def installation_problem(config: Config, error: Exception) -> str:
+    """One line for a failure of ``prepare_installation``."""
+    if isinstance(error, OSError):
+        return f"{error.strerror or error}: {error.filename}" if error.filename \
+            else str(error.strerror or error)
+    if isinstance(error, sa.exc.OperationalError):
+        url = sa.engine.make_url(config.database_url).render_as_string(hide_password=True)
+        reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+        return f"cannot use the database {url}: {reason}"
+    return str(error)
+
+
 def makeService(options, reactor=None) -> service.MultiService:
-    """Build the whole daemon from parsed ``Options`` (an ``imagehost.daemon.Daemon``)."""
+    """Build the whole daemon from parsed ``Options`` (an ``imagehost.daemon.Daemon``),
+    already listening.
+
+    Operator mistakes (a data directory that cannot be written, a port in use, missing
+    TLS files, a bad admin password) end twistd with one line and exit status 1.
+    """
     if reactor is None:
         from twisted.internet import reactor
     config = options.config
-    daemon = build_daemon(config, reactor, prepare_installation(config))
-    for description in config.server.listen:
-        daemon.listen(reactor, description)
+    try:
+        secret = prepare_installation(config)
+        warn_if_no_users(config, options["config"])
+    except (ConfigError, OSError, sa.exc.OperationalError) as e:
+        raise operator_mistake(installation_problem(config, e)) from e
+    daemon = build_daemon(config, reactor, secret)
+    try:
+        daemon.listen(reactor, config.server.listen)
+    except CannotListen as e:
+        raise operator_mistake(str(e)) from e
     if config.server.workers > 1:
         arguments = ["--data-dir", str(config.data_dir.absolute())]
         if options["config"]:
             arguments += ["--config", str(Path(options["config"]).absolute())]
-        WorkerProcesses(reactor, config.server.workers - 1, daemon.endpoints, daemon.site,
+        WorkerProcesses(reactor, config.server.workers - 1, daemon.listeners, daemon.site,
                         arguments, config.server.shutdown_timeout).setServiceParent(daemon)
     return daemon

@@ -97,6 +97,10 @@ def list_users(conn: sa.Connection) -> list[User]:
     return [User(**r) for r in conn.execute(users.select().order_by(users.c.username)).mappings()]
 
 
+def user_count(conn: sa.Connection) -> int:
+    return conn.execute(sa.select(sa.func.count()).select_from(users)).scalar_one()
+
+
 def update_user(conn: sa.Connection, user_id: str, **values) -> bool:
     return conn.execute(users.update().where(users.c.id == user_id).values(**values)).rowcount > 0
 
