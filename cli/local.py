@@ -17,6 +17,7 @@ from twisted.internet.threads import deferToThread
 
 from imagehost.db.accounts import ApiKey, User
 from imagehost.service import Imagehost
+from imagehost.service.sharex import sharex_uploader
 from imagehost_cli.errors import CommandFailed
 from imagehost_cli.main import GlobalOptions
 from imagehost_cli.output import human_size, iso
@@ -166,24 +167,6 @@ async def create_api_key(reactor, options: GlobalOptions, username: str, name: s
             out.say(f"ShareX uploader written to {result['sharexFile']}")
 
     out.show(result, human)
-
-
-def sharex_uploader(public_url: str, key: str) -> dict[str, Any]:
-    """A ShareX custom uploader (.sxcu) for /api/external/upload with ``key``."""
-    base = public_url.rstrip("/")
-    return {
-        "Version": "15.0.0",
-        "Name": f"imagehost ({base})",
-        "DestinationType": "ImageUploader",
-        "RequestMethod": "POST",
-        "RequestURL": f"{base}/api/external/upload",
-        "Headers": {"Authorization": f"Bearer {key}"},
-        "Body": "MultipartFormData",
-        "FileFormName": "image",
-        "URL": f"{base}$json:url$",
-        "ThumbnailURL": f"{base}$json:thumbnailUrl$",
-        "ErrorMessage": "$json:error.message$",
-    }
 
 
 def write_sharex_uploader(path: Path, public_url: str, key: str) -> None:

@@ -32,6 +32,7 @@ from imagehost.service.images import Images
 from imagehost.service.library import Library
 from imagehost.service.pools import CpuPool, IoPool, Pools
 from imagehost.service.runtime_settings import RuntimeSettings
+from imagehost.service.sessions import BrowserSessions
 from imagehost.service.throttle import RateLimit
 from imagehost.service.variant_cache import VariantCache
 from imagehost.service.views import ViewCounter
@@ -228,9 +229,11 @@ def build_imagehost(config: Config, reactor, secret: bytes, *, clock=None,
                         max_dimension=config.image.max_dimension, clock=clock,
                         revalidate_after=config.cache.revalidate_after)
     library = Library(pools, storage, now=utc_now, on_delete=delivery.forget)
+    sessions = BrowserSessions(pools, accounts, secret, ttl=config.auth.session_ttl,
+                               now=utc_now)
     return Imagehost(pools=pools, storage=storage, accounts=accounts, images=images,
                      settings=settings, library=library, delivery=delivery,
-                     garbage=GarbageCollector(pools, storage))
+                     garbage=GarbageCollector(pools, storage), sessions=sessions)
 
 
 # -- one daemon process ------------------------------------------------------------------
@@ -244,6 +247,7 @@ def build_daemon(config: Config, reactor, secret: bytes):
     from imagehost.web.api import ImagehostAPI
     from imagehost.web.clients import ClientAddresses
     from imagehost.web.metrics import Metrics
+    from imagehost.web.pages import ImagehostPages, SiteRoot
     from imagehost.web.site import AccessLog, ImagehostSite, SiteLimits
 
     imagehost = build_imagehost(config, reactor, secret)
@@ -253,8 +257,11 @@ def build_daemon(config: Config, reactor, secret: bytes):
                         max_header_size=server.max_header_size,
                         max_uri_length=server.max_uri_length,
                         header_timeout=server.header_timeout, idle_timeout=server.idle_timeout)
-    site = ImagehostSite(ImagehostAPI(imagehost, metrics).resource(), reactor, limits, metrics,
+    clients = ClientAddresses(server.trusted_proxies)
+    pages = ImagehostPages(imagehost, clients, server.public_url)
+    site = ImagehostSite(SiteRoot(ImagehostAPI(imagehost, metrics).resource(),
+                                  pages.resource()), reactor, limits, metrics,
                          AccessLog(server.access_log, reactor, imagehost.pools.io.run),
-                         ClientAddresses(server.trusted_proxies))
+                         clients)
     lifecycle = ImagehostService(imagehost, site, reactor, server.shutdown_timeout)
     return Daemon(imagehost, site, lifecycle)

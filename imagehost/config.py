@@ -93,6 +93,7 @@ KEYS: tuple[Key, ...] = (
     Key("auth", "refresh_token_ttl", int, 30 * 24 * 3600),
     Key("auth", "jwt_algorithm", str, "HS256"),
     Key("auth", "secret_file", str, ""),
+    Key("auth", "session_ttl", int, 14 * 24 * 3600),
     Key("access", "allow_guest_uploads", _bool, False),
     Key("access", "allow_registration", _bool, False),
     Key("image", "max_size", int, 15 * 1000 * 1000),
@@ -169,6 +170,7 @@ class AuthSection:
     refresh_token_ttl: int
     jwt_algorithm: str
     secret_file: str
+    session_ttl: int
 
 
 @dataclass(frozen=True)

@@ -59,3 +59,11 @@ def test_installed_package_ships_migrations_and_the_cli(installed):
     assert (installed / "imagehost" / "db" / "alembic.ini").is_file()
     assert (installed / "imagehost_cli").is_dir()
     assert not (installed / "cli").exists()
+
+
+def test_installed_package_ships_the_web_pages_templates_and_static_files(installed):
+    web = installed / "imagehost" / "web"
+    for name in ("base.html", "upload.html", "image.html", "account.html", "admin.html",
+                 "error.html"):
+        assert (web / "templates" / name).is_file(), name
+    assert (web / "static" / "app.css").is_file() and (web / "static" / "app.js").is_file()

@@ -102,6 +102,18 @@ rate_buckets = sa.Table(
     sa.Column("updated", sa.Float, nullable=False),  # seconds since the epoch
 )
 
+# Browser sessions of the web pages: the cookie holds a random token, this table its
+# SHA-256, so a session ends for every daemon when its row goes.
+browser_sessions = sa.Table(
+    "browser_sessions",
+    metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("user_id", sa.String(36), sa.ForeignKey("users.id", ondelete="CASCADE"),
+              nullable=False, index=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+)
+
 settings = sa.Table(
     "settings",
     metadata,

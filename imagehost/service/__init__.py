@@ -14,6 +14,7 @@ from imagehost.service.images import Images
 from imagehost.service.library import Library
 from imagehost.service.pools import Pools
 from imagehost.service.runtime_settings import RuntimeSettings
+from imagehost.service.sessions import BrowserSessions
 from imagehost.storage import Storage
 
 
@@ -30,6 +31,7 @@ class Imagehost:
     library: Library
     delivery: Delivery
     garbage: GarbageCollector  # orphan files (imagehost gc)
+    sessions: BrowserSessions  # logins of the web pages
 
     def start(self) -> None:
         """Start the thread pools."""

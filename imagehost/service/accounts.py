@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 
 from imagehost import auth
 from imagehost.db import accounts as q
+from imagehost.db import sessions as session_queries
 from imagehost.db.accounts import ApiKey, RefreshToken, User
 from imagehost.service.errors import Forbidden, NotFound, Unauthorized, ValidationFailed, Violation
 from imagehost.service.pools import Pools
@@ -95,11 +96,20 @@ class Accounts:
             raise ValidationFailed.one("password", _password_message())
         user = await self.user_named(username)
         password_hash = await self._cpu.submit(auth.hash_password, password)
-        await self._db.run(q.update_user, user.id, password_hash=password_hash)
+        await self._db.run(session_queries.update_user_ending_sessions, user.id,
+                           password_hash=password_hash)
+
+    async def change_password(self, user: User, current: str, new: str) -> None:
+        """A user's own password change: the current one must be right. Ends every
+        browser session of the user."""
+        if not await self._cpu.submit(auth.verify_password, current, user.password_hash):
+            raise ValidationFailed.one("current", "The current password is not right.")
+        await self.set_password(user.username, new)
 
     async def set_active(self, username: str, active: bool) -> None:
+        """Enable or disable a user; disabling ends their browser sessions."""
         user = await self.user_named(username)
-        await self._db.run(q.update_user, user.id, is_active=active)
+        await self._db.run(session_queries.update_user_ending_sessions, user.id, is_active=active)
 
     # -- sessions ----------------------------------------------------------
 
@@ -108,6 +118,15 @@ class Accounts:
 
         Attempts are rate limited per client address and per username (RateLimited).
         """
+        user = await self.check_credentials(login, password, client)
+        return await self._issue(user, family_id=str(uuid.uuid4()))
+
+    async def check_credentials(self, login: str, password: str, client: str = "local") -> User:
+        """The active user these credentials name; Unauthorized otherwise.
+
+        Rate limited per client address and per username (RateLimited), for the API's
+        logins and the web pages' alike.
+        """
         await self._login_limit_by_client.hit(client)
         await self._login_limit_by_user.hit(login.casefold())
         user = await self._db.run(q.user_by_login, login)
@@ -115,7 +134,7 @@ class Accounts:
         valid = await self._cpu.submit(auth.verify_password, password, stored)
         if not (valid and user and user.is_active):
             raise Unauthorized("Invalid credentials.")
-        return await self._issue(user, family_id=str(uuid.uuid4()))
+        return user
 
     async def refresh(self, refresh_token: str) -> TokenPair:
         """Rotate a refresh token. A spent token revokes its whole family."""

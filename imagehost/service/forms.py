@@ -6,7 +6,7 @@ upload is never parsed on the reactor thread nor held twice in memory.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
 import multipart
@@ -16,6 +16,7 @@ from imagehost.service.errors import BadRequest, ValidationFailed
 _CHUNK = 64 * 1024
 _TEXT_FIELD_LIMIT = 64 * 1024
 DESCRIPTION_MAX = 255
+_KNOWN_FIELDS = ("image", "description", "isPublic")
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,8 @@ class UploadForm:
     file_name: str
     description: str
     is_public: bool
+    # The other short text fields, e.g. the web page's CSRF token.
+    extra: dict[str, str] = field(default_factory=dict)
 
 
 def boundary_of(content_type: str | None) -> str:
@@ -53,6 +56,7 @@ def parse_upload_form(body: BinaryIO, content_type: str | None) -> UploadForm:
         file_name=_safe_file_name(image[0] if image else ""),
         description=description,
         is_public=_boolean(_text(fields, "isPublic")),
+        extra={name: _text(fields, name) for name in fields if name not in _KNOWN_FIELDS},
     )
 
 

@@ -14,7 +14,7 @@ from imagehost.db.accounts import User
 from imagehost.db.images import ImageRecord
 from imagehost.imaging import probe as imaging
 from imagehost.service.errors import Forbidden, ValidationFailed
-from imagehost.service.forms import parse_upload_form
+from imagehost.service.forms import UploadForm, parse_upload_form
 from imagehost.service.pools import Pools
 from imagehost.service.runtime_settings import RuntimeSettings, Settings
 from imagehost.service.throttle import RateLimit
@@ -60,23 +60,29 @@ class Images:
         self._now = now
 
     async def upload(self, body: BinaryIO, content_type: str | None,
-                     owner: User | None, client: str = "local") -> ImageRecord:
+                     owner: User | None, client: str = "local",
+                     check_form: Callable[[UploadForm], None] | None = None) -> ImageRecord:
         """Parse, validate, store and record an upload; ``owner`` None means a guest
-        (rate limited per client address)."""
+        (rate limited per client address). ``check_form`` sees the parsed form first
+        (on the worker thread) and may refuse it by raising a ServiceError."""
         settings = await self._settings.current()
         if owner is None:
             if not settings.allow_guest_uploads:
                 raise Forbidden("Guest uploads are disabled.")
             await self._guest_limit.hit(client)
-        form, checked = await self._cpu.submit(self._check_form, body, content_type, settings)
+        form, checked = await self._cpu.submit(self._check_form, body, content_type, settings,
+                                               check_form)
         stored = await self._put(form.image, checked)
         return await self.record(stored, owner=owner, file_name=form.file_name,
                                  description=form.description,
                                  is_public=form.is_public or owner is None)
 
-    def _check_form(self, body: BinaryIO, content_type: str | None, settings: Settings):
+    def _check_form(self, body: BinaryIO, content_type: str | None, settings: Settings,
+                    check_form: Callable[[UploadForm], None] | None):
         body.seek(0)
         form = parse_upload_form(body, content_type)
+        if check_form is not None:
+            check_form(form)
         if form.image is None:
             raise ValidationFailed.one("image", "This value should not be null.")
         return form, self.check(form.image, settings)

@@ -149,8 +149,8 @@ class Library:
         """One image, for its owner or an administrator."""
         return await self._manageable(viewer, image_id)
 
-    async def feed(self, viewer: Principal, params: ListingParams) -> Page:
-        """The public images of everyone."""
+    async def feed(self, viewer: Principal | None, params: ListingParams) -> Page:
+        """The public images of everyone (``viewer`` None: a visitor not logged in)."""
         where = ImageFilter(public_only=True, search_term=params.search_term,
                             search_by=params.search_by)
         return await self._page(where, params)
@@ -160,6 +160,22 @@ class Library:
         params = ListingParams(page, limit, Ordering("created_at", descending=True))
         listed = await self._page(ImageFilter(owner_id=viewer.user.id), params)
         return Page(listed.entries, listed.page, listed.size, listed.total)
+
+    async def own(self, viewer: Principal, params: ListingParams) -> Page:
+        """The viewer's own images in ``params``' order, searchable and by cursor."""
+        where = ImageFilter(owner_id=viewer.user.id, search_term=params.search_term,
+                            search_by=params.search_by)
+        return await self._page(where, params)
+
+    async def viewable(self, viewer: Principal | None, image_id: str) -> LibraryEntry:
+        """One image with its owner if ``viewer`` may see it (public, own, or an
+        administrator); NotFound otherwise, so a private image's existence stays hidden."""
+        entries = await self._db.run(
+            q.entries_by_ids, [image_id], viewer.user.id if viewer else None,
+            bool(viewer and viewer.is_admin))
+        if not entries:
+            raise NotFound("No such image.")
+        return entries[0]
 
     async def by_ids(self, viewer: Principal, image_ids: Sequence[str]) -> list[LibraryEntry]:
         """The requested images the viewer may see, in request order; unknown ids skipped."""

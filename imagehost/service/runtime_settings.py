@@ -30,6 +30,8 @@ SETTINGS = (
     Setting("image", "maxSize", "max_size", True),
     Setting("image", "allowedMimeTypes", "allowed_mime_types", True),
 )
+#: Every type an operator may accept (allowedMimeTypes picks from these).
+ACCEPTABLE_TYPES = tuple(EXTENSION_BY_MIME)
 _BY_API_NAME = {(s.category, s.name): s for s in SETTINGS}
 
 

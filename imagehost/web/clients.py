@@ -38,6 +38,17 @@ class ClientAddresses:
                 break
         return client
 
+    def via_https(self, request: IRequest) -> bool:
+        """Whether the browser reached us over TLS: directly, or through a trusted proxy
+        that says so with ``X-Forwarded-Proto: https``."""
+        if request.isSecure():
+            return True
+        peer = getattr(request.getClientAddress(), "host", None)
+        if peer is None or not self._is_trusted(_parse(peer)):
+            return False
+        proto = request.getHeader(b"x-forwarded-proto") or b""
+        return proto.split(b",")[0].strip().lower() == b"https"
+
     def _is_trusted(self, address: _Address | None) -> bool:
         if address is None:
             return False
