@@ -26,7 +26,7 @@ from imagehost.service.importer import (
 )
 from imagehost_cli.errors import CommandFailed
 from imagehost_cli.local import installation
-from imagehost_cli.main import GlobalOptions
+from imagehost_cli.options import GlobalOptions
 from imagehost_cli.output import Output
 
 

@@ -19,7 +19,7 @@ from imagehost.db.accounts import ApiKey, User
 from imagehost.service import Imagehost
 from imagehost.service.sharex import sharex_uploader
 from imagehost_cli.errors import CommandFailed
-from imagehost_cli.main import GlobalOptions
+from imagehost_cli.options import GlobalOptions
 from imagehost_cli.output import human_size, iso
 
 

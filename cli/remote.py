@@ -16,7 +16,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 from twisted.internet.defer import CancelledError, DeferredSemaphore, gatherResults
 
 from imagehost_cli.errors import CommandFailed
-from imagehost_cli.main import RemoteOptions
+from imagehost_cli.options import RemoteOptions
 from imagehost_cli.output import Output, human_size
 
 
