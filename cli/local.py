@@ -16,11 +16,11 @@ from typing import Any
 from twisted.internet.threads import deferToThread
 
 from imagehost.db.accounts import ApiKey, User
-from imagehost.service import Imagehost
+from imagehost.service import Imagehost, wire
 from imagehost.service.sharex import sharex_uploader
 from imagehost_cli.errors import CommandFailed
 from imagehost_cli.options import GlobalOptions
-from imagehost_cli.output import human_size, iso
+from imagehost_cli.output import human_size
 
 
 @asynccontextmanager
@@ -102,9 +102,8 @@ def _safe_url(config) -> str:
 
 
 def user_json(user: User) -> dict[str, Any]:
-    return {"id": user.id, "username": user.username, "email": user.email,
-            "displayName": user.display_name, "roles": user.roles,
-            "isActive": user.is_active, "createdAt": iso(user.created_at)}
+    """A user as the API shows it, and whether it may log in."""
+    return {**wire.user_json(user), "isActive": user.is_active}
 
 
 async def create_user(reactor, options: GlobalOptions, username: str, email: str,
@@ -150,8 +149,7 @@ async def create_api_key(reactor, options: GlobalOptions, username: str, name: s
     async with installation(reactor, options) as host:
         owner = await host.accounts.user_named(username)
         new = await host.accounts.create_api_key(owner, name, expires_at)
-    result = {"key": new.key, "keyId": new.record.id, "name": new.record.name,
-              "expiresAt": iso(new.record.expires_at)}
+    result = wire.new_api_key_json(new.key, new.record)
     if sharex is not None:
         path = Path(sharex or f"imagehost-{username}.sxcu")
         write_sharex_uploader(path, config.get("server", "public_url"), new.key)
@@ -162,7 +160,7 @@ async def create_api_key(reactor, options: GlobalOptions, username: str, name: s
         out.say(f"API key for {username} (shown once, store it now):")
         out.console.print(new.key, markup=False)
         out.say(f"id {new.record.id}, name {new.record.name!r}, expires "
-                f"{iso(new.record.expires_at) or 'never'}")
+                f"{wire.iso(new.record.expires_at) or 'never'}")
         if sharex is not None:
             out.say(f"ShareX uploader written to {result['sharexFile']}")
 
@@ -178,9 +176,8 @@ def write_sharex_uploader(path: Path, public_url: str, key: str) -> None:
 
 
 def api_key_json(key: ApiKey, username: str, now: datetime) -> dict[str, Any]:
-    return {"id": key.id, "name": key.name, "username": username,
-            "createdAt": iso(key.created_at), "expiresAt": iso(key.expires_at),
-            "lastUsedAt": iso(key.last_used_at), "isExpired": key.is_expired(now)}
+    """An API key as the API lists it, with its owner."""
+    return {**wire.api_key_json(key, now), "username": username}
 
 
 async def list_api_keys(reactor, options: GlobalOptions, username: str | None) -> None:

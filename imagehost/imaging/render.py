@@ -13,8 +13,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any
 
-from PIL import ExifTags, Image, ImageCms
+from PIL import Image, ImageCms
 
+from imagehost.imaging import orientation as exif
 from imagehost.imaging.geometry import Geometry, crop_size, fit_size
 from imagehost.imaging.probe import KNOWN_FORMATS
 
@@ -51,17 +52,6 @@ THUMBNAIL_SIZE = 300
 REDUCING_GAP = 2.0
 _WHITE = 255
 
-# Transpose turning the stored pixels into the displayed image, by EXIF orientation.
-_ORIENTATION_TRANSPOSE = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
-_SWAPS_AXES = frozenset({5, 6, 7, 8})
 
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
 
@@ -209,7 +199,7 @@ def _open_image(fp: IO[bytes]) -> Image.Image:
 def _render_frames(
     im: Image.Image, spec: RenderSpec
 ) -> tuple[list[Image.Image], list[int], int | None]:
-    orientation = _orientation(im)
+    orientation = exif.orientation(im)
     animate = spec.format in ANIMATED_OUTPUTS and _is_animated(im)
     geometry = _stored_geometry(im, spec, orientation)
     if not animate:
@@ -219,22 +209,11 @@ def _render_frames(
     frames, durations = [], []
     for frame in _source_frames(im, animate):
         durations.append(int(frame.info.get("duration", 0)))
-        out = to_srgb(_oriented(_resample(_working_mode(frame), geometry), orientation))
+        out = to_srgb(exif.upright(_resample(_working_mode(frame), geometry), orientation))
         if out is frame and animate:
             out = out.copy()  # the next seek() reuses the source object
         frames.append(_output_mode(out, spec.format))
     return frames, durations, loop
-
-
-def _oriented(im: Image.Image, orientation: int) -> Image.Image:
-    if orientation not in _ORIENTATION_TRANSPOSE:
-        return im
-    return im.transpose(_ORIENTATION_TRANSPOSE[orientation])
-
-
-def _orientation(im: Image.Image) -> int:
-    orientation = im.getexif().get(ExifTags.Base.Orientation, 1)
-    return orientation if orientation in _ORIENTATION_TRANSPOSE else 1
 
 
 def _is_animated(im: Image.Image) -> bool:
@@ -248,7 +227,7 @@ def _stored_geometry(im: Image.Image, spec: RenderSpec, orientation: int) -> Geo
     than transposing the full-size source first.
     """
     stored_w, stored_h = im.size
-    if orientation in _SWAPS_AXES:
+    if orientation in exif.SWAPS_AXES:
         display = Geometry.centred(stored_h, stored_w, spec.width, spec.height, spec.crop)
         return display.transposed()
     return Geometry.centred(stored_w, stored_h, spec.width, spec.height, spec.crop)

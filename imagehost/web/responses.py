@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Any
 
 from twisted.web.iweb import IRequest
@@ -11,11 +10,6 @@ from twisted.web.iweb import IRequest
 from imagehost.service.errors import BadRequest, PayloadTooLarge
 
 JSON_BODY_LIMIT = 1024 * 1024
-
-
-def iso(moment: datetime | None) -> str | None:
-    """ISO 8601 with microseconds and offset, as the seed shows it."""
-    return None if moment is None else moment.isoformat(timespec="microseconds")
 
 
 def dump_json(value: Any) -> bytes:
