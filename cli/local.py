@@ -44,14 +44,16 @@ async def installation(reactor, options: GlobalOptions,
 
 
 async def init(reactor, options: GlobalOptions) -> None:
-    from imagehost.assembly import prepare_installation
+    from imagehost.assembly import database_revision, prepare_installation
+    from imagehost.db import printable_url
 
     config = options.config()
     created = not config.secret_file.exists()
     await deferToThread(prepare_installation, config)
-    revision = await deferToThread(_current_revision, config.database_url)
+    revision = await deferToThread(database_revision, config)
     out = options.output()
-    result = {"dataDir": str(config.data_dir.absolute()), "database": _safe_url(config),
+    result = {"dataDir": str(config.data_dir.absolute()),
+              "database": printable_url(config.database_url),
               "revision": revision, "created": created}
     out.show(result, lambda: out.say(
         f"{'Initialised' if created else 'Already initialised:'} {result['dataDir']} "
@@ -59,43 +61,14 @@ async def init(reactor, options: GlobalOptions) -> None:
 
 
 async def db_upgrade(reactor, options: GlobalOptions) -> None:
+    from imagehost.assembly import upgrade_database
+
     config = options.config()
-    before, after = await deferToThread(_upgrade, config)
+    before, after = await deferToThread(upgrade_database, config)
     out = options.output()
     out.show({"from": before, "to": after}, lambda: out.say(
         f"Database already at revision {after}" if before == after
         else f"Database upgraded from {before or 'empty'} to {after}"))
-
-
-def _upgrade(config) -> tuple[str | None, str | None]:
-    from imagehost.db import create_engine, current_revision, upgrade
-
-    if config.database_url.startswith("sqlite"):
-        config.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(config.database_url)
-    try:
-        before = current_revision(engine)
-        upgrade(engine)
-        return before, current_revision(engine)
-    finally:
-        engine.dispose()
-
-
-def _current_revision(url: str) -> str | None:
-    from imagehost.db import create_engine, current_revision
-
-    engine = create_engine(url)
-    try:
-        return current_revision(engine)
-    finally:
-        engine.dispose()
-
-
-def _safe_url(config) -> str:
-    """The database URL without a password."""
-    from sqlalchemy.engine import make_url
-
-    return make_url(config.database_url).render_as_string(hide_password=True)
 
 
 # -- users ----------------------------------------------------------------------

@@ -20,7 +20,14 @@ from twisted.python.threadpool import ThreadPool
 
 from imagehost import auth
 from imagehost.config import Config, ConfigError
-from imagehost.db import Database, create_engine, db_threads, run_sync, upgrade
+from imagehost.db import (
+    Database,
+    create_engine,
+    current_revision,
+    db_threads,
+    run_sync,
+    upgrade,
+)
 from imagehost.db import accounts as account_queries
 from imagehost.imaging.probe import SourceLimits
 from imagehost.service import Imagehost
@@ -77,6 +84,28 @@ def _prepare_data_dir(path: Path) -> None:
     except OSError as e:
         raise ConfigError(f"the data directory {path} cannot be created or written: "
                           f"{e.strerror}") from e
+
+
+def upgrade_database(config: Config) -> tuple[str | None, str | None]:
+    """Apply the migrations (blocking); the revisions before and after."""
+    if config.database_url.startswith("sqlite"):
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(config.database_url)
+    try:
+        before = current_revision(engine)
+        upgrade(engine)
+        return before, current_revision(engine)
+    finally:
+        engine.dispose()
+
+
+def database_revision(config: Config) -> str | None:
+    """The migration the installation's database is at (blocking)."""
+    engine = create_engine(config.database_url)
+    try:
+        return current_revision(engine)
+    finally:
+        engine.dispose()
 
 
 def read_secret(config: Config) -> bytes:

@@ -17,6 +17,7 @@ from twisted.python import usage
 from imagehost.assembly import build_daemon, prepare_installation, warn_if_no_users
 from imagehost.config import Config, ConfigError, load_config
 from imagehost.daemon import CannotListen, endpoint_problem
+from imagehost.db import printable_url
 from imagehost.processes import WorkerProcesses
 
 
@@ -87,7 +88,7 @@ def installation_problem(config: Config, error: Exception) -> str:
         return f"{error.strerror or error}: {error.filename}" if error.filename \
             else str(error.strerror or error)
     if isinstance(error, sa.exc.OperationalError):
-        url = sa.engine.make_url(config.database_url).render_as_string(hide_password=True)
+        url = printable_url(config.database_url)
         reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
         return f"cannot use the database {url}: {reason}"
     return str(error)

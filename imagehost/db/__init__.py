@@ -77,6 +77,11 @@ def upgrade(engine: sa.Engine, revision: str = "head") -> None:
         command.upgrade(cfg, revision)
 
 
+def printable_url(url: str) -> str:
+    """A database URL without its password, for messages."""
+    return sa.engine.make_url(url).render_as_string(hide_password=True)
+
+
 def run_sync(engine: sa.Engine, thd: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run ``thd(conn, *args, **kwargs)`` in one transaction, retrying when SQLite is locked."""
     for attempt in range(_LOCK_RETRIES):

@@ -178,7 +178,7 @@ def render_variant(source: str | os.PathLike[str] | bytes, spec: RenderSpec) -> 
     fp = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
     with fp, _open_image(fp) as im:
         with _decoding():
-            frames, durations, loop = _render_frames(im, spec)
+            frames, durations, loop = render_frames(im, spec)
         # Encode before the image closes: a closed Image drops its pixels.
         return _encode(frames, durations, loop, spec)
 
@@ -196,9 +196,11 @@ def _open_image(fp: IO[bytes]) -> Image.Image:
         return Image.open(fp)
 
 
-def _render_frames(
+def render_frames(
     im: Image.Image, spec: RenderSpec
 ) -> tuple[list[Image.Image], list[int], int | None]:
+    """The frames ``spec`` asks of ``im``, upright, resized, in sRGB and the output's mode,
+    with their durations and the loop count (before encoding)."""
     orientation = exif.orientation(im)
     animate = spec.format in ANIMATED_OUTPUTS and _is_animated(im)
     geometry = _stored_geometry(im, spec, orientation)
@@ -359,17 +361,17 @@ def _to_palette(im: Image.Image) -> Image.Image:
 def _encode(
     frames: list[Image.Image], durations: list[int], loop: int | None, spec: RenderSpec
 ) -> bytes:
-    options = _encoder_options(spec)
+    options = encoder_options(spec)
     if len(frames) > 1:
         options.update(save_all=True, append_images=frames[1:], duration=durations)
         options.update(_animation_options(frames, loop, spec.format))
-    with _encode_buffer(spec.format) as buffer:
+    with encode_buffer(spec.format) as buffer:
         frames[0].save(buffer, spec.format, **options)
         buffer.seek(0)
         return buffer.read()
 
 
-def _encode_buffer(out_format: str) -> IO[bytes]:
+def encode_buffer(out_format: str) -> IO[bytes]:
     """Where the encoder writes: an in-memory file with a descriptor where possible.
 
     Given a file descriptor, Pillow's JPEG encoder writes to it with the GIL released;
@@ -383,7 +385,8 @@ def _encode_buffer(out_format: str) -> IO[bytes]:
     return io.BytesIO()
 
 
-def _encoder_options(spec: RenderSpec) -> dict[str, Any]:
+def encoder_options(spec: RenderSpec) -> dict[str, Any]:
+    """The keyword arguments ``Image.save`` gets for ``spec``'s format and quality."""
     # Identity specs carry no quality; re-encoding one anyway uses the default.
     quality = DEFAULT_QUALITY if spec.quality is None else spec.quality
     if spec.format == "JPEG":
