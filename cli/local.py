@@ -125,7 +125,7 @@ async def create_api_key(reactor, options: GlobalOptions, username: str, name: s
     result = wire.new_api_key_json(new.key, new.record)
     if sharex is not None:
         path = Path(sharex or f"imagehost-{username}.sxcu")
-        write_sharex_uploader(path, config.get("server", "public_url"), new.key)
+        write_sharex_uploader(path, config.server.public_url, new.key)
         result["sharexFile"] = str(path)
     out = options.output()
 

@@ -64,7 +64,7 @@ class Images:
                      check_form: Callable[[UploadForm], None] | None = None) -> ImageRecord:
         """Parse, validate, store and record an upload; ``owner`` None means a guest
         (rate limited per client address). ``check_form`` sees the parsed form first
-        (on the worker thread) and may refuse it by raising a ServiceError."""
+        (on the CPU pool) and may refuse it by raising a ServiceError."""
         settings = await self._settings.current()
         if owner is None:
             if not settings.allow_guest_uploads:

@@ -1,6 +1,6 @@
 """Bulk import of image files through the same validation and storage path as an upload.
 
-Each file is read and hashed on a worker, checked against the owner's images (and the
+Each file is read and hashed on the CPU pool, checked against the owner's images (and the
 other files of the same run) by content hash, validated and stored by
 ``Images.accept``, then recorded by ``Images.record``. Files run ``jobs`` at a time.
 ``cancel()`` stops starting new files and lets the running ones settle: a file that was
@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, gatherResults, succeed
 
 from imagehost.db.accounts import User
 from imagehost.service import Imagehost
@@ -96,7 +96,7 @@ class _FirstCopy:
 
     def settled(self) -> Deferred:
         if self.outcome is not None:
-            return _fired(self.outcome)
+            return succeed(self.outcome)
         d: Deferred = Deferred()
         self._waiting.append(d)
         return d
@@ -106,12 +106,6 @@ class _FirstCopy:
         waiting, self._waiting = self._waiting, []
         for d in waiting:
             d.callback(outcome)
-
-
-def _fired(value) -> Deferred:
-    d: Deferred = Deferred()
-    d.callback(value)
-    return d
 
 
 class Importer:
