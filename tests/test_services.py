@@ -280,3 +280,39 @@ def test_the_assembly_wires_s3_and_postgresql_when_configured(tmp_path, reactor)
     assert host.pools.db.engine.dialect.name == "postgresql"
     assert host.pools.db.threads == 6  # one per connection
     assert host.pools.cpu.threads == 2
+
+
+# -- the web layer's table of errors ------------------------------------------------------
+
+
+def _subclasses(cls: type) -> set[type]:
+    return {sub for direct in cls.__subclasses__() for sub in {direct, *_subclasses(direct)}}
+
+
+def test_every_service_and_storage_error_has_an_entry_in_the_status_table():
+    from imagehost.service.errors import ServiceError
+    from imagehost.storage.errors import StorageError
+    from imagehost.web.errors import STATUS_BY_ERROR
+
+    missing = {cls.__name__ for cls in _subclasses(ServiceError) | _subclasses(StorageError)
+               if cls not in STATUS_BY_ERROR}
+    assert not missing, f"add these to imagehost/web/errors.py: {sorted(missing)}"
+
+
+def test_the_table_gives_statuses_titles_and_retry_after():
+    from imagehost.service.errors import RateLimited, ValidationFailed
+    from imagehost.storage.errors import StorageUnavailable
+    from imagehost.web.errors import SYMFONY_TITLE, error_body, retry_after, status_of
+
+    invalid = ValidationFailed.one("image", "Nope.")
+    assert status_of(invalid) == 422
+    assert error_body(invalid) == {"error": {
+        "title": SYMFONY_TITLE, "message": "Validation Error",
+        "violations": [{"property": "image", "message": "Nope."}]}}
+    limited = RateLimited("Too many.", 7)
+    assert (status_of(limited), retry_after(limited)) == (429, 7)
+    assert error_body(limited)["error"]["title"] == "RateLimited"
+    unavailable = StorageUnavailable("The store is down.")
+    assert (status_of(unavailable), retry_after(unavailable)) == (503, 5)
+    assert error_body(unavailable)["error"]["title"] == "StorageUnavailable"
+    assert retry_after(invalid) is None
