@@ -70,10 +70,12 @@ def fill(engine: sa.Engine, count: int, seed: int = 1) -> int:
             created = start + timedelta(seconds=rng.randrange(365 * 24 * 3600))
             updated = created + timedelta(hours=rng.randrange(1, 500)) \
                 if rng.random() < 0.2 else None
+            image_id = str(uuid.UUID(int=rng.getrandbits(128)))
             rows.append({
-                "id": str(uuid.UUID(int=rng.getrandbits(128))),
+                "id": image_id,
                 "owner_id": rng.choice(user_ids) if rng.random() < 0.95 else None,
-                "file_name": f"IMG_{rng.randrange(10_000):04d}.jpg",
+                "file_name": f"{image_id}.jpg",
+                "original_name": f"IMG_{rng.randrange(10_000):04d}.jpg",
                 "description": rng.choice(["", "sunset", "a cat", "holiday at sea"]),
                 "is_public": rng.random() < 0.8, "created_at": created, "updated_at": updated,
                 "sort_updated_at": updated or created, "views": int(rng.expovariate(1 / 50)),

@@ -14,8 +14,9 @@ from imagehost.service.importer import (
     ImportSummary,
     file_size,
     find_files,
+    skipped_folders,
 )
-from imagehost_cli.errors import CommandFailed
+from imagehost_cli.errors import EXIT_REJECTED, CommandFailed
 from imagehost_cli.local import installation
 from imagehost_cli.options import GlobalOptions
 from imagehost_cli.output import FileProgress, Output
@@ -25,6 +26,7 @@ async def run_import(reactor, options: GlobalOptions, paths: list[Path], usernam
                      public: bool, recursive: bool, jobs: int, dry_run: bool) -> None:
     out = options.output()
     files = await deferToThread(find_files, paths, recursive)
+    folders = await deferToThread(skipped_folders, paths, recursive)
     sizes = await deferToThread(lambda: sum(file_size(f) for f in files))
     # One CPU worker per job: --jobs is the parallelism the operator asked for.
     async with installation(reactor, options, {("render", "threads"): jobs}) as host:
@@ -38,10 +40,13 @@ async def run_import(reactor, options: GlobalOptions, paths: list[Path], usernam
             except CancelledError:
                 importer.cancel()
                 summary = await running
-    _report(out, summary)
+    _report(out, summary, folders)
     if summary.cancelled:
         raise CommandFailed(f"Interrupted after importing {len(summary.imported)} files; "
                             "nothing was left half-imported.")
+    if summary.rejected:
+        raise CommandFailed(f"{len(summary.rejected)} of {len(summary.outcomes)} files were "
+                            "rejected (listed above); the others were handled.", EXIT_REJECTED)
 
 
 def _shielded(running: Deferred) -> Deferred:
@@ -58,11 +63,13 @@ def _shielded(running: Deferred) -> Deferred:
     return follower
 
 
-def summary_json(summary: ImportSummary) -> dict[str, Any]:
+def summary_json(summary: ImportSummary, folders: list[Path]) -> dict[str, Any]:
     result: dict[str, Any] = {
         "imported": len(summary.imported),
-        "duplicates": len(summary.duplicates),
+        "duplicates": [{"path": str(o.path), "imageId": o.image_id}
+                       for o in summary.duplicates],
         "rejected": [{"path": str(o.path), "reason": o.reason} for o in summary.rejected],
+        "skippedFolders": [str(f) for f in folders],
     }
     if summary.dry_run:
         result["dryRun"] = True
@@ -71,7 +78,7 @@ def summary_json(summary: ImportSummary) -> dict[str, Any]:
     return result
 
 
-def _report(out: Output, summary: ImportSummary) -> None:
+def _report(out: Output, summary: ImportSummary, folders: list[Path]) -> None:
     def human() -> None:
         verb = "Would import" if summary.dry_run else "Imported"
         out.table(["Result", "Files"], [
@@ -81,8 +88,15 @@ def _report(out: Output, summary: ImportSummary) -> None:
             *([("Not imported (interrupted)", len(summary.having(SKIPPED)))]
               if summary.cancelled else []),
         ], title="Import summary")
+        if summary.duplicates:
+            out.table(["Skipped file", "Same content as image"],
+                      [(str(o.path), o.image_id) for o in summary.duplicates],
+                      ids=("Same content as image",))
         if summary.rejected:
             out.table(["Rejected file", "Reason"],
                       [(str(o.path), o.reason) for o in summary.rejected])
+        if folders:
+            out.say(f"Skipped {len(folders)} sub-folders (use --recursive to import them): "
+                    + ", ".join(str(f) for f in folders))
 
-    out.show(summary_json(summary), human)
+    out.show(summary_json(summary, folders), human)

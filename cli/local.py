@@ -20,7 +20,7 @@ from imagehost.service import Imagehost, wire
 from imagehost.service.sharex import sharex_uploader
 from imagehost_cli.errors import CommandFailed
 from imagehost_cli.options import GlobalOptions
-from imagehost_cli.output import human_size
+from imagehost_cli.output import human_size, table_time
 
 
 @asynccontextmanager
@@ -95,7 +95,7 @@ async def list_users(reactor, options: GlobalOptions) -> None:
     out.show([user_json(u) for u in users], lambda: out.table(
         ["Username", "E-mail", "Roles", "Active", "Created", "Id"],
         [(u.username, u.email, ", ".join(u.roles), "yes" if u.is_active else "no",
-          u.created_at.strftime("%Y-%m-%d %H:%M"), u.id) for u in users]))
+          table_time(u.created_at), u.id) for u in users]))
 
 
 async def set_password(reactor, options: GlobalOptions, username: str, password: str) -> None:
@@ -163,13 +163,9 @@ async def list_api_keys(reactor, options: GlobalOptions, username: str | None) -
     out = options.output()
     out.show(rows, lambda: out.table(
         ["Id", "User", "Name", "Created", "Expires", "Last used"],
-        [(r["id"], r["username"], r["name"], _short(r["createdAt"]),
-          "expired" if r["isExpired"] else _short(r["expiresAt"]) or "never",
-          _short(r["lastUsedAt"]) or "never") for r in rows]))
-
-
-def _short(moment: str | None) -> str | None:
-    return None if moment is None else moment[:16].replace("T", " ")
+        [(r["id"], r["username"], r["name"], table_time(r["createdAt"]),
+          "expired" if r["isExpired"] else table_time(r["expiresAt"]) or "never",
+          table_time(r["lastUsedAt"]) or "never") for r in rows]))
 
 
 async def revoke_api_key(reactor, options: GlobalOptions, key_id: str) -> None:
@@ -186,15 +182,35 @@ async def collect_garbage(reactor, options: GlobalOptions, older_than: float,
                           dry_run: bool) -> None:
     async with installation(reactor, options) as host:
         garbage = await host.garbage.collect(older_than=older_than, dry_run=dry_run)
+    files = [("original", o) for o in garbage.originals] + [
+        ("variant", v) for variants in garbage.variants.values() for v in variants]
     result = {"dryRun": dry_run, "originals": len(garbage.originals),
               "originalBytes": garbage.original_bytes,
               "variantImages": len(garbage.variants), "variantBytes": garbage.variant_bytes,
-              "imageIds": sorted({o.image_id for o in garbage.originals} | set(garbage.variants))}
+              "imageIds": sorted({o.image_id for o in garbage.originals} | set(garbage.variants)),
+              "store": _store(options.config()),
+              "files": [{"kind": kind, "path": o.location, "size": o.size}
+                        for kind, o in files]}
     out = options.output()
-    out.show(result, lambda: out.say(
-        f"{'Would remove' if dry_run else 'Removed'} {result['originals']} originals without "
-        f"a record ({human_size(result['originalBytes'])}) and the shared variants of "
-        f"{result['variantImages']} deleted images ({human_size(result['variantBytes'])})"))
+
+    def human() -> None:
+        verb = "Would remove" if dry_run else "Removed"
+        if files:
+            out.table(["Kind", "Path", "Size"],
+                      [(kind, o.location, human_size(o.size)) for kind, o in files],
+                      title=f"{verb} from {result['store']}", ids=("Path",))
+        out.say(f"{verb} {result['originals']} originals without a record "
+                f"({human_size(result['originalBytes'])}) and the shared variants of "
+                f"{result['variantImages']} deleted images ({human_size(result['variantBytes'])})")
+
+    out.show(result, human)
+
+
+def _store(config) -> str:
+    """Where ``StoredObject.location`` paths are: the data directory or the bucket."""
+    if config.get("storage", "backend") == "s3":
+        return f"s3://{config.get('storage', 's3_bucket')}"
+    return str(config.data_dir.absolute())
 
 
 # -- runtime settings -------------------------------------------------------------

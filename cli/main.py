@@ -3,7 +3,8 @@
 Commands parse their arguments, import their implementation lazily and hand an
 ``async def run(reactor, ...)`` to ``go``, the one place that runs it under
 ``twisted.internet.task.react`` and turns errors into one line on stderr and an exit
-code: 0 success, 1 the operation failed, 2 usage error.
+code: 0 success, 1 the operation failed, 2 usage error, 3 an import that rejected some
+files (the others were imported).
 """
 
 from __future__ import annotations
@@ -18,9 +19,8 @@ from typing import Any
 
 import click
 
+from imagehost_cli.errors import EXIT_FAILED, EXIT_OK
 from imagehost_cli.options import GlobalOptions, RemoteOptions
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 Command = Callable[..., Coroutine[Any, Any, Any]]
 
@@ -101,7 +101,7 @@ def describe_error(error: Exception) -> tuple[str, int]:
     from imagehost_cli.errors import CommandFailed
 
     if isinstance(error, CommandFailed):
-        return error.message, EXIT_FAILED
+        return error.message, error.code
     if isinstance(error, ValidationFailed):
         return "; ".join(f"{v.property}: {v.message}" for v in error.violations), EXIT_FAILED
     if isinstance(error, ServiceError | StorageError):
@@ -441,17 +441,18 @@ def remote_list(options: RemoteOptions, page: int, limit: int | None) -> None:
     """The public feed, page PAGE."""
     from imagehost_cli import remote as impl
 
-    go(impl.listing, options, f"/api/images/{page}", {"limit": limit})
+    go(impl.listing, options, "list", page, {"limit": limit})
 
 
 @remote.command("history")
 @click.argument("page", type=click.IntRange(min=1), default=1)
+@click.option("--limit", type=click.IntRange(1, 100), default=None, help="Images per page.")
 @pass_remote
-def remote_history(options: RemoteOptions, page: int) -> None:
+def remote_history(options: RemoteOptions, page: int, limit: int | None) -> None:
     """Your own images, newest first, page PAGE."""
     from imagehost_cli import remote as impl
 
-    go(impl.listing, options, f"/api/images/history/{page}", {})
+    go(impl.listing, options, "history", page, {"limit": limit})
 
 
 @remote.command("detail")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import click
+from rich import box
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -17,6 +19,20 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 from rich.table import Table
+
+
+def table_time(moment: datetime | str | float | None) -> str | None:
+    """``2024-01-15 10:30`` in UTC: the one way tables show a time.
+
+    Takes a datetime, an ISO 8601 string or a Unix timestamp (the listings' ``timestamp``).
+    """
+    if moment is None or moment == "":
+        return None
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    elif not isinstance(moment, datetime):
+        moment = datetime.fromtimestamp(moment, UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
 
 
 class Output:
@@ -42,13 +58,20 @@ class Output:
             self.console.print(text)
 
     def table(self, columns: Sequence[str], rows: Iterable[Sequence[Any]],
-              title: str | None = None) -> None:
-        table = Table(title=title)
-        for column in columns:
-            # fold, never truncate: ids in a table are meant to be copied.
-            table.add_column(column, overflow="fold")
-        for row in rows:
-            table.add_row(*("" if cell is None else str(cell) for cell in row))
+              title: str | None = None, ids: Sequence[str] = ("Id",)) -> None:
+        """A table; the ``ids`` columns are never wrapped or cut, whatever the width
+        (ids are meant to be copied), the others fold."""
+        cells = [["" if cell is None else str(cell) for cell in row] for row in rows]
+        # No vertical rules: at 80 columns a 36-character id leaves little room.
+        table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+        for index, column in enumerate(columns):
+            if column in ids:
+                widest = max((len(row[index]) for row in cells), default=0)
+                table.add_column(column, no_wrap=True, min_width=max(widest, len(column)))
+            else:
+                table.add_column(column, overflow="fold")
+        for row in cells:
+            table.add_row(*row)
         self.console.print(table)
 
 

@@ -15,7 +15,7 @@ from twisted.internet.defer import CancelledError, DeferredSemaphore, gatherResu
 from imagehost.storage.files import atomic_write
 from imagehost_cli.errors import CommandFailed
 from imagehost_cli.options import RemoteOptions
-from imagehost_cli.output import FileProgress, Output, human_size
+from imagehost_cli.output import FileProgress, Output, human_size, table_time
 
 
 class RemoteError(CommandFailed):
@@ -56,6 +56,11 @@ class RemoteServer:
         await self._pool.closeCachedConnections()
 
     async def _authorization(self) -> dict[str, str]:
+        from imagehost.auth import looks_like_api_key
+
+        if self._options.api_key and not looks_like_api_key(self._options.api_key):
+            # The server would take it for an access token and say that one is invalid.
+            raise RemoteError("Invalid API key: API keys are sk_ followed by 64 hex digits.")
         if self._bearer is None and self._options.username:
             tokens = await self.request_json(
                 "POST", "/api/auth/login", authenticate=False,
@@ -153,15 +158,39 @@ async def upload(reactor, options: RemoteOptions, files: list[Path], is_public: 
                             f"{failed[0]['path']}: {failed[0]['error']}")
 
 
-async def listing(reactor, options: RemoteOptions, path: str, params: dict) -> None:
+async def listing(reactor, options: RemoteOptions, command: str, page_number: int,
+                  params: dict) -> None:
+    """``remote list`` (the public feed) or ``remote history`` (your own images)."""
+    path = {"list": "/api/images", "history": "/api/images/history"}[command]
     query = {k: str(v) for k, v in params.items() if v is not None}
 
     async def fetch(server: RemoteServer):
-        return await server.request_json("GET", path, params=query)
+        return await server.request_json("GET", f"{path}/{page_number}", params=query)
 
     page = await _with_server(reactor, options, fetch)
     out = Output(options.as_json)
-    out.show(page, lambda: _show_listing(out, page))
+
+    def human() -> None:
+        _show_listing(out, page)
+        more = next_page_hint(options, command, page.get("meta", {}), query)
+        if more:
+            out.say(more)
+
+    out.show(page, human)
+
+
+def next_page_hint(options: RemoteOptions, command: str, meta: dict, query: dict) -> str:
+    """How to get the next page ("" on the last one): the command to run."""
+    page, size, total = meta.get("page"), meta.get("size"), meta.get("total")
+    if not all(isinstance(n, int) and n > 0 for n in (page, size)) or not isinstance(total,
+                                                                                        int):
+        return ""
+    pages = max(1, -(-total // size))
+    if page >= pages:
+        return f"Page {page} of {pages}: the last page."
+    limit = f" --limit {query['limit']}" if "limit" in query else ""
+    return (f"Page {page} of {pages}. Next page: imagehost remote --url {options.url} "
+            f"{command} {page + 1}{limit}")
 
 
 def _show_listing(out: Output, page: dict) -> None:
@@ -170,13 +199,13 @@ def _show_listing(out: Output, page: dict) -> None:
     for item in page.get("data", []):
         attributes, metadata = item.get("attributes", {}), item.get("metadata", {})
         owner = item.get("owner") or {}
-        rows.append((item.get("id"), attributes.get("fileName"),
+        rows.append((item.get("id"), attributes.get("originalName") or "",
                      "public" if attributes.get("isPublic") else "private",
                      attributes.get("views"), human_size(metadata.get("size")),
-                     (attributes.get("createdAt") or {}).get("formattedDate"),
+                     table_time((attributes.get("createdAt") or {}).get("timestamp")),
                      owner.get("username") or owner.get("displayName") or "guest"))
     title = f"Page {meta.get('page', '?')} ({meta.get('total', len(rows))} images)"
-    out.table(["Id", "File", "Visibility", "Views", "Size", "Created", "Owner"], rows,
+    out.table(["Id", "Name", "Visibility", "Views", "Size", "Created (UTC)", "Owner"], rows,
               title=title)
 
 

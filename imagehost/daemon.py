@@ -139,11 +139,16 @@ def endpoint_problem(description: str, error: Exception) -> str:
         for option, path in files.items():
             if not os.access(path, os.R_OK):
                 return f"{option} {path}: {os.strerror(error.errno or 2)}"
-        return f"{error.strerror or error}: {error.filename or ''}".rstrip(": ")
+        return os_problem(error)
     if type(error).__module__.startswith("OpenSSL"):
         named = ", ".join(f"{option} {path}" for option, path in files.items())
         return f"not a PEM key and certificate ({named})"
     return str(error) or type(error).__name__
+
+
+def os_problem(error: OSError) -> str:
+    """``Permission denied: /srv/secret.key``"""
+    return f"{error.strerror or error}: {error.filename or ''}".rstrip(": ")
 
 
 def _options(description: str) -> dict[str, str]:

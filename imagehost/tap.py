@@ -16,7 +16,7 @@ from twisted.python import usage
 
 from imagehost.assembly import build_daemon, prepare_installation, warn_if_no_users
 from imagehost.config import Config, ConfigError, load_config
-from imagehost.daemon import CannotListen, endpoint_problem
+from imagehost.daemon import CannotListen, endpoint_problem, os_problem
 from imagehost.db import printable_url
 from imagehost.processes import WorkerProcesses
 
@@ -85,8 +85,7 @@ def options_config(options) -> Config:
 def installation_problem(config: Config, error: Exception) -> str:
     """One line for a failure of ``prepare_installation``."""
     if isinstance(error, OSError):
-        return f"{error.strerror or error}: {error.filename}" if error.filename \
-            else str(error.strerror or error)
+        return os_problem(error)
     if isinstance(error, sa.exc.OperationalError):
         url = printable_url(config.database_url)
         reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)

@@ -49,13 +49,15 @@ class Cli:
         argv = ["--json"] * as_json + self.global_args + [str(a) for a in args]
         return await deferToThread(CliRunner().invoke, cli, argv, input=input, env=self.env)
 
-    async def ok(self, *args: Any, input: str | None = None, as_json: bool = False) -> Result:
+    async def ok(self, *args: Any, input: str | None = None, as_json: bool = False,
+                 code: int = 0) -> Result:
+        """Run a command that succeeds (or, for an import, exits ``code``)."""
         result = await self(*args, input=input, as_json=as_json)
-        assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
+        assert result.exit_code == code, (result.stdout, result.stderr, result.exception)
         return result
 
-    async def json(self, *args: Any, input: str | None = None) -> Any:
-        result = await self.ok(*args, input=input, as_json=True)
+    async def json(self, *args: Any, input: str | None = None, code: int = 0) -> Any:
+        result = await self.ok(*args, input=input, as_json=True, code=code)
         return json.loads(result.stdout)
 
     async def fails(self, *args: Any, code: int = 1, input: str | None = None) -> str:
@@ -276,7 +278,7 @@ def stored_images(where, username: str) -> dict[str, tuple[str, str, bool]]:
     a running ``Server`` (SQLite or PostgreSQL) or of a data directory's SQLite file."""
     engine = (sa.create_engine(f"sqlite:///{where / 'imagehost.db'}") if isinstance(where, Path)
               else where.db.engine)
-    query = sa.text("SELECT i.file_name, i.id, i.mime_type, i.is_public FROM images i "
+    query = sa.text("SELECT i.original_name, i.id, i.mime_type, i.is_public FROM images i "
                     "JOIN users u ON u.id = i.owner_id WHERE u.username = :username")
     with engine.connect() as conn:
         rows = conn.execute(query, {"username": username}).fetchall()
@@ -298,18 +300,20 @@ async def test_import_reports_exact_counts_and_reasons_and_never_imports_twice(
     await cmd.ok("user", "create", "dave", "--email", "dave@example.com",
                  "--password", "dave-password")
 
-    dry = await cmd.json("import", folder, "--user", "dave", "--recursive", "--dry-run")
-    assert (dry["imported"], dry["duplicates"], len(dry["rejected"])) == (4, 2, 3)
+    dry = await cmd.json("import", folder, "--user", "dave", "--recursive", "--dry-run",
+                         code=3)
+    assert (dry["imported"], len(dry["duplicates"]), len(dry["rejected"])) == (4, 2, 3)
     assert dry["dryRun"] is True
     assert stored_images(server, "dave") == {}
     assert originals_on_disk(server.data_dir) == set()
 
     first = await cmd.json("import", folder, "--user", "admin", "--recursive", "--public",
-                           "--jobs", "3")
+                           "--jobs", "3", code=3)
     huge_mb = f"{len(files['huge.png']) / 1e6:.2f}"
+    duplicates = first.pop("duplicates")
     assert first == {
         "imported": 4,
-        "duplicates": 2,
+        "skippedFolders": [],
         "rejected": [
             {"path": str(folder / "fake.jpg"),
              "reason": 'The mime type of the file is invalid ("application/pdf"). Allowed '
@@ -322,6 +326,9 @@ async def test_import_reports_exact_counts_and_reasons_and_never_imports_twice(
     }
     stored = stored_images(server, "admin")
     assert set(stored) == {"a.jpg", "b.png", "c.gif", "d.webp"}
+    assert duplicates == [{"path": str(folder / "copy-of-a.jpg"), "imageId": stored["a.jpg"][0]},
+                          {"path": str(folder / "sub/a-again.jpg"),
+                           "imageId": stored["a.jpg"][0]}]
     assert all(public for _, _, public in stored.values())
     assert originals_on_disk(server.data_dir) == {image_id for image_id, _, _ in stored.values()}
     # The daemon serves what the CLI imported, byte for byte.
@@ -329,12 +336,12 @@ async def test_import_reports_exact_counts_and_reasons_and_never_imports_twice(
     got = await server.client.get(f"/image/{image_id}.png")
     assert got.code == 200 and got.body == files["b.png"]
 
-    again = await cmd.json("import", folder, "--user", "admin", "--recursive")
-    assert (again["imported"], again["duplicates"], again["rejected"]) == (
+    again = await cmd.json("import", folder, "--user", "admin", "--recursive", code=3)
+    assert (again["imported"], len(again["duplicates"]), again["rejected"]) == (
         0, 6, first["rejected"])
     assert stored_images(server, "admin") == stored
 
-    flat = await cmd.ok("import", folder, "--user", "dave", "--jobs", "1")
+    flat = await cmd.ok("import", folder, "--user", "dave", "--jobs", "1", code=3)
     assert "Import summary" in flat.stdout and "corrupted" in flat.stdout
     assert "Importing" in flat.stderr
     assert set(stored_images(server, "dave")) == {"a.jpg", "b.png", "c.gif"}

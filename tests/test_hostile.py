@@ -124,8 +124,8 @@ async def test_odd_file_names_are_cleaned(server, admin):
         response = await admin.upload("/api/upload", image_bytes(), filename=raw)
         assert response.code == 201, raw
         detail = await admin.get(f"/api/image/{response.json()['id']}/detail")
-        name = detail.json()["fileName"]
-        assert name == (expected or f"{response.json()['id']}.jpg"), raw
+        assert detail.json()["fileName"] == f"{response.json()['id']}.jpg", raw
+        assert detail.json()["originalName"] == expected, raw
     non_utf8 = (b"--b\r\nContent-Disposition: form-data; name=\"image\"; filename=\"\xff\xfe.jpg\""
                 b"\r\n\r\n" + image_bytes() + b"\r\n--b--\r\n")
     response = await admin.request("POST", "/api/upload", data=non_utf8,

@@ -51,12 +51,13 @@ async def person(server, username: str, display_name: str = "") -> Person:
 
 async def insert(server, owner: Person | None, *, public: bool = True, minutes: int = 0,
                  updated_minutes: int | None = None, views: int = 0, size: int = 1000,
-                 description: str = "", file_name: str = "x.png") -> ImageRecord:
+                 description: str = "", original_name: str = "x.png") -> ImageRecord:
     """Insert an image record directly (no file); times are BASE_TIME + minutes."""
     image_id = str(uuid.uuid4())
     updated = None if updated_minutes is None else BASE_TIME + timedelta(minutes=updated_minutes)
     record = ImageRecord(
-        id=image_id, owner_id=owner.id if owner else None, file_name=file_name,
+        id=image_id, owner_id=owner.id if owner else None, file_name=f"{image_id}.png",
+        original_name=original_name,
         description=description, is_public=public,
         created_at=BASE_TIME + timedelta(minutes=minutes), updated_at=updated, views=views,
         size=size, mime_type="image/png", width=10, height=20, sha256="0" * 64)
@@ -101,7 +102,8 @@ async def test_detail_has_every_field_of_the_seed(server):
     assert ISO_MICRO.match(created), created
     assert abs(datetime.fromisoformat(created) - datetime.now(UTC)) < timedelta(minutes=1)
     assert body == {
-        "id": image_id, "fileName": "cat.png", "description": "a cat", "isPublic": True,
+        "id": image_id, "fileName": f"{image_id}.png", "originalName": "cat.png",
+        "description": "a cat", "isPublic": True,
         "updatedAt": None, "views": 0, "size": len(data), "mimeType": "image/png",
         "width": 30, "height": 20, "supportsResize": True, "url": f"/image/{image_id}.png",
     }
@@ -270,7 +272,7 @@ async def test_delete_with_preserve_false_and_refusals(server):
 async def test_feed_item_has_every_field_and_hides_emails(server, admin):
     alice, bob = await person(server, "alice", "Alice A."), await person(server, "bob")
     mine = await insert(server, alice, minutes=0, views=42, size=1024000,
-                        description="Image description", file_name="example.jpg")
+                        description="Image description", original_name="example.jpg")
     guest = await insert(server, None, minutes=-1)
     await insert(server, alice, public=False, minutes=5)
 
@@ -283,7 +285,8 @@ async def test_feed_item_has_every_field_and_hides_emails(server, admin):
         "id": mine.id,
         "owner": {"id": alice.id, "email": "alice@example.com", "displayName": "Alice A."},
         "attributes": {
-            "fileName": "example.jpg", "description": "Image description", "isPublic": True,
+            "fileName": f"{mine.id}.png", "originalName": "example.jpg",
+            "description": "Image description", "isPublic": True,
             "createdAt": {"formattedDate": "Jan 15, 2024", "timestamp": 1705314600},
             "views": 42,
         },
@@ -340,9 +343,11 @@ async def test_an_edit_moves_an_image_to_the_top_of_the_default_order(server):
 async def test_feed_search(server):
     alice = await person(server, "alice", "Wonder Woman")
     bob = await person(server, "bob", "Builder")
-    sunset = await insert(server, alice, description="A Sunset at sea", file_name="IMG_1.jpg")
-    percent = await insert(server, bob, description="100% cat", file_name="cat_2.png")
-    await insert(server, None, description="guest sunset", file_name="g.png", public=False)
+    sunset = await insert(server, alice, description="A Sunset at sea",
+                          original_name="IMG_1.jpg")
+    percent = await insert(server, bob, description="100% cat", original_name="cat_2.png")
+    await insert(server, None, description="guest sunset", original_name="g.png",
+                 public=False)
 
     async def search(**params) -> set[str]:
         return set(ids(await feed(alice.client, **params)))
@@ -353,6 +358,9 @@ async def test_feed_search(server):
     assert await search(searchTerm="%") == {percent.id}
     assert await search(searchTerm="img_", searchBy="fileName") == {sunset.id}
     assert await search(searchTerm="_", searchBy="fileName") == {sunset.id, percent.id}
+    # fileName is "{id}.{ext}": searching it finds the id too.
+    assert await search(searchTerm=f"{percent.id[:8]}", searchBy="fileName") == {percent.id}
+    assert await search(searchTerm=".png", searchBy="fileName") == {sunset.id, percent.id}
     assert await search(searchTerm="wonder", searchBy="user") == {sunset.id}
     assert await search(searchTerm="bo", searchBy="user") == {percent.id}
     assert await search(searchTerm="nobody", searchBy="user") == set()
@@ -499,7 +507,8 @@ async def test_batch_lookup_returns_visible_images_in_request_order(server, admi
             "id": others_public.id,
             "owner": {"id": bob.id, "email": None, "displayName": "bob"},
             "attributes": {
-                "fileName": "x.png", "description": "Image description", "isPublic": True,
+                "fileName": f"{others_public.id}.png", "originalName": "x.png",
+                "description": "Image description", "isPublic": True,
                 "createdAt": {"formattedDate": "Jan 15, 2024", "timestamp": 1705314720},
                 "views": 0,
             },
@@ -535,7 +544,8 @@ async def test_history_lists_own_images_newest_first(server, admin):
     assert first["data"][0] == {
         "id": mine[12].id,
         "attributes": {
-            "fileName": "x.png", "description": "", "isPublic": True,
+            "fileName": f"{mine[12].id}.png", "originalName": "x.png", "description": "",
+            "isPublic": True,
             "createdAt": {"formattedDate": "2024-01-15 10:42:00", "timestamp": 1705315320},
             "views": 0,
         },

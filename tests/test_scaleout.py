@@ -238,18 +238,21 @@ async def test_cli_import_into_postgresql_and_s3_is_served_by_both(pair, tmp_pat
              "notes.txt": b"not an image"}
     for name, data in files.items():
         (folder / name).write_bytes(data)
-    summary = await local_cli(pair.b).json("import", folder, "--user", "admin", "--public")
-    assert (summary["imported"], summary["duplicates"], len(summary["rejected"])) == (2, 1, 1)
+    summary = await local_cli(pair.b).json("import", folder, "--user", "admin", "--public",
+                                           code=3)  # notes.txt is rejected
+    assert (summary["imported"], len(summary["duplicates"]), len(summary["rejected"])) == (
+        2, 1, 1)
 
     originals = keys(pair.endpoint, pair.bucket, "originals/")
     assert {Path(key).suffix for key in originals} == {".jpg", ".png"}
     a_admin = await pair.a.admin()
     feed = (await a_admin.get("/api/images/1")).json()
-    assert sorted(item["attributes"]["fileName"] for item in feed["data"]) == [
+    assert sorted(item["attributes"]["originalName"] for item in feed["data"]) == [
         "blue.png", "red.jpg"]
     for item in feed["data"]:
-        name = item["attributes"]["fileName"]
+        name = item["attributes"]["originalName"]
         ext = Path(name).suffix
+        assert item["attributes"]["fileName"] == f"{item['id']}{ext}"
         for daemon in pair.daemons:
             served = await daemon.client.get(f"/image/{item['id']}{ext}")
             assert (served.code, served.body) == (200, files[name])

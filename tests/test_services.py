@@ -71,7 +71,7 @@ class Parts:
     async def upload(self, data: bytes) -> str:
         settings = Settings(self.settings.defaults())
         stored = await self.images.store(data, settings)
-        image = await self.images.record(stored, owner=OWNER, file_name="a.png",
+        image = await self.images.record(stored, owner=OWNER, original_name="a.png",
                                          description="", is_public=False)
         return image.id
 

@@ -53,7 +53,7 @@ async def test_type_comes_from_the_bytes_not_the_name(server, admin):
     response = await admin.upload("/api/upload", png, filename="lies.jpg")
     image = await server.db.run(image_by_id, response.json()["id"])
     assert (image.mime_type, image.width, image.height) == ("image/png", 64, 48)
-    assert image.file_name == "lies.jpg"
+    assert (image.file_name, image.original_name) == (f"{image.id}.png", "lies.jpg")
     assert (await server.client.get(f"/image/{image.id}.png")).body == png
 
 
@@ -65,7 +65,7 @@ async def test_fields_owner_and_visibility_are_recorded(server, admin):
     image = await server.db.run(image_by_id, response.json()["id"])
     me = (await admin.get("/api/user")).json()["data"]
     assert (image.description, image.is_public, image.owner_id) == ("sunset", True, me["id"])
-    assert image.file_name == "passwd"
+    assert image.original_name == "passwd"
     private = await admin.upload("/api/upload", image_bytes())
     image = await server.db.run(image_by_id, private.json()["id"])
     assert image.is_public is False

@@ -15,7 +15,8 @@ from imagehost.db.schema import images, preserved_originals
 class ImageRecord:
     id: str
     owner_id: str | None
-    file_name: str
+    file_name: str  # "{id}.{ext}"
+    original_name: str  # the client's file name, "" when it gave none
     description: str
     is_public: bool
     created_at: datetime

@@ -185,8 +185,10 @@ def _filtered(query: sa.Select, where: ImageFilter) -> sa.Select:
 def _search(search_by: str, term: str) -> sa.ColumnElement[bool]:
     if search_by == "user":
         return sa.or_(_contains(users.c.username, term), _contains(users.c.display_name, term))
-    column = {"description": images.c.description, "file_name": images.c.file_name}[search_by]
-    return _contains(column, term)
+    if search_by == "file_name":
+        return sa.or_(_contains(images.c.file_name, term),
+                      _contains(images.c.original_name, term))
+    return _contains(images.c.description, term)
 
 
 def _contains(column: sa.ColumnElement, term: str) -> sa.ColumnElement[bool]:

@@ -59,7 +59,9 @@ images = sa.Table(
     sa.Column("id", sa.String(36), primary_key=True),
     sa.Column("owner_id", sa.String(36), sa.ForeignKey("users.id", ondelete="SET NULL"),
               nullable=True),
+    # "{id}.{ext}", as the seed and Slink show it; the client's name is original_name.
     sa.Column("file_name", sa.String(255), nullable=False),
+    sa.Column("original_name", sa.String(255), nullable=False, server_default=""),
     sa.Column("description", sa.String(255), nullable=False, server_default=""),
     sa.Column("is_public", sa.Boolean, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),

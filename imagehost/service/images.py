@@ -73,7 +73,7 @@ class Images:
         form, checked = await self._cpu.submit(self._check_form, body, content_type, settings,
                                                check_form)
         stored = await self._put(form.image, checked)
-        return await self.record(stored, owner=owner, file_name=form.file_name,
+        return await self.record(stored, owner=owner, original_name=form.file_name,
                                  description=form.description,
                                  is_public=form.is_public or owner is None)
 
@@ -112,13 +112,18 @@ class Images:
         """``owner``'s image with exactly this content, if there is one."""
         return await self._db.run(q.image_by_owner_and_hash, owner.id, sha256)
 
-    async def record(self, stored: StoredOriginal, *, owner: User | None, file_name: str,
+    async def record(self, stored: StoredOriginal, *, owner: User | None, original_name: str,
                      description: str, is_public: bool) -> ImageRecord:
-        """Insert the record of a stored original; the file is removed if that fails."""
+        """Insert the record of a stored original; the file is removed if that fails.
+
+        ``original_name`` is the client's file name ("" for none); the record's
+        ``file_name`` is ``{id}.{ext}``, the extension from the content.
+        """
         info = stored.info
         image = ImageRecord(
             id=stored.image_id, owner_id=owner.id if owner else None,
-            file_name=file_name or f"{stored.image_id}.{info.ext}", description=description,
+            file_name=f"{stored.image_id}.{info.ext}", original_name=original_name,
+            description=description,
             is_public=is_public, created_at=self._now(), updated_at=None, views=0,
             size=stored.size, mime_type=info.mime_type, width=info.width, height=info.height,
             sha256=stored.sha256)

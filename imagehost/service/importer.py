@@ -75,6 +75,13 @@ def find_files(paths: Iterable[Path], recursive: bool) -> list[Path]:
     return found
 
 
+def skipped_folders(paths: Iterable[Path], recursive: bool) -> list[Path]:
+    """The sub-folders of the given folders that ``find_files`` does not descend into."""
+    if recursive:
+        return []
+    return sorted(p for path in paths if path.is_dir() for p in path.iterdir() if p.is_dir())
+
+
 def file_size(path: Path) -> int:
     try:
         return path.stat().st_size
@@ -197,7 +204,7 @@ class Importer:
         if self._cancelled:
             await images.discard(stored)
             return ImportOutcome(path, SKIPPED, len(data))
-        image = await images.record(stored, owner=self._owner, file_name=path.name,
+        image = await images.record(stored, owner=self._owner, original_name=path.name,
                                          description="", is_public=self._is_public)
         return ImportOutcome(path, IMPORTED, len(data), image_id=image.id)
 

@@ -76,7 +76,7 @@ def share_variant(image: ImageRecord, size: str, fmt: str) -> Variant:
 
 def alt_text(image: ImageRecord) -> str:
     """What a screen reader says: the description, else the original file name."""
-    return image.description or image.file_name or "Image"
+    return image.description or image.original_name or "Image"
 
 
 def share_snippets(base_url: str, image: ImageRecord, size: str, fmt: str) -> dict[str, str]:

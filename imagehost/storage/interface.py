@@ -18,6 +18,7 @@ class StoredObject:
     ext: str  # the original's extension; "" for a shared variant
     size: int
     modified: float  # seconds since the epoch
+    location: str = ""  # relative to the data directory, or the object's key in the bucket
 
 
 def original_name(name: str) -> tuple[str, str] | None:

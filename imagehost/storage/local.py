@@ -73,7 +73,8 @@ class LocalStorage:
                 stat = path.stat()
             except FileNotFoundError:  # deleted while we listed
                 continue
-            yield StoredObject(*parsed, stat.st_size, stat.st_mtime)
+            yield StoredObject(*parsed, stat.st_size, stat.st_mtime,
+                               str(path.relative_to(self.root)))
 
     def shared_variants(self) -> Iterator[StoredObject]:
         """No shared variant store: nothing."""

@@ -142,14 +142,16 @@ class S3Storage:
         for obj in self._objects("list originals", self.settings.originals_prefix):
             parsed = original_name(obj["Key"].rpartition("/")[2])
             if parsed is not None:
-                yield StoredObject(*parsed, obj["Size"], obj["LastModified"].timestamp())
+                yield StoredObject(*parsed, obj["Size"], obj["LastModified"].timestamp(),
+                                   obj["Key"])
 
     def shared_variants(self) -> Iterator[StoredObject]:
         """Every shared variant object (one per image and variant)."""
         prefix = self.settings.variants_prefix
         for obj in self._objects("list variants", prefix):
             image_id = obj["Key"][len(prefix):].partition("/")[0]
-            yield StoredObject(image_id, "", obj["Size"], obj["LastModified"].timestamp())
+            yield StoredObject(image_id, "", obj["Size"], obj["LastModified"].timestamp(),
+                               obj["Key"])
 
     def _objects(self, what: str, prefix: str) -> list[dict]:
         def pages():

@@ -33,6 +33,7 @@ def detail_json(image: ImageRecord) -> dict[str, Any]:
     return {
         "id": image.id,
         "fileName": image.file_name,
+        "originalName": image.original_name or None,
         "description": image.description,
         "isPublic": image.is_public,
         "createdAt": iso(image.created_at),
@@ -86,6 +87,7 @@ def _item(image: ImageRecord, date_style, owner: dict[str, Any] | None) -> dict[
         "owner": owner,
         "attributes": {
             "fileName": image.file_name,
+            "originalName": image.original_name or None,
             "description": image.description,
             "isPublic": image.is_public,
             "createdAt": {"formattedDate": date_style(image.created_at),
