@@ -281,7 +281,7 @@ def build_daemon(config: Config, reactor, secret: bytes):
 
     imagehost = build_imagehost(config, reactor, secret)
     server = config.server
-    metrics = Metrics(imagehost, ImagehostAPI.app.url_map)
+    metrics = Metrics(imagehost, ImagehostAPI.app.url_map, ImagehostPages.app.url_map)
     limits = SiteLimits(max_body_size=server.max_body_size,
                         max_header_size=server.max_header_size,
                         max_uri_length=server.max_uri_length,
