@@ -10,12 +10,15 @@ from typing import Any
 import click
 from rich import box
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
-
-
-def iso(moment: datetime | None) -> str | None:
-    """ISO 8601 with microseconds and offset, as the HTTP API writes times."""
-    return None if moment is None else moment.isoformat(timespec="microseconds")
 
 
 def table_time(moment: datetime | str | float | None) -> str | None:
@@ -55,15 +58,17 @@ class Output:
             self.console.print(text)
 
     def table(self, columns: Sequence[str], rows: Iterable[Sequence[Any]],
-              title: str | None = None, ids: Sequence[str] = ("Id",)) -> None:
-        """A table; the ``ids`` columns are never wrapped or cut, whatever the width
-        (ids are meant to be copied), the others fold."""
+              title: str | None = None, ids: Sequence[str] = ("Id",),
+              times: Sequence[str] = ()) -> None:
+        """A table; the lines of ``ids`` and ``times`` cells are never wrapped or cut,
+        whatever the width (ids are meant to be copied), the other columns fold."""
         cells = [["" if cell is None else str(cell) for cell in row] for row in rows]
         # No vertical rules: at 80 columns a 36-character id leaves little room.
         table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
         for index, column in enumerate(columns):
-            if column in ids:
-                widest = max((len(row[index]) for row in cells), default=0)
+            if column in ids or column in times:
+                widest = max((len(line) for row in cells for line in row[index].splitlines()),
+                             default=0)
                 table.add_column(column, no_wrap=True, min_width=max(widest, len(column)))
             else:
                 table.add_column(column, overflow="fold")
@@ -81,3 +86,35 @@ def human_size(size: Any) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1000
     return str(size)
+
+
+class FileProgress:
+    """A rich progress bar over files (count, bytes, rate, time left) on stderr; silent
+    with --json. ``with FileProgress(...) as advance:`` then ``advance(size)`` per file."""
+
+    def __init__(self, out: Output, verb: str, files: int, size: int):
+        self._files = files
+        self._size = size
+        self._done = 0
+        self._task = None
+        self._bar = None if out.as_json else Progress(
+            TextColumn(f"[bold]{verb}"), BarColumn(),
+            TextColumn("{task.fields[done]}/{task.fields[files]} files"),
+            DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+            console=out.errors, transient=False)
+
+    def __enter__(self) -> Callable[[int], None]:
+        if self._bar is not None:
+            self._task = self._bar.add_task(
+                "files", total=self._size or None, done=0, files=self._files)
+            self._bar.start()
+        return self._advance
+
+    def _advance(self, size: int) -> None:
+        self._done += 1
+        if self._bar is not None:
+            self._bar.update(self._task, advance=size, done=self._done)
+
+    def __exit__(self, *exc_info) -> None:
+        if self._bar is not None:
+            self._bar.stop()
