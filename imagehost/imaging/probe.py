@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import filetype
 from PIL import Image, UnidentifiedImageError
 
+from imagehost.imaging import orientation as exif
+
 # Pillow format name -> (mime type, file extension of stored originals)
 KNOWN_FORMATS: dict[str, tuple[str, str]] = {
     "JPEG": ("image/jpeg", "jpg"),
@@ -23,8 +25,6 @@ KNOWN_FORMATS: dict[str, tuple[str, str]] = {
 }
 EXTENSION_BY_MIME = {mime: ext for mime, ext in KNOWN_FORMATS.values()}
 
-_ORIENTATION_TAG = 0x0112
-_SWAPPED_ORIENTATIONS = {5, 6, 7, 8}
 # At most this many decoded bytes per compressed byte: deflate's limit is 1032 (one
 # 258-byte match in ~2 bits); a 12-bit LZW code yields at most 4096 pixels (GIF).
 _MAX_EXPANSION = {"PNG": 1032, "GIF": 4096 * 8 // 12 + 1}
@@ -134,8 +134,8 @@ def probe(data: bytes, limits: SourceLimits) -> ImageInfo:
             raise TooManyPixels(frames * width * height, limits.max_animation_pixels)
         check_plausible_size(image, len(data))
         _prove_decodes(image)
-        orientation = exif_orientation(image)
-    if orientation in _SWAPPED_ORIENTATIONS:
+        orientation = exif.orientation(image)
+    if orientation in exif.SWAPS_AXES:
         width, height = height, width
     mime, ext = KNOWN_FORMATS[fmt]
     return ImageInfo(fmt, mime, ext, width, height, frames)
@@ -161,21 +161,6 @@ def check_plausible_size(image: Image.Image, size: int) -> None:
         decoded = width * height
     if decoded > size * ratio:
         raise CorruptImage(f"{size} bytes cannot hold {width}x{height} pixels")
-
-
-def exif_orientation(image: Image.Image) -> int:
-    """The EXIF orientation tag, or 1 when there is none or the metadata is unreadable.
-
-    EXIF is optional metadata: an ``eXIf`` chunk that is not TIFF, a "Raw profile type
-    exif" text that is not hex, or garbage in WebP's EXIF chunk make Pillow raise
-    various errors (SyntaxError, ValueError, struct.error...); the pixels are still fine,
-    so the metadata is ignored.
-    """
-    try:
-        orientation = image.getexif().get(_ORIENTATION_TAG, 1)
-    except Exception:  # any parse failure of the metadata; see above
-        return 1
-    return orientation if isinstance(orientation, int) else 1
 
 
 def _prove_decodes(image: Image.Image) -> None:

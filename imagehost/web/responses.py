@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Any
 
 from twisted.web.iweb import IRequest
 
-from imagehost.service.errors import BadRequest, PayloadTooLarge, ServiceError, ValidationFailed
+from imagehost.service.errors import BadRequest, PayloadTooLarge
 
 JSON_BODY_LIMIT = 1024 * 1024
 # Every body we take is an object of scalars and short lists; this leaves ample room.
 JSON_MAX_DEPTH = 32
-
-
-def iso(moment: datetime | None) -> str | None:
-    """ISO 8601 with microseconds and offset, as the seed shows it."""
-    return None if moment is None else moment.isoformat(timespec="microseconds")
 
 
 def dump_json(value: Any) -> bytes:
@@ -37,14 +31,6 @@ def json_response(request: IRequest, value: Any, code: int = 200) -> bytes:
 def no_content(request: IRequest) -> bytes:
     request.setResponseCode(204)
     return b""
-
-
-def error_body(error: ServiceError) -> dict[str, Any]:
-    body: dict[str, Any] = {"title": error.title, "message": error.message}
-    if isinstance(error, ValidationFailed):
-        body["violations"] = [{"property": v.property, "message": v.message}
-                              for v in error.violations]
-    return {"error": body}
 
 
 def read_json(request: IRequest, required: bool = True) -> Any:
