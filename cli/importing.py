@@ -73,10 +73,15 @@ def _shielded(running: Deferred) -> Deferred:
 
 
 class ImportProgress:
-    """A rich progress bar (files, bytes, rate, ETA) on stderr; silent with --json."""
+    """A rich progress bar (files, bytes, rate, ETA) on stderr; silent with --json.
 
-    def __init__(self, out: Output, files: int, size: int):
+    Entering it gives the function to call with each file done (anything with a
+    ``size``); ``label`` names the work (verify and backup use it too).
+    """
+
+    def __init__(self, out: Output, files: int, size: int, label: str = "Importing"):
         self._out = out
+        self._label = label
         self._files = files
         self._size = size
         self._bar: Progress | None = None
@@ -86,7 +91,7 @@ class ImportProgress:
     def __enter__(self):
         if not self._out.as_json:
             self._bar = Progress(
-                TextColumn("[bold]Importing"), BarColumn(),
+                TextColumn(f"[bold]{self._label}"), BarColumn(),
                 TextColumn("{task.fields[done]}/{task.fields[files]} files"),
                 DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
                 console=self._out.errors, transient=False)
@@ -95,7 +100,7 @@ class ImportProgress:
             self._bar.start()
         return self._advance
 
-    def _advance(self, outcome: ImportOutcome) -> None:
+    def _advance(self, outcome: ImportOutcome | Any) -> None:
         self._done += 1
         if self._bar is not None:
             self._bar.update(self._task, advance=outcome.size, done=self._done)

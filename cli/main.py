@@ -209,6 +209,24 @@ def gc(options: GlobalOptions, older_than: float, dry_run: bool) -> None:
     go(local.collect_garbage, options, older_than, dry_run)
 
 
+@cli.command()
+@click.option("--sample", type=click.IntRange(min=1), metavar="N",
+              help="Check N originals chosen at random instead of all of them.")
+@click.option("--older-than", type=click.FloatRange(min=0), default=3600.0, show_default=True,
+              metavar="SECONDS",
+              help="Report unrecorded files older than this (younger: uploads in flight).")
+@pass_options
+def verify(options: GlobalOptions, sample: int | None, older_than: float) -> None:
+    """Re-hash the stored originals against the sha256 recorded at upload.
+
+    Reports missing files, corrupt files (the bytes changed) and unrecorded files (no
+    record accounts for them; imagehost gc removes those). Exit status 1 when any is found.
+    """
+    from imagehost_cli import maintenance
+
+    go(maintenance.verify, options, sample, older_than)
+
+
 # -- users ----------------------------------------------------------------------
 
 

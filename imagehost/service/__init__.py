@@ -15,6 +15,7 @@ from imagehost.service.collector import GarbageCollector
 from imagehost.service.delivery import Delivery
 from imagehost.service.errors import Forbidden, ValidationFailed
 from imagehost.service.images import Images
+from imagehost.service.integrity import Integrity
 from imagehost.service.library import Library
 from imagehost.service.runtime_settings import RuntimeSettings
 from imagehost.service.sessions import BrowserSessions
@@ -39,6 +40,12 @@ class Imagehost:
     # -- scale-out -- runs brief blocking I/O off the reactor (None: inline)
     run_blocking: Callable[..., Deferred] | None = None
 
+    @property
+    def integrity(self) -> Integrity:
+        """Re-hashing of the stored originals (imagehost verify)."""
+        return Integrity(self.db, self.storage, self.workers,
+                         self.run_blocking or _run_inline)
+
     async def signup(self, *, email: object, username: object, password: object,
                      confirm: object) -> User:
         """Self-registration, when the runtime setting allows it."""
@@ -60,6 +67,12 @@ class Imagehost:
             return await self.run_blocking(self.storage.is_healthy)
         except Exception:
             return False
+
+
+def _run_inline(fn: Callable[..., object], *args: object) -> Deferred:
+    from twisted.internet.defer import maybeDeferred
+
+    return maybeDeferred(fn, *args)
 
 
 def _ping(conn: sa.Connection) -> None:

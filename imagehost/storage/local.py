@@ -44,6 +44,10 @@ class LocalStorage:
     def original_path(self, image_id: str, ext: str) -> Path:
         return self.originals / image_id[0:2] / image_id[2:4] / f"{image_id}.{ext}"
 
+    def original_location(self, image_id: str, ext: str) -> str:
+        """The original's path relative to the data directory (as listings give it)."""
+        return str(self.original_path(image_id, ext).relative_to(self.root))
+
     def local_original(self, image_id: str, ext: str) -> Path:
         """The original's file, which the caller may open itself (it may be missing)."""
         return self.original_path(image_id, ext)

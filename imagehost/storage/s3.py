@@ -86,6 +86,10 @@ class S3Storage:
         return (f"{self.settings.originals_prefix}{image_id[0:2]}/{image_id[2:4]}/"
                 f"{image_id}.{ext}")
 
+    def original_location(self, image_id: str, ext: str) -> str:
+        """The original's key in the bucket (as listings give it)."""
+        return self.original_key(image_id, ext)
+
     def variant_key(self, image_id: str, key: str) -> str:
         return f"{self._variants_of(image_id)}{key}"
 
