@@ -427,7 +427,7 @@ def build_daemon(config: Config, reactor, secret: bytes) -> tuple[service.MultiS
                                                                   ImagehostSite]:
     """The service graph and HTTP site of one daemon process, without listeners."""
     imagehost = build_imagehost(config, reactor, secret)
-    metrics = Metrics(imagehost, ImagehostAPI.app.url_map)
+    metrics = Metrics(imagehost, ImagehostAPI.app.url_map, ImagehostPages.app.url_map)
     clients = ClientAddresses(config.get("server", "trusted_proxies"))
     pages = ImagehostPages(imagehost, clients, config.get("server", "public_url"))
     site = ImagehostSite(SiteRoot(ImagehostAPI(imagehost, metrics).resource(),

@@ -207,6 +207,43 @@ async def test_upload_errors_show_the_servers_message(chromium, server, files):
 
 
 @pytest_twisted.ensureDeferred
+async def test_several_files_drop_and_paste_each_get_their_own_result(chromium, server, files):
+    def steps(page: Page) -> None:
+        page.login()
+        page.open("/")
+        page.find("#image").send_keys(f"{files['photo']}\n{files['text']}")
+        page.find("#upload-button").click()
+        page.wait("#uploads li.done")
+        page.wait("#uploads li.failed")
+        assert len(page.find_all("#uploads li")) == 2
+        assert "notes.txt" in page.find("#uploads li.failed").text
+        # A file dropped on the zone, then one pasted from the clipboard.
+        for event in ("drop", "paste"):
+            page.driver.execute_async_script("""
+                const [event, done] = [arguments[0], arguments[arguments.length - 1]];
+                const canvas = document.createElement('canvas');
+                canvas.width = 40; canvas.height = 30;
+                canvas.getContext('2d').fillRect(0, 0, 40, 30);
+                canvas.toBlob(blob => {
+                  const data = new DataTransfer();
+                  data.items.add(new File([blob], event + '.png', {type: 'image/png'}));
+                  const e = event === 'drop'
+                    ? new DragEvent('drop', {dataTransfer: data, bubbles: true, cancelable: true})
+                    : new ClipboardEvent('paste', {clipboardData: data, bubbles: true,
+                                                   cancelable: true});
+                  (event === 'drop' ? document.getElementById('drop-zone') : document)
+                    .dispatchEvent(e);
+                  done();
+                }, 'image/png');""", event)
+            page.wait_text("#uploads li:first-child", f"{event}.png")
+            page.wait("#uploads li:first-child.done")
+        page.open("/images")
+        assert len(page.find_all(".tile")) == 3
+
+    await in_browser(chromium, server, steps)
+
+
+@pytest_twisted.ensureDeferred
 async def test_guest_uploads_follow_the_admin_toggle(chromium, server, files):
     def toggle(page: Page, on: bool) -> None:
         page.login()

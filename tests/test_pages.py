@@ -288,9 +288,13 @@ async def test_a_private_image_page_and_its_meta_reach_no_one_else(server):
             assert b"secret plans" not in response.body and b"og:" not in response.body
         listing = await visitor.get("/explore")
         assert image_id.encode() not in listing.body
-    refused = await mallory.submit("/explore", f"/i/{image_id}/edit",
-                                   {"description": "mine now"})
-    assert refused.code == 403
+    assert (await mallory.get(f"/i/{image_id}/delete")).code == 404
+    for action in (f"/i/{image_id}/edit", f"/i/{image_id}/delete"):
+        refused = await mallory.submit("/explore", action, {"description": "mine now",
+                                                            "confirm": "yes"})
+        assert refused.code == 404, action
+    bulk = await mallory.submit("/explore", "/images/bulk", {"id": image_id, "action": "public"})
+    assert bulk.code == 404
     assert b"secret plans" in (await owner.get(f"/i/{image_id}")).body
 
 
@@ -371,8 +375,8 @@ async def test_api_keys_are_shown_once_listed_revoked_and_sharex_downloads(serve
     assert uploaded.code == 201
     listed = await browser.get("/account")
     assert b"laptop" in listed.body and key.encode() not in listed.body
-    last_used = re.search(rb"<td>laptop</td>.*?<td>Never</td>\s*<td>([^<]+)</td>", listed.body,
-                          re.S).group(1)
+    last_used = re.search(rb'<td>laptop</td>.*?"Expires">Never</td>\s*'
+                          rb'<td data-label="Last used">([^<]+)<', listed.body, re.S).group(1)
     assert last_used != b"Never"  # the upload above used it
     key_id = re.search(rb'action="/account/keys/([0-9a-f-]+)/revoke"', listed.body).group(1)
     revoked = await browser.submit("/account", f"/account/keys/{key_id.decode()}/revoke", {})
@@ -459,3 +463,28 @@ async def test_every_page_weighs_under_50_kb_before_images(server):
     print("page weights (bytes):", weights)
     assert max(weights.values()) < 50_000, weights
     assert weights["/images"] > 10_000  # the grid of 50 is in it
+
+
+@pytest_twisted.ensureDeferred
+async def test_page_requests_are_counted_by_their_route_in_the_metrics(server):
+    browser = _client(server)
+    await browser.get("/i/00000000-0000-0000-0000-000000000000")
+    await browser.get("/login")
+    text = (await server.client.get("/metrics")).body.decode()
+    assert 'route="/i/<string:image_id>",status="404"' in text
+    assert 'method="GET",route="/login",status="200"' in text
+
+
+@pytest_twisted.ensureDeferred
+async def test_someone_elses_public_image_can_be_seen_not_changed(server):
+    owner = _client(server)
+    await owner.login()
+    image_id = await _uploaded(owner, description="mine", isPublic="true")
+    await server.imagehost.accounts.create_user("trudy", "t@example.com", "trudy-pass")
+    trudy = _client(server)
+    await trudy.login("trudy", "trudy-pass")
+    page = await trudy.get(f"/i/{image_id}")
+    assert page.code == 200 and b'id="edit-form"' not in page.body
+    refused = await trudy.submit(f"/i/{image_id}", f"/i/{image_id}/edit", {"description": "x"})
+    assert refused.code == 403
+    assert b"mine" in (await owner.get(f"/i/{image_id}")).body

@@ -20,9 +20,9 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 
 class Metrics:
     """Request counts and latencies by route, plus gauges and counters read from services."""
 
-    def __init__(self, imagehost: Imagehost, routes: Map):
+    def __init__(self, imagehost: Imagehost, routes: Map, *more_routes: Map):
         self.registry = CollectorRegistry()
-        self._routes = routes.bind("metrics")
+        self._routes = [m.bind("metrics") for m in (routes, *more_routes)]
         self.requests = Counter("imagehost_http_requests", "HTTP requests answered.",
                                 ["route", "method", "status"], registry=self.registry)
         self.latency = Histogram("imagehost_http_request_duration_seconds",
@@ -43,13 +43,15 @@ class Metrics:
         # The hottest path (embedded images) is labelled without a second routing pass.
         if path.startswith("/image/") and "/" not in path[7:]:
             return _IMAGE_ROUTE
-        try:
-            rule, _ = self._routes.match(path, method=method, return_rule=True)
-        except HTTPException:
-            return "other"
-        except Exception:  # werkzeug redirects and odd paths: still one bounded label
-            return "other"
-        return rule.rule
+        for routes in self._routes:
+            try:
+                rule, _ = routes.match(path, method=method, return_rule=True)
+            except HTTPException:
+                continue
+            except Exception:  # werkzeug redirects and odd paths: still one bounded label
+                return "other"
+            return rule.rule
+        return "other"
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

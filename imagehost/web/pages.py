@@ -137,6 +137,8 @@ def page(*, login: bool = False, admin: bool = False, form: bool = False):
             visit = await self.visit(request)
             if login and visit.user is None:
                 return _redirect(request, "/login?" + urlencode({"next": _here(request)}))
+            if admin and visit.user is None:
+                return _redirect(request, "/login?" + urlencode({"next": _here(request)}))
             if admin:
                 require_admin(visit.principal)
             if form:
@@ -431,6 +433,7 @@ class ImagehostPages:
             entries = await library.by_ids(visit.principal, ids)
             return self.render(request, "confirm_delete.html", entries=entries)
         for image_id in ids:
+            await self._manageable(visit, image_id)
             if action == "delete":
                 await library.delete(visit.principal, image_id)
             else:
@@ -459,6 +462,7 @@ class ImagehostPages:
     @page(login=True, form=True)
     async def edit_image(self, request: IRequest, visit: Visit, image_id: str) -> bytes:
         visibility = visit.field("visibility")
+        await self._manageable(visit, image_id)
         try:
             await self.imagehost.library.edit(
                 visit.principal, image_id, description=visit.field("description"),
@@ -472,15 +476,23 @@ class ImagehostPages:
     @app.route("/i/<string:image_id>/delete", methods=["GET"])
     @page(login=True)
     async def confirm_delete(self, request: IRequest, visit: Visit, image_id: str) -> bytes:
-        image = await self.imagehost.library.detail(visit.principal, image_id)
-        entry = await self.imagehost.library.viewable(visit.principal, image.id)
+        entry = await self._manageable(visit, image_id)
         return self.render(request, "confirm_delete.html", entries=[entry])
 
     @app.route("/i/<string:image_id>/delete", methods=["POST"])
     @page(login=True, form=True)
     async def delete_image(self, request: IRequest, visit: Visit, image_id: str) -> bytes:
+        await self._manageable(visit, image_id)
         await self.imagehost.library.delete(visit.principal, image_id)
         return _redirect(request, "/images")
+
+    async def _manageable(self, visit: Visit, image_id: str):
+        """The image if the visitor may change it: 404 when they may not even see it (a
+        private image's existence stays hidden), 403 when it is someone else's public one."""
+        entry = await self.imagehost.library.viewable(visit.principal, image_id)
+        if not (visit.user.is_admin or entry.image.owner_id == visit.user.id):
+            raise Forbidden("Only the owner or an administrator may change this image.")
+        return entry
 
     # -- the account -----------------------------------------------------------------------
 
