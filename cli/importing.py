@@ -76,12 +76,15 @@ class ImportProgress:
     """A rich progress bar (files, bytes, rate, ETA) on stderr; silent with --json.
 
     Entering it gives the function to call with each file done (anything with a
-    ``size``); ``label`` names the work (verify and backup use it too).
+    ``size``); ``label`` names the work (verify and backup use it too), and
+    ``terminal_only`` leaves it out when stderr is not a terminal.
     """
 
-    def __init__(self, out: Output, files: int, size: int, label: str = "Importing"):
+    def __init__(self, out: Output, files: int, size: int, label: str = "Importing",
+                 terminal_only: bool = False):
         self._out = out
         self._label = label
+        self._shown = not out.as_json and (out.errors.is_terminal or not terminal_only)
         self._files = files
         self._size = size
         self._bar: Progress | None = None
@@ -89,7 +92,7 @@ class ImportProgress:
         self._done = 0
 
     def __enter__(self):
-        if not self._out.as_json:
+        if self._shown:
             self._bar = Progress(
                 TextColumn(f"[bold]{self._label}"), BarColumn(),
                 TextColumn("{task.fields[done]}/{task.fields[files]} files"),

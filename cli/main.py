@@ -227,6 +227,38 @@ def verify(options: GlobalOptions, sample: int | None, older_than: float) -> Non
     go(maintenance.verify, options, sample, older_than)
 
 
+@cli.command()
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+@pass_options
+def backup(options: GlobalOptions, dest: Path) -> None:
+    """Back up the installation into DEST while its daemons keep serving.
+
+    The database (SQLite online backup, or pg_dump), secret.key, the originals (only
+    those not in DEST yet; with S3 storage they stay in the bucket) and manifest.json
+    with the sha256 of every original.
+    """
+    from imagehost_cli import backups
+
+    go(backups.backup, options, dest)
+
+
+@cli.command()
+@click.argument("source", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--data-dir", "target", required=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="The new data directory (empty or not existing yet).")
+@pass_options
+def restore(options: GlobalOptions, source: Path, target: Path) -> None:
+    """Rebuild an installation from the backup in SOURCE into a new data directory.
+
+    Every original is checked against its sha256 in the manifest; then a daemon
+    started on the new directory serves the library as it was.
+    """
+    from imagehost_cli import backups
+
+    go(backups.run_restore, options, source, target)
+
+
 # -- users ----------------------------------------------------------------------
 
 

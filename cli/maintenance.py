@@ -21,7 +21,8 @@ async def verify(reactor, options: GlobalOptions, sample: int | None,
         originals = await integrity.recorded()
         size = sum(o.size for o in originals) if sample is None else 0
         count = len(originals) if sample is None else min(sample, len(originals))
-        with ImportProgress(out, count, size, label="Verifying") as advance:
+        with ImportProgress(out, count, size, label="Verifying",
+                            terminal_only=True) as advance:
             report = await integrity.verify(originals, sample=sample, older_than=older_than,
                                             on_checked=advance)
     _show(out, report, _store(options.config()), sample)

@@ -72,6 +72,18 @@ async def test_verify_finds_a_flipped_byte_a_missing_file_and_a_stray_file(serve
 
 
 @pytest_twisted.ensureDeferred
+async def test_local_commands_leave_the_daemons_writes_in_flight_alone(server):
+    # An upload's original is a temp file until it is renamed into place; a command run
+    # beside the daemon used to sweep it away, and the upload failed with a 500.
+    in_flight = server.data_dir / "originals" / "ab" / "cd" / ".tmp-upload"
+    in_flight.parent.mkdir(parents=True)
+    in_flight.write_bytes(b"half an upload")
+    await local_cli(server).json("verify")
+    await local_cli(server).json("user", "list")
+    assert in_flight.read_bytes() == b"half an upload"
+
+
+@pytest_twisted.ensureDeferred
 async def test_verify_sample_checks_a_random_subset(server):
     await three_images(server)
     cli = local_cli(server)

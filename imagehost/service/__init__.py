@@ -11,6 +11,7 @@ from twisted.internet.defer import Deferred
 from imagehost.db import Database
 from imagehost.db.accounts import User
 from imagehost.service.accounts import Accounts, check_new_user
+from imagehost.service.backup import Backups
 from imagehost.service.collector import GarbageCollector
 from imagehost.service.delivery import Delivery
 from imagehost.service.errors import Forbidden, ValidationFailed
@@ -45,6 +46,15 @@ class Imagehost:
         """Re-hashing of the stored originals (imagehost verify)."""
         return Integrity(self.db, self.storage, self.workers,
                          self.run_blocking or _run_inline)
+
+    def backups(self, config) -> Backups:
+        """Backups of this installation (imagehost backup); ``config`` names its database
+        and secret file."""
+        from datetime import UTC, datetime
+
+        return Backups(self.db, self.storage, self.workers, self.run_blocking or _run_inline,
+                       database_url=config.database_url, secret_file=config.secret_file,
+                       now=lambda: datetime.now(UTC))
 
     async def signup(self, *, email: object, username: object, password: object,
                      confirm: object) -> User:

@@ -14,14 +14,15 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
-from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults
+from twisted.internet.defer import Deferred
 
 from imagehost.db import Database
 from imagehost.db import images as image_queries
 from imagehost.db.images import RecordedOriginal
 from imagehost.service.collector import DEFAULT_GRACE, unrecorded_originals
-from imagehost.service.workers import WorkerPool
+from imagehost.service.workers import WorkerPool, in_lanes
 from imagehost.storage import Storage
 
 MISSING, CORRUPT, UNRECORDED = "missing", "corrupt", "unrecorded"
@@ -82,10 +83,8 @@ class Integrity:
         cutoff = self._clock() - older_than
         strays = await self._run_io(unrecorded_originals, self._storage, kept, cutoff)
         # At most one read and hash per CPU worker at a time: the pool's queue stays free.
-        lanes = DeferredSemaphore(self._workers.threads)
-        found = await gatherResults(
-            [lanes.run(self._check, original, report, on_checked) for original in chosen],
-            consumeErrors=True)
+        found = await in_lanes(self._workers.threads, [
+            partial(self._check, original, report, on_checked) for original in chosen])
         report.problems = [p for p in found if p is not None] + [
             Problem(UNRECORDED, o.image_id, o.location) for o in strays]
         return report

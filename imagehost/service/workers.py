@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredSemaphore, FirstError, gatherResults
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
@@ -42,3 +42,15 @@ class WorkerPool:
     def _done(self, result):
         self.pending -= 1
         return result
+
+
+async def in_lanes(lanes: int, calls: Iterable[Callable[[], Awaitable[T]]]) -> list[T]:
+    """Await every call, at most ``lanes`` at a time; results in order. The first
+    failure is raised as itself (not wrapped in a FirstError) once all have ended."""
+    semaphore = DeferredSemaphore(lanes)
+    try:
+        return await gatherResults([semaphore.run(call) for call in calls],
+                                   consumeErrors=True)
+    except FirstError as e:
+        e.subFailure.raiseException()
+        raise

@@ -27,11 +27,12 @@ class LocalStorage:
         self.originals = self.root / "originals"
         self.cache = self.root / "cache"
 
-    def prepare(self) -> None:
-        """Create folders and remove temp files left by a crash (blocking)."""
+    def prepare(self, sweep: bool = True) -> None:
+        """Create folders and (``sweep``) remove temp files left by a crash (blocking)."""
         for folder in (self.originals, self.cache):
             folder.mkdir(parents=True, exist_ok=True)
-            sweep_temp_files(folder)
+            if sweep:
+                sweep_temp_files(folder)
 
     def variants_dir(self, image_id: str) -> Path:
         """The folder holding every cached variant of one image."""

@@ -73,10 +73,11 @@ class S3Storage:
         self.bucket = settings.bucket
         self._client = s3_client(settings, max_connections)
 
-    def prepare(self) -> None:
-        """Create the local cache folder and remove temp files left by a crash."""
+    def prepare(self, sweep: bool = True) -> None:
+        """Create the local cache folder and (``sweep``) remove temp files left by a crash."""
         self.cache.mkdir(parents=True, exist_ok=True)
-        sweep_temp_files(self.cache)
+        if sweep:
+            sweep_temp_files(self.cache)
 
     def variants_dir(self, image_id: str) -> Path:
         """The local folder holding this daemon's cached variants of one image."""
