@@ -123,10 +123,13 @@ async def list_users(reactor, options: GlobalOptions) -> None:
     async with installation(reactor, options) as host:
         users = await host.accounts.list_users()
     out = options.output()
+    # The id shares its (36 characters wide) column with the names, so that the table
+    # fits 80 columns with every cell readable.
     out.show([user_json(u) for u in users], lambda: out.table(
-        ["Username", "E-mail", "Roles", "Active", "Created", "Id"],
-        [(u.username, u.email, ", ".join(u.roles), "yes" if u.is_active else "no",
-          table_time(u.created_at), u.id) for u in users]))
+        ["User", "Admin", "Active", "Created (UTC)"],
+        [(f"{u.username}\n{u.email}\n{u.id}", "yes" if u.is_admin else "no",
+          "yes" if u.is_active else "no", table_time(u.created_at)) for u in users],
+        ids=("User",), times=("Created (UTC)",)))
 
 
 async def set_password(reactor, options: GlobalOptions, username: str, password: str) -> None:
@@ -195,10 +198,11 @@ async def list_api_keys(reactor, options: GlobalOptions, username: str | None) -
     rows = [api_key_json(k, names.get(k.user_id, "?"), now) for k in keys]
     out = options.output()
     out.show(rows, lambda: out.table(
-        ["Id", "User", "Name", "Created", "Expires", "Last used"],
-        [(r["id"], r["username"], r["name"], table_time(r["createdAt"]),
+        ["Key", "Expires (UTC)", "Last used (UTC)"],
+        [(f"{r['name']} (of {r['username']})\n{r['id']}",
           "expired" if r["isExpired"] else table_time(r["expiresAt"]) or "never",
-          table_time(r["lastUsedAt"]) or "never") for r in rows]))
+          table_time(r["lastUsedAt"]) or "never") for r in rows],
+        ids=("Key",), times=("Expires (UTC)", "Last used (UTC)")))
 
 
 async def revoke_api_key(reactor, options: GlobalOptions, key_id: str) -> None:

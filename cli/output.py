@@ -55,15 +55,17 @@ class Output:
             self.console.print(text)
 
     def table(self, columns: Sequence[str], rows: Iterable[Sequence[Any]],
-              title: str | None = None, ids: Sequence[str] = ("Id",)) -> None:
-        """A table; the ``ids`` columns are never wrapped or cut, whatever the width
-        (ids are meant to be copied), the others fold."""
+              title: str | None = None, ids: Sequence[str] = ("Id",),
+              times: Sequence[str] = ()) -> None:
+        """A table; the lines of ``ids`` and ``times`` cells are never wrapped or cut,
+        whatever the width (ids are meant to be copied), the other columns fold."""
         cells = [["" if cell is None else str(cell) for cell in row] for row in rows]
         # No vertical rules: at 80 columns a 36-character id leaves little room.
         table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
         for index, column in enumerate(columns):
-            if column in ids:
-                widest = max((len(row[index]) for row in cells), default=0)
+            if column in ids or column in times:
+                widest = max((len(line) for row in cells for line in row[index].splitlines()),
+                             default=0)
                 table.add_column(column, no_wrap=True, min_width=max(widest, len(column)))
             else:
                 table.add_column(column, overflow="fold")

@@ -228,14 +228,15 @@ def _show_listing(out: Output, page: dict) -> None:
     for item in page.get("data", []):
         attributes, metadata = item.get("attributes", {}), item.get("metadata", {})
         owner = item.get("owner") or {}
-        rows.append((item.get("id"), attributes.get("originalName") or "",
-                     "public" if attributes.get("isPublic") else "private",
+        by = owner.get("username") or owner.get("displayName") or "guest"
+        # The id shares its column with the name and owner: the table fits 80 columns.
+        image = f"{item.get('id')}\n{attributes.get('originalName') or ''}\nby {by}"
+        rows.append((image, "yes" if attributes.get("isPublic") else "no",
                      attributes.get("views"), human_size(metadata.get("size")),
-                     table_time((attributes.get("createdAt") or {}).get("timestamp")),
-                     owner.get("username") or owner.get("displayName") or "guest"))
+                     table_time((attributes.get("createdAt") or {}).get("timestamp"))))
     title = f"Page {meta.get('page', '?')} ({meta.get('total', len(rows))} images)"
-    out.table(["Id", "Name", "Visibility", "Views", "Size", "Created (UTC)", "Owner"], rows,
-              title=title)
+    out.table(["Image", "Public", "Views", "Size", "Created (UTC)"], rows, title=title,
+              ids=("Image",), times=("Public", "Views", "Size", "Created (UTC)"))
 
 
 async def detail(reactor, options: RemoteOptions, image_id: str) -> None:
