@@ -8,6 +8,7 @@ import itertools
 import statistics
 import tempfile
 import time
+import uuid
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
@@ -72,14 +73,14 @@ def run_for(duration: float, threads: int, jobs, fn) -> dict:
 def accept_uploads(files: list[Path], duration: float, threads: int) -> dict:
     """imagehost's own ``Images.accept`` (validate, store, hash) on a temp data dir.
 
-    The object graph comes from ``tap.build_imagehost``, as in the daemon; no pool is
-    started and no request is made, so this is the upload work without HTTP.
+    The object graph comes from ``assembly.build_imagehost``, as in the daemon; no pool
+    is started and no request is made, so this is the upload work without HTTP.
     """
     from twisted.internet import reactor
 
+    from imagehost.assembly import build_imagehost
     from imagehost.config import load_config
     from imagehost.service.runtime_settings import Settings
-    from imagehost.tap import build_imagehost
 
     datas = [f.read_bytes() for f in files]
     with tempfile.TemporaryDirectory() as tmp:
@@ -89,7 +90,8 @@ def accept_uploads(files: list[Path], duration: float, threads: int) -> dict:
         settings = Settings(imagehost.settings.defaults())
 
         def accept(data: bytes) -> bytes:
-            imagehost.images.accept(data, settings)
+            checked = imagehost.images.check(data, settings)
+            imagehost.storage.put_original(str(uuid.uuid4()), checked.info.ext, data)
             return b""
 
         jobs = ((datas[n % len(datas)],) for n in itertools.count())

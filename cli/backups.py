@@ -16,10 +16,9 @@ from imagehost.service.backup import (
     sqlite_path,
 )
 from imagehost_cli.errors import CommandFailed
-from imagehost_cli.importing import ImportProgress
 from imagehost_cli.local import installation
-from imagehost_cli.main import GlobalOptions
-from imagehost_cli.output import Output, human_size
+from imagehost_cli.options import GlobalOptions
+from imagehost_cli.output import FileProgress, Output, human_size
 
 
 class _Progress:
@@ -27,17 +26,17 @@ class _Progress:
 
     def __init__(self, out: Output):
         self._out = out
-        self._bar: ImportProgress | None = None
+        self._bar: FileProgress | None = None
         self._advance = None
 
     def listed(self, originals) -> None:
-        self._bar = ImportProgress(self._out, len(originals), sum(o.size for o in originals),
-                                   label="Backing up", terminal_only=True)
+        self._bar = FileProgress(self._out, "Backing up", len(originals),
+                                 sum(o.size for o in originals), terminal_only=True)
         self._advance = self._bar.__enter__()
 
     def copied(self, original) -> None:
         if self._advance is not None:
-            self._advance(original)
+            self._advance(original.size)
 
     def close(self) -> None:
         if self._bar is not None:
@@ -84,7 +83,7 @@ def _say_backup(out: Output, report: BackupReport) -> None:
 
 async def run_restore(reactor, options: GlobalOptions, source: Path, data_dir: Path) -> None:
     """Rebuild an installation in the empty ``data_dir`` from the backup in ``source``."""
-    from imagehost.tap import prepare_installation
+    from imagehost.assembly import prepare_installation
 
     out = options.output()
     config = options.config({("server", "data_dir"): str(data_dir)})
@@ -96,11 +95,11 @@ async def run_restore(reactor, options: GlobalOptions, source: Path, data_dir: P
                                    config.secret_file)
     _check_storage(config, manifest)
     entries = manifest["originals"].values()
-    with ImportProgress(out, len(entries), sum(e["size"] for e in entries),
-                        label="Restoring", terminal_only=True) as advance:
+    with FileProgress(out, "Restoring", len(entries), sum(e["size"] for e in entries),
+                      terminal_only=True) as advance:
         report = await deferToThread(restore, source, data_dir, database_file,
                                      config.secret_file,
-                                     lambda entry: reactor.callFromThread(advance, _Sized(entry)))
+                                     lambda entry: reactor.callFromThread(advance, entry["size"]))
     await deferToThread(prepare_installation, config)
     out.show(restore_json(report), lambda: out.say(
         f"Restored {report.originals} originals ({human_size(report.restored_bytes)}), each "
@@ -114,11 +113,6 @@ def _check_storage(config, manifest: dict[str, Any]) -> None:
     if manifest["originalsInBucket"] and not in_bucket:
         raise CommandFailed("the backup's originals are in an S3 bucket: restore with the "
                             "configuration that names it ([storage] backend = s3).")
-
-
-class _Sized:
-    def __init__(self, entry: dict[str, Any]):
-        self.size = entry["size"]
 
 
 def restore_json(report: RestoreReport) -> dict[str, Any]:

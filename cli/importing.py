@@ -5,30 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.threads import deferToThread
 
 from imagehost.service.importer import (
     SKIPPED,
     Importer,
-    ImportOutcome,
     ImportSummary,
     file_size,
     find_files,
     skipped_folders,
 )
-from imagehost_cli.errors import CommandFailed
+from imagehost_cli.errors import EXIT_REJECTED, CommandFailed
 from imagehost_cli.local import installation
-from imagehost_cli.main import EXIT_REJECTED, GlobalOptions
-from imagehost_cli.output import Output
+from imagehost_cli.options import GlobalOptions
+from imagehost_cli.output import FileProgress, Output
 
 
 async def run_import(reactor, options: GlobalOptions, paths: list[Path], username: str,
@@ -40,9 +31,9 @@ async def run_import(reactor, options: GlobalOptions, paths: list[Path], usernam
     # One CPU worker per job: --jobs is the parallelism the operator asked for.
     async with installation(reactor, options, {("render", "threads"): jobs}) as host:
         owner = await host.accounts.user_named(username)
-        with ImportProgress(out, len(files), sizes) as advance:
+        with FileProgress(out, "Importing", len(files), sizes) as advance:
             importer = Importer(host, owner, is_public=public, jobs=jobs, dry_run=dry_run,
-                                on_outcome=advance)
+                                on_outcome=lambda outcome: advance(outcome.size))
             running = Deferred.fromCoroutine(importer.run(files))
             try:
                 summary = await _shielded(running)
@@ -70,47 +61,6 @@ def _shielded(running: Deferred) -> Deferred:
 
     running.addCallback(forward)
     return follower
-
-
-class ImportProgress:
-    """A rich progress bar (files, bytes, rate, ETA) on stderr; silent with --json.
-
-    Entering it gives the function to call with each file done (anything with a
-    ``size``); ``label`` names the work (verify and backup use it too), and
-    ``terminal_only`` leaves it out when stderr is not a terminal.
-    """
-
-    def __init__(self, out: Output, files: int, size: int, label: str = "Importing",
-                 terminal_only: bool = False):
-        self._out = out
-        self._label = label
-        self._shown = not out.as_json and (out.errors.is_terminal or not terminal_only)
-        self._files = files
-        self._size = size
-        self._bar: Progress | None = None
-        self._task = None
-        self._done = 0
-
-    def __enter__(self):
-        if self._shown:
-            self._bar = Progress(
-                TextColumn(f"[bold]{self._label}"), BarColumn(),
-                TextColumn("{task.fields[done]}/{task.fields[files]} files"),
-                DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
-                console=self._out.errors, transient=False)
-            self._task = self._bar.add_task("import", total=self._size or None,
-                                            done=0, files=self._files)
-            self._bar.start()
-        return self._advance
-
-    def _advance(self, outcome: ImportOutcome | Any) -> None:
-        self._done += 1
-        if self._bar is not None:
-            self._bar.update(self._task, advance=outcome.size, done=self._done)
-
-    def __exit__(self, *exc_info) -> None:
-        if self._bar is not None:
-            self._bar.stop()
 
 
 def summary_json(summary: ImportSummary, folders: list[Path]) -> dict[str, Any]:

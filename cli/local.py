@@ -16,11 +16,11 @@ from typing import Any
 from twisted.internet.threads import deferToThread
 
 from imagehost.db.accounts import ApiKey, User
-from imagehost.service import Imagehost
+from imagehost.service import Imagehost, wire
 from imagehost.service.sharex import sharex_uploader
 from imagehost_cli.errors import CommandFailed
-from imagehost_cli.main import GlobalOptions
-from imagehost_cli.output import human_size, iso, table_time
+from imagehost_cli.options import GlobalOptions
+from imagehost_cli.output import human_size, table_time
 
 
 @asynccontextmanager
@@ -28,33 +28,33 @@ async def installation(reactor, options: GlobalOptions,
                        overrides: dict[tuple[str, str], Any] | None = None,
                        ) -> AsyncIterator[Imagehost]:
     """The service layer of the configured installation, with its pools running."""
-    from imagehost.tap import build_imagehost, prepare_installation
+    from imagehost.assembly import build_imagehost, prepare_installation
 
     config = options.config(overrides)
     # No sweep of temp files: they may be a running daemon's writes in flight.
     secret = await deferToThread(prepare_installation, config, False)
     imagehost = build_imagehost(config, reactor, secret)
-    imagehost.db.start()
-    imagehost.workers.start()
+    imagehost.start()
     try:
         yield imagehost
     finally:
-        imagehost.workers.stop()
-        imagehost.db.stop()
+        imagehost.stop()
 
 
 # -- installation -------------------------------------------------------------
 
 
 async def init(reactor, options: GlobalOptions) -> None:
-    from imagehost.tap import prepare_installation
+    from imagehost.assembly import database_revision, prepare_installation
+    from imagehost.db import printable_url
 
     config = options.config()
     created = not config.secret_file.exists()
     await deferToThread(prepare_installation, config)
-    revision = await deferToThread(_current_revision, config.database_url)
+    revision = await deferToThread(database_revision, config)
     out = options.output()
-    result = {"dataDir": str(config.data_dir.absolute()), "database": _safe_url(config),
+    result = {"dataDir": str(config.data_dir.absolute()),
+              "database": printable_url(config.database_url),
               "revision": revision, "created": created}
     out.show(result, lambda: out.say(
         f"{'Initialised' if created else 'Already initialised:'} {result['dataDir']} "
@@ -62,52 +62,22 @@ async def init(reactor, options: GlobalOptions) -> None:
 
 
 async def db_upgrade(reactor, options: GlobalOptions) -> None:
+    from imagehost.assembly import upgrade_database
+
     config = options.config()
-    before, after = await deferToThread(_upgrade, config)
+    before, after = await deferToThread(upgrade_database, config)
     out = options.output()
     out.show({"from": before, "to": after}, lambda: out.say(
         f"Database already at revision {after}" if before == after
         else f"Database upgraded from {before or 'empty'} to {after}"))
 
 
-def _upgrade(config) -> tuple[str | None, str | None]:
-    from imagehost.db import create_engine, current_revision, upgrade
-
-    if config.database_url.startswith("sqlite"):
-        config.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(config.database_url)
-    try:
-        before = current_revision(engine)
-        upgrade(engine)
-        return before, current_revision(engine)
-    finally:
-        engine.dispose()
-
-
-def _current_revision(url: str) -> str | None:
-    from imagehost.db import create_engine, current_revision
-
-    engine = create_engine(url)
-    try:
-        return current_revision(engine)
-    finally:
-        engine.dispose()
-
-
-def _safe_url(config) -> str:
-    """The database URL without a password."""
-    from sqlalchemy.engine import make_url
-
-    return make_url(config.database_url).render_as_string(hide_password=True)
-
-
 # -- users ----------------------------------------------------------------------
 
 
 def user_json(user: User) -> dict[str, Any]:
-    return {"id": user.id, "username": user.username, "email": user.email,
-            "displayName": user.display_name, "roles": user.roles,
-            "isActive": user.is_active, "createdAt": iso(user.created_at)}
+    """A user as the API shows it, and whether it may log in."""
+    return {**wire.user_json(user), "isActive": user.is_active}
 
 
 async def create_user(reactor, options: GlobalOptions, username: str, email: str,
@@ -156,11 +126,10 @@ async def create_api_key(reactor, options: GlobalOptions, username: str, name: s
     async with installation(reactor, options) as host:
         owner = await host.accounts.user_named(username)
         new = await host.accounts.create_api_key(owner, name, expires_at)
-    result = {"key": new.key, "keyId": new.record.id, "name": new.record.name,
-              "expiresAt": iso(new.record.expires_at)}
+    result = wire.new_api_key_json(new.key, new.record)
     if sharex is not None:
         path = Path(sharex or f"imagehost-{username}.sxcu")
-        write_sharex_uploader(path, config.get("server", "public_url"), new.key)
+        write_sharex_uploader(path, config.server.public_url, new.key)
         result["sharexFile"] = str(path)
     out = options.output()
 
@@ -168,7 +137,7 @@ async def create_api_key(reactor, options: GlobalOptions, username: str, name: s
         out.say(f"API key for {username} (shown once, store it now):")
         out.console.print(new.key, markup=False)
         out.say(f"id {new.record.id}, name {new.record.name!r}, expires "
-                f"{iso(new.record.expires_at) or 'never'}")
+                f"{wire.iso(new.record.expires_at) or 'never'}")
         if sharex is not None:
             out.say(f"ShareX uploader written to {result['sharexFile']}")
 
@@ -184,9 +153,8 @@ def write_sharex_uploader(path: Path, public_url: str, key: str) -> None:
 
 
 def api_key_json(key: ApiKey, username: str, now: datetime) -> dict[str, Any]:
-    return {"id": key.id, "name": key.name, "username": username,
-            "createdAt": iso(key.created_at), "expiresAt": iso(key.expires_at),
-            "lastUsedAt": iso(key.last_used_at), "isExpired": key.is_expired(now)}
+    """An API key as the API lists it, with its owner."""
+    return {**wire.api_key_json(key, now), "username": username}
 
 
 async def list_api_keys(reactor, options: GlobalOptions, username: str | None) -> None:

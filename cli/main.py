@@ -13,14 +13,14 @@ import os
 import re
 import sys
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import click
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REJECTED = 0, 1, 2, 3
+from imagehost_cli.errors import EXIT_FAILED, EXIT_OK
+from imagehost_cli.options import GlobalOptions, RemoteOptions
 
 Command = Callable[..., Coroutine[Any, Any, Any]]
 
@@ -121,27 +121,6 @@ def describe_error(error: Exception) -> tuple[str, int]:
 
 
 # -- global options -----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class GlobalOptions:
-    """Options given before the command."""
-
-    config_file: str | None
-    data_dir: str | None
-    as_json: bool
-
-    def config(self, overrides: dict[tuple[str, str], Any] | None = None):
-        """The installation's configuration, resolved as the daemon resolves it."""
-        from imagehost.config import load_config
-
-        values = {("server", "data_dir"): self.data_dir, **(overrides or {})}
-        return load_config(self.config_file, overrides=values)
-
-    def output(self):
-        from imagehost_cli.output import Output
-
-        return Output(self.as_json)
 
 
 pass_options = click.make_pass_decorator(GlobalOptions)
@@ -462,17 +441,6 @@ def import_(options: GlobalOptions, paths: tuple[Path, ...], username: str, publ
 
 
 # -- remote server ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RemoteOptions:
-    """Where and as whom ``remote`` commands talk to a server."""
-
-    url: str
-    api_key: str | None
-    username: str | None
-    password: str | None
-    as_json: bool
 
 
 pass_remote = click.make_pass_decorator(RemoteOptions)

@@ -6,10 +6,9 @@ from typing import Any
 
 from imagehost.service.integrity import CORRUPT, MISSING, UNRECORDED, IntegrityReport
 from imagehost_cli.errors import CommandFailed
-from imagehost_cli.importing import ImportProgress
 from imagehost_cli.local import _store, installation
-from imagehost_cli.main import GlobalOptions
-from imagehost_cli.output import Output, human_size
+from imagehost_cli.options import GlobalOptions
+from imagehost_cli.output import FileProgress, Output, human_size
 
 
 async def verify(reactor, options: GlobalOptions, sample: int | None,
@@ -21,10 +20,9 @@ async def verify(reactor, options: GlobalOptions, sample: int | None,
         originals = await integrity.recorded()
         size = sum(o.size for o in originals) if sample is None else 0
         count = len(originals) if sample is None else min(sample, len(originals))
-        with ImportProgress(out, count, size, label="Verifying",
-                            terminal_only=True) as advance:
+        with FileProgress(out, "Verifying", count, size, terminal_only=True) as advance:
             report = await integrity.verify(originals, sample=sample, older_than=older_than,
-                                            on_checked=advance)
+                                            on_checked=lambda original: advance(original.size))
     _show(out, report, _store(options.config()), sample)
     if not report.clean:
         raise CommandFailed(f"{len(report.problems)} problems found in {report.checked} "

@@ -10,12 +10,15 @@ from typing import Any
 import click
 from rich import box
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
-
-
-def iso(moment: datetime | None) -> str | None:
-    """ISO 8601 with microseconds and offset, as the HTTP API writes times."""
-    return None if moment is None else moment.isoformat(timespec="microseconds")
 
 
 def table_time(moment: datetime | str | float | None) -> str | None:
@@ -83,3 +86,38 @@ def human_size(size: Any) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1000
     return str(size)
+
+
+class FileProgress:
+    """A rich progress bar over files (count, bytes, rate, time left) on stderr; silent
+    with --json (and, with ``terminal_only``, when stderr is not a terminal).
+    ``with FileProgress(...) as advance:`` then ``advance(size)`` per file."""
+
+    def __init__(self, out: Output, verb: str, files: int, size: int,
+                 terminal_only: bool = False):
+        self._files = files
+        self._size = size
+        self._done = 0
+        self._task = None
+        hidden = out.as_json or (terminal_only and not out.errors.is_terminal)
+        self._bar = None if hidden else Progress(
+            TextColumn(f"[bold]{verb}"), BarColumn(),
+            TextColumn("{task.fields[done]}/{task.fields[files]} files"),
+            DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+            console=out.errors, transient=False)
+
+    def __enter__(self) -> Callable[[int], None]:
+        if self._bar is not None:
+            self._task = self._bar.add_task(
+                "files", total=self._size or None, done=0, files=self._files)
+            self._bar.start()
+        return self._advance
+
+    def _advance(self, size: int) -> None:
+        self._done += 1
+        if self._bar is not None:
+            self._bar.update(self._task, advance=size, done=self._done)
+
+    def __exit__(self, *exc_info) -> None:
+        if self._bar is not None:
+            self._bar.stop()

@@ -7,17 +7,15 @@ the operator sees one line, never a traceback.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from twisted.internet.defer import CancelledError, DeferredSemaphore, gatherResults
 
+from imagehost.storage.files import atomic_write
 from imagehost_cli.errors import CommandFailed
-from imagehost_cli.main import RemoteOptions
-from imagehost_cli.output import Output, human_size, table_time
+from imagehost_cli.options import RemoteOptions
+from imagehost_cli.output import FileProgress, Output, human_size, table_time
 
 
 class RemoteError(CommandFailed):
@@ -135,14 +133,14 @@ async def upload(reactor, options: RemoteOptions, files: list[Path], is_public: 
     total = sum(f.stat().st_size for f in files)
 
     async def upload_all(server: RemoteServer) -> list[dict]:
-        with UploadProgress(out, len(files), total) as advance:
+        with FileProgress(out, "Uploading", len(files), total) as advance:
             async def one(path: Path) -> dict:
                 try:
                     answer = await server.upload(path, is_public, description)
                     result = {"path": str(path), **(answer or {})}
                 except RemoteError as e:
                     result = {"path": str(path), "error": e.message}
-                advance(path)
+                advance(path.stat().st_size)
                 return result
 
             from twisted.internet.defer import Deferred
@@ -158,33 +156,6 @@ async def upload(reactor, options: RemoteOptions, files: list[Path], is_public: 
     if failed:
         raise CommandFailed(f"{len(failed)} of {len(results)} uploads failed: "
                             f"{failed[0]['path']}: {failed[0]['error']}")
-
-
-class UploadProgress:
-    def __init__(self, out: Output, files: int, total: int):
-        self._bar = None if out.as_json else Progress(
-            TextColumn("[bold]Uploading"), BarColumn(),
-            TextColumn("{task.fields[done]}/{task.fields[files]} files"),
-            DownloadColumn(), TransferSpeedColumn(), console=out.errors)
-        self._files = files
-        self._total = total
-        self._done = 0
-
-    def __enter__(self):
-        if self._bar is not None:
-            self._task = self._bar.add_task("upload", total=self._total or None, done=0,
-                                            files=self._files)
-            self._bar.start()
-        return self._advance
-
-    def _advance(self, path: Path) -> None:
-        self._done += 1
-        if self._bar is not None:
-            self._bar.update(self._task, advance=path.stat().st_size, done=self._done)
-
-    def __exit__(self, *exc_info) -> None:
-        if self._bar is not None:
-            self._bar.stop()
 
 
 async def listing(reactor, options: RemoteOptions, command: str, page_number: int,
@@ -292,20 +263,9 @@ async def download(reactor, options: RemoteOptions, image_id: str, target: Path 
 
     response, body = await _with_server(reactor, options, fetch)
     path = target or Path(f"{image_id}.{ext}")
-    _write_atomically(path, body)
+    # A download is a copy: a crash loses nothing, so no fsync (durable=False).
+    atomic_write(path.absolute(), body, durable=False)
     content_type = (response.headers.getRawHeaders("content-type") or [""])[0]
     result = {"id": image_id, "path": str(path), "size": len(body), "contentType": content_type}
     out = Output(options.as_json)
     out.show(result, lambda: out.say(f"Saved {path} ({human_size(len(body))}, {content_type})"))
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    folder = path.absolute().parent
-    fd, temp = tempfile.mkstemp(prefix=".imagehost-", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise

@@ -11,7 +11,7 @@ import difflib
 import ipaddress
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -124,32 +124,156 @@ OTHER_ENV_VARS = ("IMAGEHOST_URL", "IMAGEHOST_API_KEY", "IMAGEHOST_DEBUG")
 _TEST_ENV_PREFIX = "IMAGEHOST_TEST_"
 
 
+# One frozen dataclass per section, so that ``config.server.max_body_size`` is checked
+# by a type checker and a misspelt name fails at once; ``_check_sections`` keeps them in
+# step with KEYS when this module loads.
+
+
+@dataclass(frozen=True)
+class ServerSection:
+    data_dir: str
+    listen: list[str]
+    public_url: str
+    max_body_size: int
+    shutdown_timeout: float
+    workers: int
+    access_log: str
+    max_header_size: int
+    max_uri_length: int
+    header_timeout: float
+    idle_timeout: float
+    trusted_proxies: list[str]
+
+
+@dataclass(frozen=True)
+class DatabaseSection:
+    url: str
+    pool_size: int
+
+
+@dataclass(frozen=True)
+class StorageSection:
+    backend: str
+    s3_bucket: str
+    s3_endpoint_url: str
+    s3_region: str
+    s3_access_key: str
+    s3_secret_key: str
+    s3_path_style: bool
+    originals_prefix: str
+    variants_prefix: str
+
+
+@dataclass(frozen=True)
+class AuthSection:
+    access_token_ttl: int
+    refresh_token_ttl: int
+    jwt_algorithm: str
+    secret_file: str
+    session_ttl: int
+
+
+@dataclass(frozen=True)
+class AccessSection:
+    allow_guest_uploads: bool
+    allow_registration: bool
+
+
+@dataclass(frozen=True)
+class ImageSection:
+    max_size: int
+    allowed_mime_types: list[str]
+    max_pixels: int
+    max_frames: int
+    max_animation_pixels: int
+    max_dimension: int
+
+
+@dataclass(frozen=True)
+class RenderSection:
+    threads: int
+    queue_size: int
+
+
+@dataclass(frozen=True)
+class CacheSection:
+    max_size: int
+    revalidate_after: float
+
+
+@dataclass(frozen=True)
+class LimitsSection:
+    logins_per_minute_per_ip: int
+    logins_per_minute_per_user: int
+    guest_uploads_per_minute_per_ip: int
+
+
+@dataclass(frozen=True)
+class AdminSection:
+    username: str
+    password: str
+    email: str
+
+
+SECTIONS: dict[str, type] = {
+    "server": ServerSection, "database": DatabaseSection, "storage": StorageSection,
+    "auth": AuthSection, "access": AccessSection, "image": ImageSection,
+    "render": RenderSection, "cache": CacheSection, "limits": LimitsSection,
+    "admin": AdminSection,
+}
+
+
+def _check_sections() -> None:
+    declared = {(section, f.name) for section, cls in SECTIONS.items() for f in fields(cls)}
+    if declared != set(_BY_NAME):
+        raise AssertionError(f"config sections and KEYS differ: {declared ^ set(_BY_NAME)}")
+
+
+_check_sections()
+
+
 class Config:
-    """Resolved configuration values, read as ``config.get("section", "key")``."""
+    """Resolved configuration values: ``config.server.listen``, one frozen dataclass per
+    section (``config.get("server", "listen")`` reads the same value by name)."""
 
     def __init__(self, values: Mapping[tuple[str, str], Any]):
         self._values = dict(values)
+        for section, cls in SECTIONS.items():
+            setattr(self, section, cls(**{f.name: self._values[(section, f.name)]
+                                           for f in fields(cls)}))
+
+    server: ServerSection
+    database: DatabaseSection
+    storage: StorageSection
+    auth: AuthSection
+    access: AccessSection
+    image: ImageSection
+    render: RenderSection
+    cache: CacheSection
+    limits: LimitsSection
+    admin: AdminSection
 
     def get(self, section: str, name: str) -> Any:
         return self._values[(section, name)]
 
     @property
     def data_dir(self) -> Path:
-        return Path(self.get("server", "data_dir"))
+        return Path(self.server.data_dir)
 
     @property
     def database_url(self) -> str:
-        url = self.get("database", "url")
+        url = self.database.url
         return url or f"sqlite:///{(self.data_dir / 'imagehost.db').absolute()}"
 
     @property
     def secret_file(self) -> Path:
         """The JWT secret: shared by every daemon of one installation."""
-        path = self.get("auth", "secret_file")
+        path = self.auth.secret_file
         return Path(path) if path else self.data_dir / "secret.key"
 
     def render_threads(self) -> int:
-        return self.get("render", "threads") or os.cpu_count() or 1
+        """Threads of the CPU pool: ``[render] threads``, or one per core."""
+        return self.render.threads or os.cpu_count() or 1
 
 
 def load_config(

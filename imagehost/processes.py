@@ -6,7 +6,7 @@ accepts every connection and hands them out in turn (itself, worker 1, worker 2,
 over a Unix socket per worker, passing the descriptor (SCM_RIGHTS). Letting every
 process accept on the shared socket was tried first: the kernel then gave all 8
 keep-alive clients of a benchmark to one process in 2 of 5 tries, leaving a core idle
-(bench/README.md). Every worker builds its own object graph with ``tap.build_daemon``;
+(bench/README.md). Every worker builds its own object graph with ``assembly.build_daemon``;
 nothing that correctness needs is kept in one process's memory (see the README's
 Scale-out section), so workers are to one another what several daemons on one machine
 are.
@@ -27,13 +27,12 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 
-from imagehost.worker import FAMILY_BY_MARKER, READY, TAKEN
+from imagehost.daemon import ListeningService
+from imagehost.handoff import MARKER_BY_FAMILY, READY, TAKEN
 
 _log = Logger()
 _RESPAWN_DELAY = 1.0
 _ACCEPTS_PER_WAKEUP = 64
-
-_MARKER_BY_FAMILY = {family: marker for marker, family in FAMILY_BY_MARKER.items()}
 
 
 class WorkerProcesses(service.Service):
@@ -41,7 +40,8 @@ class WorkerProcesses(service.Service):
     accepted connections out among twistd and the ready workers; restarts a worker that
     dies; on stop, sends SIGTERM and waits for every worker to finish."""
 
-    def __init__(self, reactor, count: int, listeners: list, site, arguments: list[str],
+    def __init__(self, reactor, count: int, listeners: list[ListeningService], site,
+                 arguments: list[str],
                  stop_timeout: float):
         self._reactor = reactor
         self._count = count
@@ -193,7 +193,7 @@ class _Channel:
         if not self.ready:
             return False
         try:
-            socket.send_fds(self._socket, [_MARKER_BY_FAMILY[connection.family]],
+            socket.send_fds(self._socket, [MARKER_BY_FAMILY[connection.family]],
                             [connection.fileno()])
         except OSError as e:
             if e.errno not in (errno.EAGAIN, errno.EPIPE, errno.ECONNRESET, errno.ENOBUFS):

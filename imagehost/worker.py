@@ -15,11 +15,8 @@ import signal
 import socket
 import sys
 
-# The hand-off socket's messages. twistd sends one byte with each connection's descriptor,
-# saying its address family; the worker answers READY once, then TAKEN per connection.
-FAMILY_BY_MARKER = {b"4": socket.AF_INET, b"6": socket.AF_INET6, b"u": socket.AF_UNIX}
-READY = b"r"
-TAKEN = b"t"  # sent before the worker reads from the connection
+from imagehost.handoff import FAMILY_BY_MARKER, READY, TAKEN
+
 _CONFIRM_WAIT = 5.0  # seconds; twistd reads its side at once unless it is stuck
 
 
@@ -111,15 +108,15 @@ def main(argv: list[str] | None = None) -> None:
     from twisted.internet.defer import Deferred
     from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
 
+    from imagehost.assembly import build_daemon, read_secret
     from imagehost.config import load_config
-    from imagehost.tap import build_daemon, read_secret
 
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])
     config = load_config(args.config, overrides={("server", "data_dir"): args.data_dir})
-    daemon, site = build_daemon(config, reactor, read_secret(config))
+    daemon = build_daemon(config, reactor, read_secret(config))
     daemon.startService()
-    site.doStart()
-    receiver = HandoffReceiver(reactor, socket.socket(fileno=args.handoff), site)
+    daemon.site.doStart()
+    receiver = HandoffReceiver(reactor, socket.socket(fileno=args.handoff), daemon.site)
     receiver.start()
     Logger().info("imagehost worker {index} (pid {pid}) serving", index=args.index,
                   pid=os.getpid())
@@ -127,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     async def stop() -> None:
         receiver.stop()
         await daemon.stopService()
-        site.doStop()
+        daemon.site.doStop()
 
     reactor.addSystemEventTrigger("before", "shutdown", lambda: Deferred.fromCoroutine(stop()))
     reactor.run()

@@ -105,7 +105,12 @@ class Server:
 
     @property
     def imagehost(self):
-        return self.service.services[0].imagehost
+        return self.service.imagehost
+
+    @property
+    def db(self):
+        """The daemon's database (for tests that set up or check rows directly)."""
+        return self.service.imagehost.pools.db
 
     async def admin(self) -> Client:
         tokens = await self.client.login()
@@ -126,7 +131,7 @@ async def start_server(tmp_path: Path, reactor, sections: dict | None = None) ->
                           "--data-dir", str(data_dir), "--config", str(config_file)])
     service = makeService(options, reactor)
     service.startService()
-    port = await service.services[1].listening
+    [port] = await service.listening()
     base_url = f"http://127.0.0.1:{port.getHost().port}"
     return Server(base_url, data_dir, service, Client(base_url))
 

@@ -262,6 +262,14 @@ async def test_guest_uploads_follow_the_admin_toggle(chromium, server, files):
         toggle(page, True)
         result = page.upload(files["photo"])
         assert "done" in result.get_attribute("class"), result.text
+        # Turned off while a guest has the form open: the server refuses, and says so.
+        api(page.base, "POST", "/api/settings", {
+            "category": "access", "settings": {"allowGuestUploads": False}},
+            token=_admin_token(page.base))
+        page.find("#image").send_keys(str(files["wide"]))
+        page.find("#upload-button").click()
+        assert "Guest uploads are disabled." in page.wait("#uploads li.failed").text
+        toggle(page, True)
         toggle(page, False)
         page.open("/")
         assert not page.find_all("#upload-form")

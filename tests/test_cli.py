@@ -277,7 +277,7 @@ def stored_images(where, username: str) -> dict[str, tuple[str, str, bool]]:
     """file name -> (id, mime type, public) of ``username``'s images, read from the DB of
     a running ``Server`` (SQLite or PostgreSQL) or of a data directory's SQLite file."""
     engine = (sa.create_engine(f"sqlite:///{where / 'imagehost.db'}") if isinstance(where, Path)
-              else where.imagehost.db.engine)
+              else where.db.engine)
     query = sa.text("SELECT i.original_name, i.id, i.mime_type, i.is_public FROM images i "
                     "JOIN users u ON u.id = i.owner_id WHERE u.username = :username")
     with engine.connect() as conn:

@@ -90,7 +90,7 @@ def test_twistd_starts_clean_and_stops_on_sigterm(tmp_path):
 async def test_stopping_waits_for_requests_in_flight(server, admin, reactor):
     from twisted.internet.task import deferLater
 
-    site = server.service.services[0].site
+    site = server.service.site
     big = image_bytes("PNG", size=(2500, 2500), color=(9, 9, 9))
     upload = Deferred.fromCoroutine(admin.upload("/api/upload", big))
     while not site.in_flight:

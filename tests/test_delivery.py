@@ -13,7 +13,6 @@ import pytest_twisted
 import sqlalchemy as sa
 from PIL import Image, features
 from twisted.internet.defer import DeferredList, ensureDeferred
-from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThread
 
 from tests.conftest import image_bytes, start_server
@@ -271,7 +270,7 @@ async def test_restart_finds_the_cache_on_disk(tmp_path, reactor):
     await server.service.stopService()
     server = await start_server(tmp_path, reactor)
     try:
-        await server.service.services[0]._delivery  # the startup scan
+        await server.service.lifecycle.delivery_started  # the startup scan
         assert len(server.imagehost.delivery.cache) == 1
         response = await server.client.get(f"/image/{image_id}.png?w=50")
         assert response.header("X-Cache") == "HIT"
@@ -357,37 +356,6 @@ async def test_views_are_written_at_shutdown(tmp_path, reactor):
     assert (await server.client.get(f"/image/{image_id}.jpg?w=0")).code == 400
     await server.service.stopService()
     assert views_in_db(server.data_dir, image_id) == len(paths) + 1
-
-
-@pytest_twisted.ensureDeferred
-async def test_view_counts_are_batched_not_written_per_view(tmp_path, reactor):
-    from twisted.python.threadpool import ThreadPool
-
-    from imagehost.db import Database, create_engine, upgrade
-    from imagehost.db import images as q
-    from imagehost.service.views import ViewCounter
-
-    server = await start_server(tmp_path, reactor)
-    image_id = await upload(await server.admin(), image_bytes())
-    await server.service.stopService()
-    engine = create_engine(f"sqlite:///{server.data_dir / 'imagehost.db'}")
-    upgrade(engine)
-    db = Database(engine, reactor, ThreadPool(minthreads=1, maxthreads=1))
-    db.start()
-    clock = Clock()
-    views = ViewCounter(db, clock, interval=5.0)
-    views.start()
-    try:
-        for _ in range(4):
-            views.count(image_id)
-        clock.advance(4.9)
-        assert views_in_db(server.data_dir, image_id) == 0
-        clock.advance(0.1)
-        assert not views.pending  # handed to the database
-        await views.stop()
-        assert (await db.run(q.image_by_id, image_id)).views == 4
-    finally:
-        db.stop()
 
 
 # -- load --------------------------------------------------------------------

@@ -36,7 +36,7 @@ async def upload(client, data: bytes) -> str:
 
 def delete_row(server, image_id: str) -> None:
     """Remove the record as another daemon sharing the database would."""
-    engine = sa.create_engine(server.imagehost.db.engine.url)
+    engine = sa.create_engine(server.db.engine.url)
     try:
         with engine.begin() as conn:
             conn.execute(sa.text("DELETE FROM images WHERE id = :id"), {"id": image_id})

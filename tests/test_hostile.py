@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from imagehost.service.delivery import parse_variant_query
 from imagehost.service.errors import ServiceError
 from imagehost.service.forms import parse_upload_form
+from imagehost.web.errors import status_of
 from tests.conftest import image_bytes
 
 
@@ -129,7 +130,9 @@ async def test_odd_file_names_are_cleaned(server, admin):
                 b"\r\n\r\n" + image_bytes() + b"\r\n--b--\r\n")
     response = await admin.request("POST", "/api/upload", data=non_utf8,
                                    headers={"Content-Type": "multipart/form-data; boundary=b"})
-    assert response.code in (201, 400), response.body
+    # The multipart parser refuses a part header that is not UTF-8: a 400 naming it.
+    assert response.code == 400, response.body
+    assert response.json()["error"]["message"].startswith("The multipart body is malformed")
     assert (await server.client.get("/health")).code == 200
 
 
@@ -180,10 +183,10 @@ def test_multipart_parsing_never_crashes(boundary, fields, tail, cut):
     try:
         form = parse_upload_form(io.BytesIO(body), f"multipart/form-data; boundary={boundary}")
     except ServiceError as e:
-        assert e.status in (400, 422)
+        assert status_of(e) in (400, 422)
         return
     assert len(form.description) <= 255
-    assert form.is_public in (True, False)
+    assert isinstance(form.is_public, bool)
 
 
 @settings(max_examples=300, deadline=None)
@@ -192,7 +195,7 @@ def test_multipart_parsing_of_garbage_never_crashes(body, content_type):
     try:
         parse_upload_form(io.BytesIO(body), content_type)
     except ServiceError as e:
-        assert e.status in (400, 422)
+        assert status_of(e) in (400, 422)
 
 
 _query_values = st.lists(st.one_of(st.text(max_size=12), st.integers().map(str)), max_size=3)
@@ -205,7 +208,7 @@ def test_variant_query_parsing_accepts_or_says_400(query):
     try:
         params = parse_variant_query(query, 8192)
     except ServiceError as e:
-        assert e.status == 400
+        assert status_of(e) == 400
         return
     for value in (params.width, params.height):
         assert value is None or 1 <= value <= 8192

@@ -757,9 +757,9 @@ def test_variants_are_the_bytes_pillow_writes_to_memory(ext):
     spec = plan_variant(640, 480, "JPEG", width=320, height=None, crop=False,
                         out_ext=ext, quality=None)
     rendered = render_variant(source, spec)
-    with render_module._encode_buffer(spec.format) as buffer:
+    with render_module.encode_buffer(spec.format) as buffer:
         assert isinstance(buffer, io.BytesIO) == (spec.format == "WEBP")
-    options = render_module._encoder_options(spec)
+    options = render_module.encoder_options(spec)
     assert rendered == encode(frame_source(source, spec), spec.format, **options)
 
 
@@ -768,6 +768,6 @@ def frame_source(source: bytes, spec: RenderSpec) -> Image.Image:
     from imagehost.imaging import render as render_module
 
     with Image.open(io.BytesIO(source)) as im:
-        frames, _durations, _loop = render_module._render_frames(im, spec)
+        frames, _durations, _loop = render_module.render_frames(im, spec)
         frames[0].load()
         return frames[0].copy()

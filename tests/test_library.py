@@ -61,7 +61,7 @@ async def insert(server, owner: Person | None, *, public: bool = True, minutes: 
         description=description, is_public=public,
         created_at=BASE_TIME + timedelta(minutes=minutes), updated_at=updated, views=views,
         size=size, mime_type="image/png", width=10, height=20, sha256="0" * 64)
-    await server.imagehost.db.run(insert_image, record)
+    await server.db.run(insert_image, record)
     return record
 
 
@@ -170,7 +170,7 @@ async def test_edit_rejects_wrong_values_with_422(server, body, prop):
     error = response.json()["error"]
     assert error["message"] == "Validation Error"
     assert [v["property"] for v in error["violations"]] == [prop]
-    assert (await server.imagehost.db.run(image_by_id, image.id)).description == "kept"
+    assert (await server.db.run(image_by_id, image.id)).description == "kept"
 
 
 @pytest_twisted.ensureDeferred
@@ -180,7 +180,7 @@ async def test_edit_of_255_characters_is_accepted(server):
     response = await alice.client.post_json(f"/api/image/{image.id}",
                                             {"description": "é" * 255}, method="PATCH")
     assert response.code == 204
-    assert (await server.imagehost.db.run(image_by_id, image.id)).description == "é" * 255
+    assert (await server.db.run(image_by_id, image.id)).description == "é" * 255
 
 
 @pytest_twisted.ensureDeferred
@@ -198,7 +198,7 @@ async def test_edit_by_others_and_of_unknown_ids(server):
     assert forbidden.code == 403
     assert missing.code == 404
     assert_bad_request(not_json)
-    assert (await server.imagehost.db.run(image_by_id, image.id)).description == "mine"
+    assert (await server.db.run(image_by_id, image.id)).description == "mine"
 
 
 # -- delete ------------------------------------------------------------------
@@ -226,7 +226,7 @@ async def test_delete_removes_record_variants_and_original(server):
     response = await alice.client.request("DELETE", f"/api/image/{image_id}")
 
     assert response.code == 204 and response.body == b""
-    assert await server.imagehost.db.run(image_by_id, image_id) is None
+    assert await server.db.run(image_by_id, image_id) is None
     assert not original.exists() and not variants.exists()
     for url in urls:
         assert (await server.client.get(url)).code == 404, url
@@ -244,7 +244,7 @@ async def test_delete_can_preserve_the_original_on_disk(server, admin):
 
     assert response.code == 204
     assert original.exists() and not variants.exists()
-    assert await server.imagehost.db.run(image_by_id, image_id) is None
+    assert await server.db.run(image_by_id, image_id) is None
     assert (await server.client.get(f"/image/{image_id}.png")).code == 404
 
 
@@ -408,7 +408,7 @@ async def churn(server, owner: Person, rng: random.Random, alive: set[str],
                 deleted: set[str]) -> None:
     """Delete two of ``alive`` and insert three images at random sort positions."""
     for victim in rng.sample(sorted(alive), min(2, len(alive))):
-        await server.imagehost.db.run(delete_image, victim)
+        await server.db.run(delete_image, victim)
         alive.discard(victim)
         deleted.add(victim)
     for _ in range(3):

@@ -33,7 +33,7 @@ async def test_metrics_count_requests_by_route_and_uploads(server, admin):
                   (("route", "/api/upload"),))] == 1
     assert found[("imagehost_uploads_total", ())] == 1
     assert found[("imagehost_stored_bytes_total", ())] == len(image_bytes())
-    assert ("imagehost_worker_jobs", ()) in found
+    assert ("imagehost_cpu_pool_jobs", ()) in found
 
 
 @pytest_twisted.ensureDeferred
@@ -52,14 +52,14 @@ async def test_health_fails_when_storage_is_gone(server):
 @pytest_twisted.ensureDeferred
 async def test_health_fails_when_the_database_is_unreadable(tmp_path, reactor):
     server = await start_server(tmp_path, reactor)  # SQLite: the file can be spoiled
-    server.imagehost.db.engine.dispose()
+    server.db.engine.dispose()
     database = server.data_dir / "imagehost.db"
     saved = database.read_bytes()
     database.write_bytes(b"this is not a database" * 100)
     try:
         assert (await server.client.get("/health")).code == 503
     finally:
-        server.imagehost.db.engine.dispose()
+        server.db.engine.dispose()
         database.write_bytes(saved)
         await server.service.stopService()
 
@@ -69,7 +69,8 @@ def test_image_paths_are_labelled_like_their_route():
     from imagehost.web.metrics import Metrics
 
     class Services:
-        workers = None
+        cpu_jobs = 0
+        delivery = None
 
     metrics = Metrics(Services(), ImagehostAPI.app.url_map)
     rules = {rule.rule for rule in ImagehostAPI.app.url_map.iter_rules()}

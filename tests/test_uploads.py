@@ -51,7 +51,7 @@ async def test_every_endpoint_accepts_post_and_put(server, admin, method):
 async def test_type_comes_from_the_bytes_not_the_name(server, admin):
     png = image_bytes("PNG")
     response = await admin.upload("/api/upload", png, filename="lies.jpg")
-    image = await server.imagehost.db.run(image_by_id, response.json()["id"])
+    image = await server.db.run(image_by_id, response.json()["id"])
     assert (image.mime_type, image.width, image.height) == ("image/png", 64, 48)
     assert (image.file_name, image.original_name) == (f"{image.id}.png", "lies.jpg")
     assert (await server.client.get(f"/image/{image.id}.png")).body == png
@@ -62,12 +62,12 @@ async def test_fields_owner_and_visibility_are_recorded(server, admin):
     response = await admin.upload("/api/upload", image_bytes(),
                                   fields={"description": "sunset", "isPublic": "true"},
                                   filename="../../etc/passwd")
-    image = await server.imagehost.db.run(image_by_id, response.json()["id"])
+    image = await server.db.run(image_by_id, response.json()["id"])
     me = (await admin.get("/api/user")).json()["data"]
     assert (image.description, image.is_public, image.owner_id) == ("sunset", True, me["id"])
     assert image.original_name == "passwd"
     private = await admin.upload("/api/upload", image_bytes())
-    image = await server.imagehost.db.run(image_by_id, private.json()["id"])
+    image = await server.db.run(image_by_id, private.json()["id"])
     assert image.is_public is False
 
 
@@ -82,7 +82,7 @@ async def test_guest_uploads_follow_the_runtime_setting_and_are_public_and_owner
     accepted = await server.client.upload("/api/guest/upload", image_bytes(),
                                           fields={"isPublic": "false"})
     assert accepted.code == 201
-    image = await server.imagehost.db.run(image_by_id, accepted.json()["id"])
+    image = await server.db.run(image_by_id, accepted.json()["id"])
     assert (image.owner_id, image.is_public) == (None, True)
     await server.imagehost.settings.update("access", {"allowGuestUploads": False})
     assert (await server.client.upload("/api/guest/upload", image_bytes())).code == 403

@@ -77,6 +77,11 @@ def upgrade(engine: sa.Engine, revision: str = "head") -> None:
         command.upgrade(cfg, revision)
 
 
+def printable_url(url: str) -> str:
+    """A database URL without its password, for messages."""
+    return sa.engine.make_url(url).render_as_string(hide_password=True)
+
+
 def run_sync(engine: sa.Engine, thd: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run ``thd(conn, *args, **kwargs)`` in one transaction, retrying when SQLite is locked."""
     for attempt in range(_LOCK_RETRIES):
@@ -90,6 +95,11 @@ def run_sync(engine: sa.Engine, thd: Callable[..., T], *args: Any, **kwargs: Any
     raise AssertionError("unreachable")
 
 
+def ping(conn: sa.Connection) -> None:
+    """A round trip that proves the database answers."""
+    conn.execute(sa.text("SELECT 1"))
+
+
 class Database:
     """Runs query functions in the DB thread pool and returns Deferreds."""
 
@@ -97,6 +107,7 @@ class Database:
         self.engine = engine
         self._reactor = reactor
         self._pool = threadpool
+        self.threads = threadpool.max
 
     def start(self) -> None:
         self._pool.start()

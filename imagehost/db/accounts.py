@@ -85,6 +85,14 @@ def username_or_email_taken(conn: sa.Connection, username: str, email: str) -> s
     return taken
 
 
+def insert_user_unless_taken(conn: sa.Connection, user: User) -> set[str]:
+    """Insert ``user`` unless its username or email is taken; returns the taken fields."""
+    taken = username_or_email_taken(conn, user.username, user.email)
+    if not taken:
+        insert_user(conn, user)
+    return taken
+
+
 def list_users(conn: sa.Connection) -> list[User]:
     return [User(**r) for r in conn.execute(users.select().order_by(users.c.username)).mappings()]
 

@@ -6,7 +6,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from imagehost.db.accounts import User
+from imagehost.db.accounts import User, update_user
 from imagehost.db.schema import browser_sessions, users
 
 
@@ -36,3 +36,9 @@ def delete_user_sessions(conn: sa.Connection, user_id: str) -> None:
     """End every browser session of a user (password change, disabled account)."""
     conn.execute(browser_sessions.delete().where(browser_sessions.c.user_id == user_id))
 
+
+
+def update_user_ending_sessions(conn: sa.Connection, user_id: str, **values) -> None:
+    """Change a user (password, active flag) and end every browser session of theirs."""
+    update_user(conn, user_id, **values)
+    delete_user_sessions(conn, user_id)

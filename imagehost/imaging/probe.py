@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import filetype
 from PIL import Image, UnidentifiedImageError
 
+from imagehost.imaging import orientation as exif
+
 # Pillow format name -> (mime type, file extension of stored originals)
 KNOWN_FORMATS: dict[str, tuple[str, str]] = {
     "JPEG": ("image/jpeg", "jpg"),
@@ -23,8 +25,6 @@ KNOWN_FORMATS: dict[str, tuple[str, str]] = {
 }
 EXTENSION_BY_MIME = {mime: ext for mime, ext in KNOWN_FORMATS.values()}
 
-_ORIENTATION_TAG = 0x0112
-_SWAPPED_ORIENTATIONS = {5, 6, 7, 8}
 
 
 @dataclass(frozen=True)
@@ -128,8 +128,8 @@ def probe(data: bytes, limits: SourceLimits) -> ImageInfo:
         if frames * width * height > limits.max_animation_pixels:
             raise TooManyPixels(frames * width * height, limits.max_animation_pixels)
         _prove_decodes(image)
-        orientation = image.getexif().get(_ORIENTATION_TAG, 1)
-    if orientation in _SWAPPED_ORIENTATIONS:
+        orientation = exif.orientation(image)
+    if orientation in exif.SWAPS_AXES:
         width, height = height, width
     mime, ext = KNOWN_FORMATS[fmt]
     return ImageInfo(fmt, mime, ext, width, height, frames)

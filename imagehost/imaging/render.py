@@ -13,8 +13,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any
 
-from PIL import ExifTags, Image, ImageCms
+from PIL import Image, ImageCms
 
+from imagehost.imaging import orientation as exif
 from imagehost.imaging.geometry import Geometry, crop_size, fit_size
 from imagehost.imaging.probe import KNOWN_FORMATS
 
@@ -51,17 +52,6 @@ THUMBNAIL_SIZE = 300
 REDUCING_GAP = 2.0
 _WHITE = 255
 
-# Transpose turning the stored pixels into the displayed image, by EXIF orientation.
-_ORIENTATION_TRANSPOSE = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
-_SWAPS_AXES = frozenset({5, 6, 7, 8})
 
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
 
@@ -188,7 +178,7 @@ def render_variant(source: str | os.PathLike[str] | bytes, spec: RenderSpec) -> 
     fp = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
     with fp, _open_image(fp) as im:
         with _decoding():
-            frames, durations, loop = _render_frames(im, spec)
+            frames, durations, loop = render_frames(im, spec)
         # Encode before the image closes: a closed Image drops its pixels.
         return _encode(frames, durations, loop, spec)
 
@@ -206,10 +196,12 @@ def _open_image(fp: IO[bytes]) -> Image.Image:
         return Image.open(fp)
 
 
-def _render_frames(
+def render_frames(
     im: Image.Image, spec: RenderSpec
 ) -> tuple[list[Image.Image], list[int], int | None]:
-    orientation = _orientation(im)
+    """The frames ``spec`` asks of ``im``, upright, resized, in sRGB and the output's mode,
+    with their durations and the loop count (before encoding)."""
+    orientation = exif.orientation(im)
     animate = spec.format in ANIMATED_OUTPUTS and _is_animated(im)
     geometry = _stored_geometry(im, spec, orientation)
     if not animate:
@@ -219,22 +211,11 @@ def _render_frames(
     frames, durations = [], []
     for frame in _source_frames(im, animate):
         durations.append(int(frame.info.get("duration", 0)))
-        out = to_srgb(_oriented(_resample(_working_mode(frame), geometry), orientation))
+        out = to_srgb(exif.upright(_resample(_working_mode(frame), geometry), orientation))
         if out is frame and animate:
             out = out.copy()  # the next seek() reuses the source object
         frames.append(_output_mode(out, spec.format))
     return frames, durations, loop
-
-
-def _oriented(im: Image.Image, orientation: int) -> Image.Image:
-    if orientation not in _ORIENTATION_TRANSPOSE:
-        return im
-    return im.transpose(_ORIENTATION_TRANSPOSE[orientation])
-
-
-def _orientation(im: Image.Image) -> int:
-    orientation = im.getexif().get(ExifTags.Base.Orientation, 1)
-    return orientation if orientation in _ORIENTATION_TRANSPOSE else 1
 
 
 def _is_animated(im: Image.Image) -> bool:
@@ -248,7 +229,7 @@ def _stored_geometry(im: Image.Image, spec: RenderSpec, orientation: int) -> Geo
     than transposing the full-size source first.
     """
     stored_w, stored_h = im.size
-    if orientation in _SWAPS_AXES:
+    if orientation in exif.SWAPS_AXES:
         display = Geometry.centred(stored_h, stored_w, spec.width, spec.height, spec.crop)
         return display.transposed()
     return Geometry.centred(stored_w, stored_h, spec.width, spec.height, spec.crop)
@@ -380,17 +361,17 @@ def _to_palette(im: Image.Image) -> Image.Image:
 def _encode(
     frames: list[Image.Image], durations: list[int], loop: int | None, spec: RenderSpec
 ) -> bytes:
-    options = _encoder_options(spec)
+    options = encoder_options(spec)
     if len(frames) > 1:
         options.update(save_all=True, append_images=frames[1:], duration=durations)
         options.update(_animation_options(frames, loop, spec.format))
-    with _encode_buffer(spec.format) as buffer:
+    with encode_buffer(spec.format) as buffer:
         frames[0].save(buffer, spec.format, **options)
         buffer.seek(0)
         return buffer.read()
 
 
-def _encode_buffer(out_format: str) -> IO[bytes]:
+def encode_buffer(out_format: str) -> IO[bytes]:
     """Where the encoder writes: an in-memory file with a descriptor where possible.
 
     Given a file descriptor, Pillow's JPEG encoder writes to it with the GIL released;
@@ -404,7 +385,8 @@ def _encode_buffer(out_format: str) -> IO[bytes]:
     return io.BytesIO()
 
 
-def _encoder_options(spec: RenderSpec) -> dict[str, Any]:
+def encoder_options(spec: RenderSpec) -> dict[str, Any]:
+    """The keyword arguments ``Image.save`` gets for ``spec``'s format and quality."""
     # Identity specs carry no quality; re-encoding one anyway uses the default.
     quality = DEFAULT_QUALITY if spec.quality is None else spec.quality
     if spec.format == "JPEG":

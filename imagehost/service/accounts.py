@@ -9,13 +9,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from imagehost import auth
-from imagehost.db import Database
 from imagehost.db import accounts as q
 from imagehost.db import sessions as session_queries
 from imagehost.db.accounts import ApiKey, RefreshToken, User
 from imagehost.service.errors import Forbidden, NotFound, Unauthorized, ValidationFailed, Violation
+from imagehost.service.pools import Pools
 from imagehost.service.throttle import RateLimit
-from imagehost.service.workers import WorkerPool
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,64}$")
 EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
@@ -49,12 +48,12 @@ class NewApiKey:
 class Accounts:
     """Users, sessions and API keys."""
 
-    def __init__(self, db: Database, workers: WorkerPool, secret: bytes, *,
+    def __init__(self, pools: Pools, secret: bytes, *,
                  algorithm: str, access_ttl: int, refresh_ttl: int,
                  now: Callable[[], datetime], login_limits: tuple[RateLimit, RateLimit]):
         self._login_limit_by_client, self._login_limit_by_user = login_limits
-        self._db = db
-        self._workers = workers
+        self._db = pools.db
+        self._cpu = pools.cpu
         self._secret = secret
         self._algorithm = algorithm
         self._access_ttl = timedelta(seconds=access_ttl)
@@ -67,11 +66,11 @@ class Accounts:
                           is_admin: bool = False, display_name: str = "") -> User:
         """Validate and create a user; ValidationFailed on bad or taken fields."""
         check_new_user(username, email, password)
-        password_hash = await self._workers.submit(auth.hash_password, password)
+        password_hash = await self._cpu.submit(auth.hash_password, password)
         user = User(id=str(uuid.uuid4()), username=username, email=email,
                     display_name=display_name or username, password_hash=password_hash,
                     is_admin=is_admin, is_active=True, created_at=self._now())
-        taken = await self._db.run(_insert_unless_taken, user)
+        taken = await self._db.run(q.insert_user_unless_taken, user)
         if taken:
             raise ValidationFailed(*(Violation(f, "This value is already used.")
                                      for f in sorted(taken)))
@@ -96,20 +95,21 @@ class Accounts:
         if len(password) < PASSWORD_MIN:
             raise ValidationFailed.one("password", _password_message())
         user = await self.user_named(username)
-        password_hash = await self._workers.submit(auth.hash_password, password)
-        await self._db.run(_update_ending_sessions, user.id, password_hash=password_hash)
+        password_hash = await self._cpu.submit(auth.hash_password, password)
+        await self._db.run(session_queries.update_user_ending_sessions, user.id,
+                           password_hash=password_hash)
 
     async def change_password(self, user: User, current: str, new: str) -> None:
         """A user's own password change: the current one must be right. Ends every
         browser session of the user."""
-        if not await self._workers.submit(auth.verify_password, current, user.password_hash):
+        if not await self._cpu.submit(auth.verify_password, current, user.password_hash):
             raise ValidationFailed.one("current", "The current password is not right.")
         await self.set_password(user.username, new)
 
     async def set_active(self, username: str, active: bool) -> None:
         """Enable or disable a user; disabling ends their browser sessions."""
         user = await self.user_named(username)
-        await self._db.run(_update_ending_sessions, user.id, is_active=active)
+        await self._db.run(session_queries.update_user_ending_sessions, user.id, is_active=active)
 
     # -- sessions ----------------------------------------------------------
 
@@ -131,7 +131,7 @@ class Accounts:
         await self._login_limit_by_user.hit(login.casefold())
         user = await self._db.run(q.user_by_login, login)
         stored = user.password_hash if user else auth.DUMMY_PASSWORD_HASH
-        valid = await self._workers.submit(auth.verify_password, password, stored)
+        valid = await self._cpu.submit(auth.verify_password, password, stored)
         if not (valid and user and user.is_active):
             raise Unauthorized("Invalid credentials.")
         return user
@@ -247,14 +247,3 @@ def check_new_user(username: object, email: object, password: object) -> None:
 def _password_message() -> str:
     return f"This value is too short. It should have {PASSWORD_MIN} characters or more."
 
-
-def _update_ending_sessions(conn, user_id: str, **values) -> None:
-    q.update_user(conn, user_id, **values)
-    session_queries.delete_user_sessions(conn, user_id)
-
-
-def _insert_unless_taken(conn, user: User) -> set[str]:
-    taken = q.username_or_email_taken(conn, user.username, user.email)
-    if not taken:
-        q.insert_user(conn, user)
-    return taken

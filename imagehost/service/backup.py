@@ -22,15 +22,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import Deferred
-
-from imagehost.db import Database
 from imagehost.db import backup as db_backup
 from imagehost.db import images as image_queries
 from imagehost.db.backup import is_sqlite, sqlite_path
 from imagehost.db.images import RecordedOriginal
 from imagehost.service.errors import ServiceError
-from imagehost.service.workers import WorkerPool, in_lanes
+from imagehost.service.pools import Pools, in_lanes
 from imagehost.storage import Storage, atomic_write
 
 MANIFEST = "manifest.json"
@@ -65,13 +62,12 @@ class BackupReport:
 class Backups:
     """Takes backups of a running installation."""
 
-    def __init__(self, db: Database, storage: Storage, workers: WorkerPool,
-                 run_io: Callable[..., Deferred], *, database_url: str, secret_file: Path,
+    def __init__(self, pools: Pools, storage: Storage, *, database_url: str, secret_file: Path,
                  now: Callable[[], datetime]):
-        self._db = db
+        self._db = pools.db
+        self._cpu = pools.cpu
+        self._io = pools.io
         self._storage = storage
-        self._workers = workers
-        self._run_io = run_io
         self._url = database_url
         self._secret = secret_file
         self._now = now
@@ -81,17 +77,17 @@ class Backups:
                      on_listed: Callable[[list[RecordedOriginal]], None] | None = None,
                      ) -> BackupReport:
         """Back up into ``dest`` (created if needed; an earlier backup there is updated)."""
-        earlier = await self._run_io(_start_folder, dest)
+        earlier = await self._io.run(_start_folder, dest)
         started = self._now()
         report, originals = await self._copy_database(dest)
         if on_listed is not None:
             on_listed(originals)
-        await self._run_io(_copy_secret, self._secret, dest / SECRET)
-        entries = await in_lanes(self._workers.threads, [
+        await self._io.run(_copy_secret, self._secret, dest / SECRET)
+        entries = await in_lanes(self._cpu.threads, [
             partial(self._back_up_original, o, dest, earlier, report, on_copied)
             for o in originals])
         if report.dropped and report.database == SQLITE_COPY:
-            await self._run_io(db_backup.forget_images, dest / SQLITE_COPY, report.dropped)
+            await self._io.run(db_backup.forget_images, dest / SQLITE_COPY, report.dropped)
         report.originals = len(originals) - len(report.dropped)
         manifest = {"format": FORMAT, "createdAt": started.isoformat(),
                     "database": report.database, "secret": SECRET,
@@ -100,16 +96,16 @@ class Backups:
                     "originals": {o.image_id: entry
                                   for o, entry in zip(originals, entries, strict=True)
                                   if entry is not None}}
-        await self._run_io(_write_manifest, dest, manifest)
+        await self._io.run(_write_manifest, dest, manifest)
         return report
 
     async def _copy_database(self, dest: Path) -> tuple[BackupReport, list[RecordedOriginal]]:
         try:
             if db_backup.is_sqlite(self._url):
-                await self._run_io(db_backup.snapshot_sqlite, self._url, dest / SQLITE_COPY)
-                originals = await self._run_io(db_backup.originals_in, dest / SQLITE_COPY)
+                await self._io.run(db_backup.snapshot_sqlite, self._url, dest / SQLITE_COPY)
+                originals = await self._io.run(db_backup.originals_in, dest / SQLITE_COPY)
                 return BackupReport(dest, SQLITE_COPY), originals
-            await self._run_io(db_backup.dump_postgresql, self._url, dest / POSTGRESQL_DUMP)
+            await self._io.run(db_backup.dump_postgresql, self._url, dest / POSTGRESQL_DUMP)
         except db_backup.DatabaseCopyFailed as e:
             raise BackupFailed(e.message) from e
         # Listed after the dump: a superset of its records (less those deleted since).
@@ -124,7 +120,7 @@ class Backups:
             if self._storage.local_original(original.image_id, original.ext) is None:
                 report.in_bucket += 1
                 return {**entry, "path": None}
-            if await self._run_io(_unchanged, dest, entry, earlier.get(original.image_id)):
+            if await self._io.run(_unchanged, dest, entry, earlier.get(original.image_id)):
                 report.unchanged += 1
                 return entry
             return await self._copy(original, dest, entry, report)
@@ -135,7 +131,7 @@ class Backups:
     async def _copy(self, original: RecordedOriginal, dest: Path, entry: dict[str, Any],
                     report: BackupReport) -> dict[str, Any] | None:
         try:
-            data = await self._run_io(self._storage.read_original, original.image_id,
+            data = await self._io.run(self._storage.read_original, original.image_id,
                                       original.ext)
         except FileNotFoundError:
             if await self._db.run(image_queries.image_exists, original.image_id):
@@ -143,10 +139,10 @@ class Backups:
             else:
                 report.dropped.append(original.image_id)
             return None
-        if await self._workers.submit(_sha256, data) != original.sha256:
+        if await self._cpu.submit(_sha256, data) != original.sha256:
             report.corrupt.append(original.image_id)
             return None
-        await self._run_io(atomic_write, dest / entry["path"], data)
+        await self._io.run(atomic_write, dest / entry["path"], data)
         report.copied += 1
         report.copied_bytes += len(data)
         return entry

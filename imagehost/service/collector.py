@@ -12,10 +12,8 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from twisted.internet.defer import Deferred
-
-from imagehost.db import Database
 from imagehost.db import images as image_queries
+from imagehost.service.pools import Pools
 from imagehost.storage import Storage, StoredObject
 
 DEFAULT_GRACE = 3600.0
@@ -40,11 +38,11 @@ class Garbage:
 class GarbageCollector:
     """Finds and removes stored files of images that have no record."""
 
-    def __init__(self, db: Database, storage: Storage,
-                 run_blocking: Callable[..., Deferred], clock: Callable[[], float] = time.time):
-        self._db = db
+    def __init__(self, pools: Pools, storage: Storage,
+                 clock: Callable[[], float] = time.time):
+        self._db = pools.db
+        self._io = pools.io
         self._storage = storage
-        self._run_blocking = run_blocking
         self._clock = clock
 
     async def collect(self, *, older_than: float = DEFAULT_GRACE,
@@ -54,9 +52,9 @@ class GarbageCollector:
             raise ValueError("older_than must not be negative")
         kept = await self._db.run(image_queries.kept_image_ids)
         cutoff = self._clock() - older_than
-        garbage = await self._run_blocking(_find, self._storage, kept, cutoff)
+        garbage = await self._io.run(_find, self._storage, kept, cutoff)
         if not dry_run:
-            await self._run_blocking(_remove, self._storage, garbage)
+            await self._io.run(_remove, self._storage, garbage)
         return garbage
 
 

@@ -18,7 +18,7 @@ import os
 import re
 import shutil
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -28,7 +28,6 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from imagehost.db import Database
 from imagehost.db import images as q
 from imagehost.db.images import ImageRecord
 from imagehost.imaging.probe import EXTENSION_BY_MIME, KNOWN_FORMATS
@@ -40,11 +39,11 @@ from imagehost.imaging.render import (
     plan_variant,
     render_variant,
 )
-from imagehost.service.errors import BadRequest, NotFound, Overloaded
+from imagehost.service.errors import BadRequest, NotFound
+from imagehost.service.pools import Pools
 from imagehost.service.variant_cache import VariantCache
 from imagehost.service.views import ViewCounter
-from imagehost.service.workers import WorkerPool
-from imagehost.storage import Storage, StorageUnavailable, atomic_write
+from imagehost.storage import Storage, atomic_write
 
 _log = Logger()
 _FORMAT_BY_MIME = {mime: fmt for fmt, (mime, _ext) in KNOWN_FORMATS.items()}
@@ -124,12 +123,12 @@ class Body:
 class Delivery:
     """Resolves image URLs and produces originals and (cached) rendered variants."""
 
-    def __init__(self, db: Database, workers: WorkerPool, storage: Storage,
-                 cache: VariantCache, views: ViewCounter, *, max_dimension: int,
-                 clock=None, revalidate_after: float = 0.0,
-                 run_io: Callable[..., Deferred] | None = None):
-        self._db = db
-        self._workers = workers
+    def __init__(self, pools: Pools, storage: Storage, cache: VariantCache,
+                 views: ViewCounter, *, max_dimension: int, clock,
+                 revalidate_after: float = 0.0):
+        self._db = pools.db
+        self._cpu = pools.cpu
+        self._io = pools.io
         self._storage = storage
         self.cache = cache
         self.views = views
@@ -143,18 +142,16 @@ class Delivery:
         self._known_images: OrderedDict[str, tuple[ImageRecord, float]] = OrderedDict()
         self._clock = clock
         self.revalidate_after = revalidate_after
-        # Remote storage (S3) round trips run here, so they never hold a CPU worker.
-        self._run_io = run_io or workers.submit
         self.hits = 0
         self.misses = 0
         self.renders = 0
         self.shared_hits = 0  # local misses another daemon had rendered (S3 storage)
 
     async def start(self) -> None:
-        """Start counting views and index the variant cache (the scan runs on a worker)."""
+        """Start counting views and index the variant cache (the scan runs on the I/O pool)."""
         self.views.start()
-        found = await self._workers.submit(self.cache.scan)
-        self.cache.merge_scan(found)
+        found = await self._io.run(self.cache.scan)
+        await self.cache.merge_scan(found)
 
     async def stop(self) -> None:
         """Write pending view counts (call before the pools stop)."""
@@ -167,8 +164,7 @@ class Delivery:
             raise NotFound("No such image.")
         params = parse_variant_query(query, self.max_dimension)
         known = self._known_images.get(image_id)
-        if known is not None and self._clock is not None and (
-                self._clock.seconds() < known[1]):
+        if known is not None and self._clock.seconds() < known[1]:
             # A delete through this daemon forgets the image at once (``forget``); one
             # through another daemon is noticed once the deadline passes. Until then a
             # hit, a miss or the original needs no database read (a fifth of the GIL
@@ -188,7 +184,7 @@ class Delivery:
         self._known_images.pop(image_id, None)
 
     def _remember(self, image: ImageRecord) -> None:
-        if self._clock is None or self.revalidate_after <= 0:
+        if self.revalidate_after <= 0:
             return
         self._known_images[image.id] = (image, self._clock.seconds() + self.revalidate_after)
         self._known_images.move_to_end(image.id)
@@ -197,10 +193,7 @@ class Delivery:
 
     def _drop_local_variants(self, image_id: str) -> None:
         """Another daemon deleted the image: its variants cached here are dead weight."""
-        try:
-            d = self._run_io(shutil.rmtree, self._storage.variants_dir(image_id), True)
-        except Overloaded:
-            return  # eviction will get to them
+        d = self._io.run(shutil.rmtree, self._storage.variants_dir(image_id), True)
         d.addCallback(lambda _: self.cache.forget_image(image_id))
 
     def _content(self, image: ImageRecord, ext: str, params: VariantQuery,
@@ -216,7 +209,7 @@ class Delivery:
     async def body(self, content: ImageContent, *, count_view: bool) -> Body:
         """The bytes of ``content``, rendering and caching a variant on a miss.
 
-        Raises Overloaded when the render queue is full, NotFound if the original is gone.
+        Raises Overloaded when the CPU pool is full, NotFound if the original is gone.
         """
         if content.spec is None:
             body = await self._original(content)
@@ -231,7 +224,7 @@ class Delivery:
         path = self._storage.local_original(image_id, ext)
         try:
             if path is None:  # in the object store: fetched off the reactor, sent from memory
-                data = await self._run_io(self._storage.read_original, image_id, ext)
+                data = await self._io.run(self._storage.read_original, image_id, ext)
                 return Body(size=len(data), data=data)
             f = open(path, "rb")  # noqa: SIM115 - the web layer streams and closes it
         except FileNotFoundError as e:
@@ -259,53 +252,53 @@ class Delivery:
             waiters.append(waiter)
             return waiter
         self._flights[key] = [waiter]
-        try:
-            if self._storage.local_original(content.image.id, content.original_ext) is None:
-                d = Deferred.fromCoroutine(self._produce_remote(content, path))
-            else:
-                d = self._workers.submit(_produce_variant, self._storage, content, path)
-        except BaseException:
-            del self._flights[key]
-            raise
-        d.addBoth(self._landed, key, path)
+        d = Deferred.fromCoroutine(self._produce(content, path))
+        d.addBoth(self._landed, key)
         return waiter
 
-    async def _produce_remote(self, content: ImageContent,
-                              path: Path) -> tuple[bytes, str, bool]:
-        """``_produce_variant`` for originals in remote storage: the round trips run on the
-        I/O threads and only the render on the CPU pool; sharing the result does not
-        hold up the answer."""
-        image_id, spec = content.image.id, content.spec
+    async def _produce(self, content: ImageContent, path: Path) -> tuple[bytes, str]:
+        """Take the variant another daemon shared, or render it on the CPU pool (and share
+        it, without holding up the answer); then write this daemon's cache file on the I/O
+        pool. Returns the bytes and ``"SHARED"`` or ``"MISS"``."""
+        image_id, ext, spec = content.image.id, content.original_ext, content.spec
         assert spec is not None
         key = spec.cache_key()
-        data = await self._run_io(self._storage.get_variant, image_id, key)
-        source = "SHARED"
-        if data is None:
-            original = await self._run_io(self._storage.read_original, image_id,
-                                          content.original_ext)
-            data = await self._workers.submit(render_variant, original, spec)
-            source = "MISS"
-            shared = self._run_io(self._storage.put_variant, image_id, key, data)
-            shared.addErrback(lambda f: _log.warn(
-                "Cannot share variant {key} of {id}: {error}", key=key, id=image_id,
-                error=f.getErrorMessage()))
-        stored = await self._run_io(_write_cache_file, path, data)
-        return data, source, stored
+        original: Path | bytes | None = self._storage.local_original(image_id, ext)
+        remote = original is None  # originals and shared variants are round trips (S3)
+        if remote:
+            shared = await self._io.run(self._storage.get_variant, image_id, key)
+            if shared is not None:
+                await self._keep(path, shared)
+                return shared, "SHARED"
+            original = await self._io.run(self._storage.read_original, image_id, ext)
+        data = await self._cpu.submit(render_variant, original, spec)
+        if remote:
+            self._share(image_id, key, data)
+        await self._keep(path, data)
+        return data, "MISS"
 
-    def _landed(self, result, key: tuple[str, str], path: Path) -> None:
+    async def _keep(self, path: Path, data: bytes) -> None:
+        """Write a variant to this daemon's cache and evict beyond the bound (both on the
+        I/O pool); a failed write still serves."""
+        if await self._io.run(_write_cache_file, path, data):
+            await self.cache.stored(path, len(data))
+
+    def _share(self, image_id: str, key: str, data: bytes) -> None:
+        shared = self._io.run(self._storage.put_variant, image_id, key, data)
+        shared.addErrback(lambda f: _log.warn(
+            "Cannot share variant {key} of {id}: {error}", key=key, id=image_id,
+            error=f.getErrorMessage()))
+
+    def _landed(self, result, key: tuple[str, str]) -> None:
         waiters = self._flights.pop(key)
         if isinstance(result, Failure):
             if result.check(FileNotFoundError):
                 result = Failure(NotFound("No such image."))
         else:
-            data, source, stored = result
-            if source == "MISS":
+            if result[1] == "MISS":
                 self.renders += 1
             else:
                 self.shared_hits += 1
-            if stored:
-                self.cache.stored(path, len(data))
-            result = data, source
         for waiter in waiters:
             if waiter.called:
                 continue  # cancelled: that client went away
@@ -332,27 +325,6 @@ def _plan(image: ImageRecord, ext: str, params: VariantQuery,
     if spec.is_identity(image.width, image.height, src_format):
         return None
     return spec
-
-
-def _produce_variant(storage: Storage, content: ImageContent,
-                     path: Path) -> tuple[bytes, str, bool]:
-    """On a worker: take the variant another daemon shared, or render and share it; then
-    write this daemon's cache file. Returns the bytes, ``"SHARED"`` or ``"MISS"``, and
-    whether the cache file was written (a failed write or share still serves)."""
-    image_id, ext, spec = content.image.id, content.original_ext, content.spec
-    assert spec is not None
-    key = spec.cache_key()
-    data = storage.get_variant(image_id, key)
-    source = "SHARED"
-    if data is None:
-        original = storage.local_original(image_id, ext) or storage.read_original(image_id, ext)
-        data = render_variant(original, spec)
-        source = "MISS"
-        try:
-            storage.put_variant(image_id, key, data)
-        except StorageUnavailable:  # the next miss renders it again
-            pass
-    return data, source, _write_cache_file(path, data)
 
 
 def _write_cache_file(path: Path, data: bytes) -> bool:

@@ -1,4 +1,7 @@
-"""Domain errors. The web layer maps each to a status code and the error envelope."""
+"""Domain errors: each says what went wrong, not which HTTP status it is.
+
+``imagehost.web.errors`` maps each to a status and the wire title, in one table.
+"""
 
 from __future__ import annotations
 
@@ -8,39 +11,33 @@ from dataclasses import dataclass
 class ServiceError(Exception):
     """Base of errors a caller can act on; ``message`` is a sentence for a person."""
 
-    status = 400
-
     def __init__(self, message: str):
         super().__init__(message)
         self.message = message
 
-    @property
-    def title(self) -> str:
-        return type(self).__name__
-
 
 class BadRequest(ServiceError):
-    status = 400
+    """The request is malformed (a parameter, a cursor, a JSON body)."""
 
 
 class Unauthorized(ServiceError):
-    status = 401
+    """No valid credentials."""
 
 
 class Forbidden(ServiceError):
-    status = 403
+    """Valid credentials, but not allowed to do this."""
 
 
 class NotFound(ServiceError):
-    status = 404
+    """No such image, user or key (or not one the caller may see)."""
 
 
 class PayloadTooLarge(ServiceError):
-    status = 413
+    """A body too large for what it is."""
 
 
 class RateLimited(ServiceError):
-    status = 429
+    """Too many attempts; ``retry_after`` seconds until the next is allowed."""
 
     def __init__(self, message: str, retry_after: int):
         super().__init__(message)
@@ -48,7 +45,7 @@ class RateLimited(ServiceError):
 
 
 class Overloaded(ServiceError):
-    status = 503
+    """The CPU pool is full; ``retry_after`` seconds is a fair wait."""
 
     def __init__(self, message: str = "The server is busy; retry shortly.", retry_after: int = 1):
         super().__init__(message)
@@ -62,11 +59,7 @@ class Violation:
 
 
 class ValidationFailed(ServiceError):
-    """422 with the seed's envelope: one or more property violations."""
-
-    status = 422
-    # The seed's wire format names the framework exception; clients match on it.
-    title = "Symfony.Component.HttpKernel.Exception.HttpException"
+    """One or more property violations (the seed's 422)."""
 
     def __init__(self, *violations: Violation):
         super().__init__("Validation Error")

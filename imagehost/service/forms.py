@@ -1,4 +1,4 @@
-"""Parse an upload's multipart/form-data body (blocking: run on a worker thread).
+"""Parse an upload's multipart/form-data body (blocking: run on the CPU pool).
 
 Uses the streaming ``multipart`` parser over the spooled request body, so a large
 upload is never parsed on the reactor thread nor held twice in memory.

@@ -9,19 +9,27 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import BinaryIO
 
-from imagehost.db import Database
 from imagehost.db import images as q
 from imagehost.db.accounts import User
 from imagehost.db.images import ImageRecord
 from imagehost.imaging import probe as imaging
 from imagehost.service.errors import Forbidden, ValidationFailed
 from imagehost.service.forms import UploadForm, parse_upload_form
+from imagehost.service.pools import Pools
 from imagehost.service.runtime_settings import RuntimeSettings, Settings
 from imagehost.service.throttle import RateLimit
-from imagehost.service.workers import WorkerPool
 from imagehost.storage import Storage
 
 _MB = 1000 * 1000
+
+
+@dataclass(frozen=True)
+class CheckedImage:
+    """Image bytes that passed validation, with their digest."""
+
+    info: imaging.ImageInfo
+    size: int
+    sha256: str
 
 
 @dataclass(frozen=True)
@@ -37,15 +45,15 @@ class StoredOriginal:
 class Images:
     """Uploading and reading images."""
 
-    def __init__(self, db: Database, workers: WorkerPool, storage: Storage,
-                 settings: RuntimeSettings, *, limits: imaging.SourceLimits,
-                 now: Callable[[], datetime],
+    def __init__(self, pools: Pools, storage: Storage, settings: RuntimeSettings, *,
+                 limits: imaging.SourceLimits, now: Callable[[], datetime],
                  guest_limit: RateLimit):
         self._guest_limit = guest_limit
         self.uploads = 0
         self.stored_bytes = 0
-        self._db = db
-        self._workers = workers
+        self._db = pools.db
+        self._cpu = pools.cpu
+        self._io = pools.io
         self._storage = storage
         self._settings = settings
         self._limits = limits
@@ -56,38 +64,53 @@ class Images:
                      check_form: Callable[[UploadForm], None] | None = None) -> ImageRecord:
         """Parse, validate, store and record an upload; ``owner`` None means a guest
         (rate limited per client address). ``check_form`` sees the parsed form first
-        (on the worker thread) and may refuse it by raising a ServiceError."""
+        (on the CPU pool) and may refuse it by raising a ServiceError."""
         settings = await self._settings.current()
         if owner is None:
             if not settings.allow_guest_uploads:
                 raise Forbidden("Guest uploads are disabled.")
             await self._guest_limit.hit(client)
-        form, stored = await self._workers.submit(self._accept_form, body, content_type,
-                                                  settings, check_form)
+        form, checked = await self._cpu.submit(self._check_form, body, content_type, settings,
+                                               check_form)
+        stored = await self._put(form.image, checked)
         return await self.record(stored, owner=owner, original_name=form.file_name,
                                  description=form.description,
                                  is_public=form.is_public or owner is None)
 
-    def _accept_form(self, body: BinaryIO, content_type: str | None, settings: Settings,
-                     check_form: Callable[[UploadForm], None] | None):
+    def _check_form(self, body: BinaryIO, content_type: str | None, settings: Settings,
+                    check_form: Callable[[UploadForm], None] | None):
         body.seek(0)
         form = parse_upload_form(body, content_type)
         if check_form is not None:
             check_form(form)
         if form.image is None:
             raise ValidationFailed.one("image", "This value should not be null.")
-        return form, self.accept(form.image, settings)
+        return form, self.check(form.image, settings)
 
-    def accept(self, data: bytes, settings: Settings) -> StoredOriginal:
-        """Validate image bytes and write the original (blocking; worker thread)."""
+    def check(self, data: bytes, settings: Settings, sha256: str | None = None) -> CheckedImage:
+        """Validate image bytes exactly as an upload would and hash them, unless the
+        caller already did (blocking; CPU pool)."""
         info = validate_image(data, settings, self._limits)
-        image_id = str(uuid.uuid4())
-        self._storage.put_original(image_id, info.ext, data)
-        return StoredOriginal(image_id, info, len(data), hashlib.sha256(data).hexdigest())
+        return CheckedImage(info, len(data), sha256 or hashlib.sha256(data).hexdigest())
 
-    def validate(self, data: bytes, settings: Settings) -> imaging.ImageInfo:
-        """Validate image bytes exactly as an upload would, without storing them (blocking)."""
-        return validate_image(data, settings, self._limits)
+    async def validate(self, data: bytes, settings: Settings) -> imaging.ImageInfo:
+        """Validate image bytes as an upload would, without storing them."""
+        return await self._cpu.submit(validate_image, data, settings, self._limits)
+
+    async def store(self, data: bytes, settings: Settings,
+                    sha256: str | None = None) -> StoredOriginal:
+        """Validate image bytes and write the original; record it with ``record``."""
+        checked = await self._cpu.submit(self.check, data, settings, sha256)
+        return await self._put(data, checked)
+
+    async def _put(self, data: bytes, checked: CheckedImage) -> StoredOriginal:
+        image_id = str(uuid.uuid4())
+        await self._io.run(self._storage.put_original, image_id, checked.info.ext, data)
+        return StoredOriginal(image_id, checked.info, checked.size, checked.sha256)
+
+    async def duplicate_of(self, owner: User, sha256: str) -> ImageRecord | None:
+        """``owner``'s image with exactly this content, if there is one."""
+        return await self._db.run(q.image_by_owner_and_hash, owner.id, sha256)
 
     async def record(self, stored: StoredOriginal, *, owner: User | None, original_name: str,
                      description: str, is_public: bool) -> ImageRecord:
@@ -107,20 +130,17 @@ class Images:
         try:
             await self._db.run(q.insert_image, image)
         except BaseException:
-            await self._discard(stored)
+            await self.discard(stored)
             raise
         self.uploads += 1
         self.stored_bytes += stored.size
         return image
 
-
-    async def _discard(self, stored: StoredOriginal) -> None:
+    async def discard(self, stored: StoredOriginal) -> None:
         """Remove an original that will not be recorded; a failure leaves an orphan file,
-        which is harmless (never a record without its file)."""
+        which is harmless (never a record without its file; ``imagehost gc`` removes it)."""
         try:
-            # Storage may be remote (S3): never block the reactor on it.
-            await self._workers.submit(self._storage.delete_original, stored.image_id,
-                                       stored.info.ext)
+            await self._io.run(self._storage.delete_original, stored.image_id, stored.info.ext)
         except Exception:
             pass
 

@@ -1,6 +1,6 @@
 """Bulk import of image files through the same validation and storage path as an upload.
 
-Each file is read and hashed on a worker, checked against the owner's images (and the
+Each file is read and hashed on the CPU pool, checked against the owner's images (and the
 other files of the same run) by content hash, validated and stored by
 ``Images.accept``, then recorded by ``Images.record``. Files run ``jobs`` at a time.
 ``cancel()`` stops starting new files and lets the running ones settle: a file that was
@@ -14,9 +14,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, gatherResults, succeed
 
-from imagehost.db import images as image_queries
 from imagehost.db.accounts import User
 from imagehost.service import Imagehost
 from imagehost.service.errors import ValidationFailed
@@ -104,7 +103,7 @@ class _FirstCopy:
 
     def settled(self) -> Deferred:
         if self.outcome is not None:
-            return _fired(self.outcome)
+            return succeed(self.outcome)
         d: Deferred = Deferred()
         self._waiting.append(d)
         return d
@@ -114,12 +113,6 @@ class _FirstCopy:
         waiting, self._waiting = self._waiting, []
         for d in waiting:
             d.callback(outcome)
-
-
-def _fired(value) -> Deferred:
-    d: Deferred = Deferred()
-    d.callback(value)
-    return d
 
 
 class Importer:
@@ -180,7 +173,7 @@ class Importer:
     async def _import(self, index: int, path: Path, size: int,
                       settings: Settings) -> ImportOutcome:
         check_size(size, settings)
-        data, digest = await self._host.workers.submit(_read, path)
+        data, digest = await self._host.pools.cpu.submit(_read, path)
         # Hashes are claimed in file order, so of identical files the first one
         # named is imported and the later ones are its duplicates, whatever the timing.
         if index:
@@ -200,20 +193,18 @@ class Importer:
 
     async def _import_new(self, path: Path, data: bytes, digest: str,
                           settings: Settings) -> ImportOutcome:
-        host = self._host
-        existing = await host.db.run(image_queries.image_by_owner_and_hash, self._owner.id,
-                                     digest)
+        images = self._host.images
+        existing = await images.duplicate_of(self._owner, digest)
         if existing is not None:
             return ImportOutcome(path, DUPLICATE, len(data), image_id=existing.id)
         if self._dry_run:
-            await host.workers.submit(host.images.validate, data, settings)
+            await images.validate(data, settings)
             return ImportOutcome(path, IMPORTED, len(data))
-        stored = await host.workers.submit(host.images.accept, data, settings)
+        stored = await images.store(data, settings, sha256=digest)
         if self._cancelled:
-            await host.workers.submit(host.storage.delete_original, stored.image_id,
-                                      stored.info.ext)
+            await images.discard(stored)
             return ImportOutcome(path, SKIPPED, len(data))
-        image = await host.images.record(stored, owner=self._owner, original_name=path.name,
+        image = await images.record(stored, owner=self._owner, original_name=path.name,
                                          description="", is_public=self._is_public)
         return ImportOutcome(path, IMPORTED, len(data), image_id=image.id)
 

@@ -16,13 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
-from twisted.internet.defer import Deferred
-
-from imagehost.db import Database
 from imagehost.db import images as image_queries
 from imagehost.db.images import RecordedOriginal
 from imagehost.service.collector import DEFAULT_GRACE, unrecorded_originals
-from imagehost.service.workers import WorkerPool, in_lanes
+from imagehost.service.pools import Pools, in_lanes
 from imagehost.storage import Storage
 
 MISSING, CORRUPT, UNRECORDED = "missing", "corrupt", "unrecorded"
@@ -59,12 +56,11 @@ class IntegrityReport:
 class Integrity:
     """Re-hashes stored originals against the sha256 recorded at upload."""
 
-    def __init__(self, db: Database, storage: Storage, workers: WorkerPool,
-                 run_io: Callable[..., Deferred], clock: Callable[[], float] = time.time):
-        self._db = db
+    def __init__(self, pools: Pools, storage: Storage, clock: Callable[[], float] = time.time):
+        self._db = pools.db
+        self._cpu = pools.cpu
+        self._io = pools.io
         self._storage = storage
-        self._workers = workers
-        self._run_io = run_io
         self._clock = clock
 
     async def recorded(self) -> list[RecordedOriginal]:
@@ -81,9 +77,9 @@ class Integrity:
             random.sample(originals, sample), key=lambda o: o.image_id)
         kept = await self._db.run(image_queries.kept_image_ids)
         cutoff = self._clock() - older_than
-        strays = await self._run_io(unrecorded_originals, self._storage, kept, cutoff)
+        strays = await self._io.run(unrecorded_originals, self._storage, kept, cutoff)
         # At most one read and hash per CPU worker at a time: the pool's queue stays free.
-        found = await in_lanes(self._workers.threads, [
+        found = await in_lanes(self._cpu.threads, [
             partial(self._check, original, report, on_checked) for original in chosen])
         report.problems = [p for p in found if p is not None] + [
             Problem(UNRECORDED, o.image_id, o.location) for o in strays]
@@ -92,7 +88,7 @@ class Integrity:
     async def _check(self, original: RecordedOriginal, report: IntegrityReport,
                      on_checked) -> Problem | None:
         try:
-            data = await self._run_io(self._storage.read_original, original.image_id,
+            data = await self._io.run(self._storage.read_original, original.image_id,
                                       original.ext)
         except FileNotFoundError:
             data = None
@@ -103,7 +99,7 @@ class Integrity:
                 problem = Problem(MISSING, original.image_id, self._where(original),
                                   original.sha256)
         else:
-            actual = await self._workers.submit(_sha256, data)
+            actual = await self._cpu.submit(_sha256, data)
             report.checked_bytes += len(data)
             if actual != original.sha256:
                 problem = Problem(CORRUPT, original.image_id, self._where(original),

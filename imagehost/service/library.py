@@ -15,10 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from imagehost.db import Database
 from imagehost.db import images as image_queries
 from imagehost.db import library as q
 from imagehost.db.images import ImageRecord
@@ -26,6 +24,7 @@ from imagehost.db.library import ImageFilter, LibraryEntry, Ordering, SortKey
 from imagehost.imaging.probe import EXTENSION_BY_MIME
 from imagehost.service.accounts import Principal
 from imagehost.service.errors import BadRequest, Forbidden, NotFound, ValidationFailed, Violation
+from imagehost.service.pools import Pools
 from imagehost.storage import Storage
 
 _log = Logger()
@@ -138,14 +137,13 @@ def email_visible(viewer: Principal, owner_id: str) -> bool:
 class Library:
     """What users and tools do with the images they uploaded."""
 
-    def __init__(self, db: Database, storage: Storage, *, now: Callable[[], datetime],
-                 run_blocking: Callable[..., Deferred],
+    def __init__(self, pools: Pools, storage: Storage, *, now: Callable[[], datetime],
                  on_delete: Callable[[str], None] = lambda image_id: None):
         self._on_delete = on_delete
-        self._db = db
+        self._db = pools.db
+        self._io = pools.io
         self._storage = storage
         self._now = now
-        self._run_blocking = run_blocking
 
     async def detail(self, viewer: Principal, image_id: str) -> ImageRecord:
         """One image, for its owner or an administrator."""
@@ -215,7 +213,7 @@ class Library:
             raise NotFound("No such image.")
         self._on_delete(image_id)
         try:
-            await self._run_blocking(self._remove_files, image, preserve_on_disk)
+            await self._io.run(self._remove_files, image, preserve_on_disk)
         except Exception:
             _log.failure("Image {id} deleted; removing its files failed", id=image_id)
 

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from imagehost.config import Config
-from imagehost.db import Database
 from imagehost.db.settings import store_settings, stored_settings
 from imagehost.imaging.probe import EXTENSION_BY_MIME
 from imagehost.service.errors import ValidationFailed, Violation
+from imagehost.service.pools import Pools
 
 
 def _is_bool(value: Any) -> bool:
@@ -70,9 +70,9 @@ class RuntimeSettings:
     """Reads and validates runtime settings; every read goes to the database so that
     changes by the CLI or another daemon apply at once."""
 
-    def __init__(self, config: Config, db: Database):
+    def __init__(self, config: Config, pools: Pools):
         self._config = config
-        self._db = db
+        self._db = pools.db
 
     def defaults(self) -> dict[tuple[str, str], Any]:
         return {(s.category, s.name): self._config.get(s.category, s.config_key)

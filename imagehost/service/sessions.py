@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from imagehost import auth
-from imagehost.db import Database
 from imagehost.db import sessions as q
 from imagehost.db.accounts import User
 from imagehost.service.accounts import Accounts
+from imagehost.service.pools import Pools
 
 
 @dataclass(frozen=True)
@@ -32,9 +32,9 @@ class StartedSession:
 class BrowserSessions:
     """Log in and out of the web pages; who a session cookie names."""
 
-    def __init__(self, db: Database, accounts: Accounts, secret: bytes, *, ttl: int,
+    def __init__(self, pools: Pools, accounts: Accounts, secret: bytes, *, ttl: int,
                  now: Callable[[], datetime]):
-        self._db = db
+        self._db = pools.db
         self._accounts = accounts
         self._csrf_key = hmac.new(secret, b"imagehost csrf", hashlib.sha256).digest()
         self._ttl = timedelta(seconds=ttl)

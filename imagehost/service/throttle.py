@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from imagehost.db import Database
 from imagehost.db import throttle as q
 from imagehost.service.errors import RateLimited
+from imagehost.service.pools import Pools
 
 _MAX_KEY = 255
 
@@ -21,9 +21,9 @@ _MAX_KEY = 255
 class RateLimit:
     """Allows ``per_minute`` events per key, refilled continuously; 0 disables the limit."""
 
-    def __init__(self, db: Database, name: str, per_minute: int, clock: Callable[[], float],
+    def __init__(self, pools: Pools, name: str, per_minute: int, clock: Callable[[], float],
                  what: str):
-        self._db = db
+        self._db = pools.db
         self._name = name
         self._capacity = float(per_minute)
         self._rate = per_minute / 60.0

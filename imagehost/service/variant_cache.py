@@ -19,7 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
+
+from imagehost.service.pools import IoPool
 from imagehost.storage import TEMP_PREFIX, Storage
+
+_log = Logger()
 
 
 @dataclass(frozen=True)
@@ -33,8 +39,9 @@ class CachedFile:
 class VariantCache:
     """Variant files under the storage's cache folder, at most ``max_size`` bytes in total."""
 
-    def __init__(self, storage: Storage, max_size: int):
+    def __init__(self, storage: Storage, max_size: int, io: IoPool):
         self._storage = storage
+        self._io = io
         self.max_size = max_size
         self._entries: OrderedDict[Path, int] = OrderedDict()  # oldest use first
         self.size = 0
@@ -46,10 +53,6 @@ class VariantCache:
     def path(self, image_id: str, key: str) -> Path:
         """Where the variant ``key`` of an image lives."""
         return self._storage.variants_dir(image_id) / key
-
-    def contains(self, path: Path) -> bool:
-        """True when the variant file is on disk now (the filesystem, not the index, decides)."""
-        return os.path.exists(path)
 
     def open(self, path: Path) -> CachedFile | None:
         """Open a cached variant and mark it as just used; None when it is not cached."""
@@ -66,10 +69,11 @@ class VariantCache:
         self._record(path, size)
         return CachedFile(f, size)
 
-    def stored(self, path: Path, size: int) -> None:
-        """Account for a variant just written, evicting the least recently used beyond the bound."""
+    def stored(self, path: Path, size: int) -> Deferred:
+        """Account for a variant just written, evicting the least recently used beyond the
+        bound; fires once the evicted files are gone."""
         self._record(path, size)
-        self._evict()
+        return self._evict()
 
     def forget_image(self, image_id: str) -> None:
         """Drop an image's variants from the index (after ``storage.delete_variants``)."""
@@ -77,13 +81,13 @@ class VariantCache:
         for path in [p for p in self._entries if p.parent == folder]:
             self._forget(path)
 
-    def merge_scan(self, found: Iterable[tuple[Path, int]]) -> None:
+    def merge_scan(self, found: Iterable[tuple[Path, int]]) -> Deferred:
         """Add files found by ``scan`` (oldest first) as older than anything used since."""
         newer = self._entries
         self._entries = OrderedDict((path, size) for path, size in found if path not in newer)
         self._entries.update(newer)
         self.size = sum(self._entries.values())
-        self._evict()
+        return self._evict()
 
     def scan(self) -> list[tuple[Path, int]]:
         """Every variant file on disk with its size, least recently used first (blocking)."""
@@ -109,10 +113,24 @@ class VariantCache:
     def _forget(self, path: Path) -> None:
         self.size -= self._entries.pop(path, 0)
 
-    def _evict(self) -> None:
+    def _evict(self) -> Deferred:
+        """Drop the least recently used entries beyond the bound; their files are removed
+        on the I/O pool (after a smaller ``max_size`` that can be most of the cache)."""
+        victims = []
         while self.size > self.max_size and self._entries:
             path, size = self._entries.popitem(last=False)
             self.size -= size
             self.evictions += 1
-            # An open reader keeps its file: POSIX unlink only removes the name.
-            path.unlink(missing_ok=True)
+            victims.append(path)
+        if not victims:
+            return succeed(None)
+        d = self._io.run(_unlink_all, victims)
+        d.addErrback(lambda f: _log.failure("Cannot evict {n} cached variants", f,
+                                            n=len(victims)))
+        return d
+
+
+def _unlink_all(paths: list[Path]) -> None:
+    for path in paths:
+        # An open reader keeps its file: POSIX unlink only removes the name.
+        path.unlink(missing_ok=True)

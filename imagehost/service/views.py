@@ -9,8 +9,8 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from imagehost.db import Database
 from imagehost.db.images import add_views
+from imagehost.service.pools import Pools
 
 _log = Logger()
 
@@ -20,8 +20,8 @@ FLUSH_INTERVAL = 2.0  # seconds; the contract allows at most 5
 class ViewCounter:
     """Counts views in memory; ``start`` flushes them every ``interval``, ``stop`` once more."""
 
-    def __init__(self, db: Database, clock, interval: float = FLUSH_INTERVAL):
-        self._db = db
+    def __init__(self, pools: Pools, clock, interval: float = FLUSH_INTERVAL):
+        self._db = pools.db
         self._loop = LoopingCall(self.flush)
         self._loop.clock = clock
         self.interval = interval

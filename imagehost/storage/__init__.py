@@ -4,8 +4,8 @@
 everything in the data directory, ``S3Storage`` (``s3``, needs boto3) keeps originals and
 shared variants in an S3-compatible bucket. Both keep this daemon's variant cache (the
 fast first level, see ``imagehost.service.variant_cache``) in ``<data_dir>/cache``. Every
-method that may touch the disk or the network blocks: call it from a worker thread,
-never from the reactor. Failures are ``errors.StorageError``s (or ``FileNotFoundError``
+method that may touch the disk or the network blocks: call it on the I/O pool,
+never on the reactor. Failures are ``errors.StorageError``s (or ``FileNotFoundError``
 for a missing original); this package knows nothing of the service layer or HTTP.
 """
 

@@ -1,6 +1,6 @@
 """Originals and shared variants in an S3-compatible bucket (AWS, MinIO, Ceph, R2, ...).
 
-boto3 blocks, so every method here runs on a worker thread. A boto3 client is safe to
+boto3 blocks, so every method here runs on an I/O-pool thread. A boto3 client is safe to
 share between threads (a Session is not), so one client serves all of them. Retries use
 botocore's "standard" mode: every call here is idempotent (a PUT of a key replaces it
 whole, a DELETE of a missing key succeeds), so retrying one is always safe.

@@ -15,24 +15,17 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import HTTPException
 
-from imagehost.db.accounts import ApiKey, User
+from imagehost.db.accounts import User
 from imagehost.imaging.probe import EXTENSION_BY_MIME
 from imagehost.service import Imagehost
 from imagehost.service.accounts import Principal, require_admin
 from imagehost.service.delivery import Body, ImageContent
-from imagehost.service.errors import (
-    BadRequest,
-    NotFound,
-    Overloaded,
-    RateLimited,
-    ServiceError,
-    ValidationFailed,
-)
+from imagehost.service.errors import BadRequest, NotFound, ValidationFailed
 from imagehost.service.library import parse_limit, parse_listing, parse_page
-from imagehost.storage.errors import StorageUnavailable
-from imagehost.web import library_json
+from imagehost.service.wire import api_key_json, new_api_key_json, user_json
+from imagehost.web import errors, library_json
 from imagehost.web.metrics import CONTENT_TYPE, Metrics
-from imagehost.web.responses import error_body, iso, json_object, json_response, no_content
+from imagehost.web.responses import json_object, json_response, no_content
 
 _log = Logger()
 
@@ -72,18 +65,13 @@ class ImagehostAPI:
 
     # -- errors ------------------------------------------------------------
 
-    @app.handle_errors(ServiceError)
+    @app.handle_errors(*errors.HANDLED)
     def service_error(self, request: IRequest, failure: Failure) -> bytes:
         error = failure.value
-        if isinstance(error, (Overloaded, RateLimited)):
-            request.setHeader(b"Retry-After", str(error.retry_after).encode())
-        return json_response(request, error_body(error), error.status)
-
-    @app.handle_errors(StorageUnavailable)
-    def storage_unavailable(self, request: IRequest, failure: Failure) -> bytes:
-        request.setHeader(b"Retry-After", b"5")
-        body = {"error": {"title": "StorageUnavailable", "message": failure.value.message}}
-        return json_response(request, body, 503)
+        wait = errors.retry_after(error)
+        if wait is not None:
+            request.setHeader(b"Retry-After", str(wait).encode())
+        return json_response(request, errors.error_body(error), errors.status_of(error))
 
     @app.handle_errors(HTTPException)
     def http_error(self, request: IRequest, failure: Failure) -> bytes:
@@ -149,7 +137,7 @@ class ImagehostAPI:
     @app.route("/api/user", methods=["GET"])
     @authenticated()
     async def current_user(self, request: IRequest, principal: Principal) -> bytes:
-        return json_response(request, {"data": _user_json(principal.user)})
+        return json_response(request, {"data": user_json(principal.user)})
 
     @app.route("/api/user/api-keys", methods=["POST"])
     @authenticated(api_key=False)
@@ -158,16 +146,14 @@ class ImagehostAPI:
         expires_at = _parse_datetime(body.get("expiresAt"), "expiresAt")
         new = await self.imagehost.accounts.create_api_key(
             principal.user, body.get("name"), expires_at)
-        return json_response(request, {"key": new.key, "keyId": new.record.id,
-                                       "name": new.record.name,
-                                       "expiresAt": iso(new.record.expires_at)}, 201)
+        return json_response(request, new_api_key_json(new.key, new.record), 201)
 
     @app.route("/api/user/api-keys", methods=["GET"])
     @authenticated(api_key=False)
     async def list_api_keys(self, request: IRequest, principal: Principal) -> bytes:
         keys = await self.imagehost.accounts.list_api_keys(principal.user)
         now = self.imagehost.accounts.now()
-        return json_response(request, {"data": [_api_key_json(k, now) for k in keys]})
+        return json_response(request, {"data": [api_key_json(k, now) for k in keys]})
 
     @app.route("/api/user/api-keys/<string:key_id>", methods=["DELETE"])
     @authenticated(api_key=False)
@@ -376,18 +362,6 @@ def _refresh_token(request: IRequest) -> str:
     if not isinstance(token, str) or not token:
         raise BadRequest('"refresh_token" is required.')
     return token
-
-
-def _user_json(user: User) -> dict[str, Any]:
-    return {"id": user.id, "email": user.email, "username": user.username,
-            "displayName": user.display_name, "roles": user.roles,
-            "createdAt": iso(user.created_at)}
-
-
-def _api_key_json(key: ApiKey, now: datetime) -> dict[str, Any]:
-    return {"id": key.id, "name": key.name, "createdAt": iso(key.created_at),
-            "expiresAt": iso(key.expires_at), "lastUsedAt": iso(key.last_used_at),
-            "isExpired": key.is_expired(now)}
 
 
 def _parse_datetime(value: Any, prop: str) -> datetime | None:

@@ -10,7 +10,7 @@ from imagehost.db.library import LibraryEntry, Owner
 from imagehost.imaging.probe import EXTENSION_BY_MIME
 from imagehost.service.accounts import Principal
 from imagehost.service.library import Page, email_visible
-from imagehost.web.responses import iso
+from imagehost.service.wire import iso
 
 # Month names fixed in English: strftime("%b") follows the process locale.
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun",
@@ -43,7 +43,8 @@ def detail_json(image: ImageRecord) -> dict[str, Any]:
         "mimeType": image.mime_type,
         "width": image.width,
         "height": image.height,
-        "supportsResize": image.mime_type in EXTENSION_BY_MIME,
+        # Uploads accept only types the renderer resizes, so every stored image does.
+        "supportsResize": True,
         "url": f"/image/{image.id}.{ext}",
     }
 

@@ -28,9 +28,9 @@ class Metrics:
         self.latency = Histogram("imagehost_http_request_duration_seconds",
                                  "Time from request head to the end of the response.",
                                  ["route"], buckets=_LATENCY_BUCKETS, registry=self.registry)
-        queue = Gauge("imagehost_worker_jobs", "Jobs running or waiting in the CPU pool.",
+        queue = Gauge("imagehost_cpu_pool_jobs", "Jobs running or waiting in the CPU pool.",
                       registry=self.registry)
-        queue.set_function(lambda: imagehost.workers.pending)
+        queue.set_function(lambda: imagehost.cpu_jobs)
         self.registry.register(_ServiceCounters(imagehost))
 
     def observe(self, method: str, path: str, status: int, seconds: float) -> None:
@@ -70,13 +70,12 @@ class _ServiceCounters(Collector):
             ("imagehost_stored_bytes", "Bytes of originals stored by this process.",
              lambda: self._imagehost.images.stored_bytes),
         ]
-        delivery = getattr(self._imagehost, "delivery", None)
-        if delivery is not None:
-            sources += [
-                ("imagehost_variant_cache_hits", "Variants served from the cache.",
-                 lambda: delivery.hits),
-                ("imagehost_variant_cache_misses", "Variants that had to be rendered.",
-                 lambda: delivery.misses),
-            ]
+        delivery = self._imagehost.delivery
+        sources += [
+            ("imagehost_variant_cache_hits", "Variants served from the cache.",
+             lambda: delivery.hits),
+            ("imagehost_variant_cache_misses", "Variants that had to be rendered.",
+             lambda: delivery.misses),
+        ]
         for name, documentation, read in sources:
             yield CounterMetricFamily(name, documentation, value=read())

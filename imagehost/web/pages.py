@@ -35,10 +35,8 @@ from imagehost.service.errors import (
     BadRequest,
     Forbidden,
     NotFound,
-    Overloaded,
     PayloadTooLarge,
     RateLimited,
-    ServiceError,
     Unauthorized,
     ValidationFailed,
 )
@@ -46,9 +44,9 @@ from imagehost.service.forms import UploadForm
 from imagehost.service.library import parse_listing
 from imagehost.service.runtime_settings import ACCEPTABLE_TYPES
 from imagehost.service.sharex import sharex_uploader
-from imagehost.storage.errors import StorageUnavailable
+from imagehost.web import errors
 from imagehost.web.clients import ClientAddresses
-from imagehost.web.responses import dump_json, error_body
+from imagehost.web.responses import dump_json
 
 _log = Logger()
 
@@ -226,27 +224,23 @@ class ImagehostPages:
 
     # -- errors ----------------------------------------------------------------------
 
-    @app.handle_errors(ServiceError)
+    @app.handle_errors(*errors.HANDLED)
     def service_error(self, request: IRequest, failure: Failure) -> bytes:
         error = failure.value
         if isinstance(error, Unauthorized) and not _wants_json(request):
             return _redirect(request, "/login?" + urlencode({"next": _here(request)}))
-        if isinstance(error, (Overloaded, RateLimited)):
-            request.setHeader(b"Retry-After", str(error.retry_after).encode())
+        wait = errors.retry_after(error)
+        if wait is not None:
+            request.setHeader(b"Retry-After", str(wait).encode())
+        status = errors.status_of(error)
         if _wants_json(request):
-            return _json(request, error_body(error), error.status)
+            return _json(request, errors.error_body(error), status)
         titles = {400: "Bad request", 403: "Not allowed", 404: "Page not found",
                   413: "Too large", 422: "Not accepted", 429: "Too many attempts",
                   503: "Try again shortly"}
-        return self.render(request, "error.html", error.status,
-                           title=titles.get(error.status, "Something went wrong"),
+        return self.render(request, "error.html", status,
+                           title=titles.get(status, "Something went wrong"),
                            message=error.message, violations=getattr(error, "violations", []))
-
-    @app.handle_errors(StorageUnavailable)
-    def storage_unavailable(self, request: IRequest, failure: Failure) -> bytes:
-        request.setHeader(b"Retry-After", b"5")
-        return self.render(request, "error.html", 503, title="Try again shortly",
-                           message=failure.value.message)
 
     @app.handle_errors(HTTPException)
     def http_error(self, request: IRequest, failure: Failure) -> bytes:
@@ -380,7 +374,8 @@ class ImagehostPages:
             if _wants_json(request):
                 raise
             messages = [v.message for v in getattr(e, "violations", [])] or [e.message]
-            return await self._upload_page(request, visit, e.status, " ".join(messages))
+            return await self._upload_page(request, visit, errors.status_of(e),
+                                           " ".join(messages))
         if _wants_json(request):
             snippets = share.share_snippets(self.base_url(request), image, "original",
                                             "original")

@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Any
 
 from twisted.web.iweb import IRequest
 
-from imagehost.service.errors import BadRequest, PayloadTooLarge, ServiceError, ValidationFailed
+from imagehost.service.errors import BadRequest, PayloadTooLarge
 
 JSON_BODY_LIMIT = 1024 * 1024
-
-
-def iso(moment: datetime | None) -> str | None:
-    """ISO 8601 with microseconds and offset, as the seed shows it."""
-    return None if moment is None else moment.isoformat(timespec="microseconds")
 
 
 def dump_json(value: Any) -> bytes:
@@ -35,14 +29,6 @@ def json_response(request: IRequest, value: Any, code: int = 200) -> bytes:
 def no_content(request: IRequest) -> bytes:
     request.setResponseCode(204)
     return b""
-
-
-def error_body(error: ServiceError) -> dict[str, Any]:
-    body: dict[str, Any] = {"title": error.title, "message": error.message}
-    if isinstance(error, ValidationFailed):
-        body["violations"] = [{"property": v.property, "message": v.message}
-                              for v in error.violations]
-    return {"error": body}
 
 
 def read_json(request: IRequest, required: bool = True) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from twisted.internet.defer import Deferred, succeed
@@ -157,15 +158,14 @@ class ImagehostSite(server.Site):
     requestFactory = LimitedRequest
     protocol = ImagehostChannel
 
-    def __init__(self, resource, reactor, limits: SiteLimits, metrics=None,
-                 access_log: AccessLog | None = None,
-                 client_addresses: ClientAddresses | None = None):
+    def __init__(self, resource, reactor, limits: SiteLimits, metrics, access_log: AccessLog,
+                 client_addresses: ClientAddresses):
         super().__init__(resource, parsePOSTFormSubmission=False, timeout=limits.idle_timeout,
                          reactor=reactor)
         self.limits = limits
         self.metrics = metrics
-        self.access_log = access_log or AccessLog("", reactor)
-        self.client_addresses = client_addresses or ClientAddresses([])
+        self.access_log = access_log
+        self.client_addresses = client_addresses
         self.in_flight: set[server.Request] = set()
         self._idle_waiters: list[Deferred] = []
 
@@ -197,9 +197,8 @@ class ImagehostSite(server.Site):
     def log(self, request) -> None:
         """One access-log line per request (with latency), and the request metrics."""
         elapsed = time.monotonic() - getattr(request, "started", time.monotonic())
-        if self.metrics is not None:
-            self.metrics.observe(request.method.decode("ascii", "replace"),
-                                 request.path.decode("utf-8", "replace"), request.code, elapsed)
+        self.metrics.observe(request.method.decode("ascii", "replace"),
+                             request.path.decode("utf-8", "replace"), request.code, elapsed)
         self.access_log.record(request, elapsed, self.client_addresses.of(request))
 
 
@@ -208,15 +207,19 @@ _ACCESS_FORMAT = '{client} "{method} {uri}" {code} {length} {elapsed_ms:.1f}ms "
 
 class AccessLog:
     """Where access-log lines go: Twisted's logger (``""``, the default), nowhere
-    (``"off"``), or a file path. A file is written in batches once a second: the
-    logger's per-event formatting costs a fifth of a cached image hit."""
+    (``"off"``), or a file path. A file is written in batches once a second, by
+    ``write_off_reactor`` (the I/O pool): the logger's per-event formatting costs a fifth
+    of a cached image hit, and a slow disk must not stall the reactor."""
 
-    def __init__(self, destination: str, clock):
+    def __init__(self, destination: str, clock,
+                 write_off_reactor: Callable[..., Deferred]):
         self._destination = destination
         self._clock = clock
+        self._write_off_reactor = write_off_reactor
         self._lines: list[str] = []
         self._file = None
         self._flusher = None
+        self._writing: Deferred | None = None
         self._stamp = (0, "")
 
     def start(self) -> None:
@@ -226,10 +229,13 @@ class AccessLog:
             self._flusher.clock = self._clock
             self._flusher.start(1.0, now=False)
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
+        """Write what is pending and close the file (call before the I/O pool stops)."""
         if self._flusher is not None and self._flusher.running:
             self._flusher.stop()
-        self.flush()
+        if self._writing is not None:
+            await self._writing
+        await self.flush()
         if self._file is not None:
             self._file.close()
             self._file = None
@@ -255,8 +261,21 @@ class AccessLog:
             self._stamp = (second, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second)))
         return self._stamp[1]
 
-    def flush(self) -> None:
-        if self._file is not None and self._lines:
-            lines, self._lines = self._lines, []
-            self._file.write("".join(lines))
-            self._file.flush()
+    def flush(self) -> Deferred:
+        """Hand the pending lines to an I/O thread; one write at a time, so lines keep
+        their order (while one is running, lines wait for the next tick)."""
+        if self._file is None or not self._lines or self._writing is not None:
+            return succeed(None)
+        lines, self._lines = self._lines, []
+        self._writing = self._write_off_reactor(_append, self._file, "".join(lines))
+        self._writing.addErrback(lambda f: _log.failure("Cannot write the access log", f))
+        self._writing.addBoth(self._written)
+        return self._writing
+
+    def _written(self, _result) -> None:
+        self._writing = None
+
+
+def _append(file, text: str) -> None:
+    file.write(text)
+    file.flush()

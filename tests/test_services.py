@@ -1,0 +1,318 @@
+"""The services built in isolation: real SQLite, files and Pillow, synchronous pools
+(``tests/support.py``) and a fake clock; and the assembly that wires them for a daemon."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+
+from imagehost.config import load_config
+from imagehost.db import images as image_queries
+from imagehost.db.accounts import User
+from imagehost.service.accounts import Principal
+from imagehost.service.delivery import Delivery
+from imagehost.service.errors import NotFound, Overloaded
+from imagehost.service.images import Images
+from imagehost.service.library import Library
+from imagehost.service.pools import CpuPool
+from imagehost.service.runtime_settings import RuntimeSettings, Settings
+from imagehost.service.throttle import RateLimit
+from imagehost.service.variant_cache import VariantCache
+from imagehost.service.views import ViewCounter
+from imagehost.storage import LocalStorage
+from tests.conftest import image_bytes
+from tests.support import (
+    HeldThreadPool,
+    ImmediateReactor,
+    ImmediateThreadPool,
+    sqlite_database,
+    synchronous_pools,
+)
+
+# Everything here runs synchronously: a test that waits is a bug, not a slow machine.
+pytestmark = pytest.mark.timeout(30)
+
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+OWNER = User(id="u-1", username="alice", email="a@example.com", display_name="alice",
+             password_hash="x", is_admin=False, is_active=True, created_at=NOW)
+
+
+class Parts:
+    """One installation's services on synchronous pools; ``cpu``/``io`` may hold jobs."""
+
+    def __init__(self, root: Path, *, cpu=None, io=None, revalidate_after: float = 5.0):
+        self.root = root
+        self.db = sqlite_database(root)
+        self.cpu, self.io = cpu or ImmediateThreadPool(), io or ImmediateThreadPool()
+        self.pools = synchronous_pools(self.db, cpu=self.cpu, io=self.io)
+        self.storage = LocalStorage(root)
+        self.storage.prepare()
+        self.config = load_config(environ={}, overrides={("server", "data_dir"): str(root)})
+        self.settings = RuntimeSettings(self.config, self.pools)
+        self.clock = Clock()
+        self.images = Images(self.pools, self.storage, self.settings,
+                             limits=_limits(self.config), now=lambda: NOW,
+                             guest_limit=RateLimit(self.pools, "guest", 0, self.clock.seconds,
+                                                   "guest uploads"))
+        self.cache = VariantCache(self.storage, 10**9, self.pools.io)
+        self.delivery = Delivery(self.pools, self.storage, self.cache,
+                                 ViewCounter(self.pools, self.clock), max_dimension=4096,
+                                 clock=self.clock, revalidate_after=revalidate_after)
+        self.library = Library(self.pools, self.storage, now=lambda: NOW,
+                               on_delete=self.delivery.forget)
+        self.db.run(_insert_owner)
+
+    async def upload(self, data: bytes) -> str:
+        settings = Settings(self.settings.defaults())
+        stored = await self.images.store(data, settings)
+        image = await self.images.record(stored, owner=OWNER, original_name="a.png",
+                                         description="", is_public=False)
+        return image.id
+
+
+def _limits(config):
+    from imagehost.assembly import source_limits
+
+    return source_limits(config)
+
+
+def _insert_owner(conn) -> None:
+    from imagehost.db.accounts import insert_user
+
+    insert_user(conn, OWNER)
+
+
+def fired(d: Deferred):
+    """The result of a Deferred that has already fired (synchronous pools)."""
+    results = []
+
+    def keep(result):
+        results.append(result)
+        return None if isinstance(result, Failure) else result
+
+    d.addBoth(keep)
+    assert results, "the Deferred has not fired"
+    if isinstance(results[0], Failure):
+        results[0].raiseException()
+    return results[0]
+
+
+# -- the CPU pool ------------------------------------------------------------------------
+
+
+def test_a_full_cpu_pool_answers_with_a_failed_deferred_not_an_exception():
+    held = HeldThreadPool(threads=1)
+    pool = CpuPool(ImmediateReactor(), held, queue_size=1)
+    running, waiting = pool.submit(lambda: 1), pool.submit(lambda: 2)
+    refused = pool.submit(lambda: 3)  # must not raise: callers expect a Deferred
+    with pytest.raises(Overloaded):
+        fired(refused)
+    assert pool.pending == 2 and len(held.held) == 2
+    held.release()
+    assert (fired(running), fired(waiting)) == (1, 2)
+    assert pool.pending == 0
+    after = pool.submit(lambda: 4)
+    held.release()
+    assert fired(after) == 4
+
+
+# -- images --------------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_storing_an_original_writes_it_on_the_io_pool(tmp_path):
+    io = HeldThreadPool()
+    parts = Parts(tmp_path, io=io)
+    settings = Settings(parts.settings.defaults())
+    storing = Deferred.fromCoroutine(parts.images.store(image_bytes("PNG"), settings))
+    assert not storing.called and len(io.held) == 1  # validated and hashed; write waits
+    assert not list(parts.storage.stored_originals())
+    io.release()
+    stored = fired(storing)
+    assert parts.storage.read_original(stored.image_id, "png") == image_bytes("PNG")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_known_digest_is_not_computed_again(tmp_path):
+    parts = Parts(tmp_path)
+    settings = Settings(parts.settings.defaults())
+    stored = await parts.images.store(image_bytes(), settings, sha256="f" * 64)
+    assert stored.sha256 == "f" * 64
+
+
+# -- delivery --------------------------------------------------------------------------------
+
+
+def _png_variant(parts: Parts, image_id: str, width: int):
+    return Deferred.fromCoroutine(parts.delivery.locate(
+        image_id, "png", thumbnail=False, query={"w": [str(width)]}))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_miss_renders_once_and_then_hits_the_cache(tmp_path):
+    cpu = HeldThreadPool()
+    parts = Parts(tmp_path, cpu=cpu)
+    uploading = Deferred.fromCoroutine(parts.upload(image_bytes("PNG", (200, 100))))
+    cpu.release()  # the upload's validation
+    image_id = fired(uploading)
+    content = fired(_png_variant(parts, image_id, 50))
+    first = Deferred.fromCoroutine(parts.delivery.body(content, count_view=True))
+    second = Deferred.fromCoroutine(parts.delivery.body(content, count_view=True))
+    assert len(cpu.held) == 1  # identical misses share one render
+    cpu.release()
+    assert fired(first).cache == fired(second).cache == "MISS"
+    assert fired(first).data == fired(second).data
+    assert parts.delivery.renders == 1
+    hit = await parts.delivery.body(content, count_view=False)
+    with hit.file:
+        assert hit.cache == "HIT" and hit.file.read() == fired(first).data
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_remembered_image_is_trusted_until_the_clock_says_revalidate(tmp_path):
+    parts = Parts(tmp_path, revalidate_after=5.0)
+    image_id = await parts.upload(image_bytes("PNG", (200, 100)))
+    content = fired(_png_variant(parts, image_id, 50))
+    await parts.delivery.body(content, count_view=False)
+    variants = parts.storage.variants_dir(image_id)
+    await parts.db.run(image_queries.delete_image, image_id, None)  # another daemon's delete
+    parts.clock.advance(4.9)
+    assert fired(_png_variant(parts, image_id, 50)).image.id == image_id
+    parts.clock.advance(0.2)
+    with pytest.raises(NotFound):
+        fired(_png_variant(parts, image_id, 50))
+    assert not variants.exists()  # its cached variants went with it
+
+
+@pytest_twisted.ensureDeferred
+async def test_view_counts_are_batched_by_the_clock(tmp_path):
+    parts = Parts(tmp_path)
+    image_id = await parts.upload(image_bytes())
+    views = ViewCounter(parts.pools, parts.clock, interval=5.0)
+    views.start()
+    for _ in range(4):
+        views.count(image_id)
+    parts.clock.advance(4.9)
+    assert (await parts.db.run(image_queries.image_by_id, image_id)).views == 0
+    parts.clock.advance(0.1)
+    assert not views.pending
+    assert (await parts.db.run(image_queries.image_by_id, image_id)).views == 4
+    views.count(image_id)
+    await views.stop()
+    assert (await parts.db.run(image_queries.image_by_id, image_id)).views == 5
+
+
+def test_eviction_removes_files_on_the_io_pool(tmp_path):
+    io = HeldThreadPool()
+    parts = Parts(tmp_path, io=io)
+    cache = VariantCache(parts.storage, 10, parts.pools.io)
+    old, new = cache.path("ab-1", "old.png"), cache.path("ab-1", "new.png")
+    for path in (old, new):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x" * 8)
+    cache.stored(old, 8)
+    evicted = cache.stored(new, 8)
+    assert cache.size == 8 and old.exists() and len(io.held) == 1
+    io.release()
+    fired(evicted)
+    assert not old.exists() and new.exists()
+
+
+# -- library ---------------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_delete_removes_the_record_first_and_the_files_on_the_io_pool(tmp_path):
+    io = HeldThreadPool()
+    parts = Parts(tmp_path, io=io)
+    uploading = Deferred.fromCoroutine(parts.upload(image_bytes("PNG")))
+    io.release()
+    image_id = fired(uploading)
+    deleting = Deferred.fromCoroutine(parts.library.delete(Principal(OWNER), image_id))
+    assert await parts.db.run(image_queries.image_by_id, image_id) is None
+    assert parts.storage.read_original(image_id, "png")  # still there: the I/O job waits
+    io.release()
+    fired(deleting)
+    with pytest.raises(FileNotFoundError):
+        parts.storage.read_original(image_id, "png")
+
+
+# -- the assembly ------------------------------------------------------------------------------
+
+
+def _built(tmp_path, reactor, **sections):
+    from imagehost.assembly import build_imagehost
+
+    overrides = {("server", "data_dir"): str(tmp_path)}
+    overrides.update({tuple(k.split("__")): v for k, v in sections.items()})
+    return build_imagehost(load_config(environ={}, overrides=overrides), reactor, b"secret")
+
+
+def test_the_assembly_wires_local_storage_sqlite_and_the_configured_pool_sizes(tmp_path,
+                                                                             reactor):
+    host = _built(tmp_path, reactor, render__threads=3, render__queue_size=7,
+                  database__pool_size=4)
+    assert isinstance(host.storage, LocalStorage) and host.storage.root == tmp_path
+    assert host.pools.db.engine.dialect.name == "sqlite"
+    assert host.pools.db.threads == 1  # SQLite has one writer, whatever pool_size says
+    assert (host.pools.cpu.threads, host.pools.cpu.queue_size) == (3, 7)
+    assert host.pools.io.threads >= 1
+    host.pools.db.engine.dispose()
+
+
+def test_the_assembly_wires_s3_and_postgresql_when_configured(tmp_path, reactor):
+    pytest.importorskip("boto3")
+    pytest.importorskip("psycopg")
+    from imagehost.storage.s3 import S3Storage
+
+    host = _built(tmp_path, reactor, storage__backend="s3", storage__s3_bucket="b",
+                  storage__s3_endpoint_url="http://127.0.0.1:9",
+                  database__url="postgresql+psycopg://u:p@127.0.0.1:9/db",
+                  database__pool_size=6, render__threads=2)
+    assert isinstance(host.storage, S3Storage) and host.storage.bucket == "b"
+    assert host.storage.cache == tmp_path / "cache"
+    assert host.pools.db.engine.dialect.name == "postgresql"
+    assert host.pools.db.threads == 6  # one per connection
+    assert host.pools.cpu.threads == 2
+
+
+# -- the web layer's table of errors ------------------------------------------------------
+
+
+def _subclasses(cls: type) -> set[type]:
+    return {sub for direct in cls.__subclasses__() for sub in {direct, *_subclasses(direct)}}
+
+
+def test_every_service_and_storage_error_has_an_entry_in_the_status_table():
+    from imagehost.service.errors import ServiceError
+    from imagehost.storage.errors import StorageError
+    from imagehost.web.errors import STATUS_BY_ERROR
+
+    missing = {cls.__name__ for cls in _subclasses(ServiceError) | _subclasses(StorageError)
+               if cls not in STATUS_BY_ERROR}
+    assert not missing, f"add these to imagehost/web/errors.py: {sorted(missing)}"
+
+
+def test_the_table_gives_statuses_titles_and_retry_after():
+    from imagehost.service.errors import RateLimited, ValidationFailed
+    from imagehost.storage.errors import StorageUnavailable
+    from imagehost.web.errors import SYMFONY_TITLE, error_body, retry_after, status_of
+
+    invalid = ValidationFailed.one("image", "Nope.")
+    assert status_of(invalid) == 422
+    assert error_body(invalid) == {"error": {
+        "title": SYMFONY_TITLE, "message": "Validation Error",
+        "violations": [{"property": "image", "message": "Nope."}]}}
+    limited = RateLimited("Too many.", 7)
+    assert (status_of(limited), retry_after(limited)) == (429, 7)
+    assert error_body(limited)["error"]["title"] == "RateLimited"
+    unavailable = StorageUnavailable("The store is down.")
+    assert (status_of(unavailable), retry_after(unavailable)) == (503, 5)
+    assert error_body(unavailable)["error"]["title"] == "StorageUnavailable"
+    assert retry_after(invalid) is None
