@@ -31,7 +31,8 @@ async def installation(reactor, options: GlobalOptions,
     from imagehost.assembly import build_imagehost, prepare_installation
 
     config = options.config(overrides)
-    secret = await deferToThread(prepare_installation, config)
+    # No sweep of temp files: they may be a running daemon's writes in flight.
+    secret = await deferToThread(prepare_installation, config, False)
     imagehost = build_imagehost(config, reactor, secret)
     imagehost.start()
     try:

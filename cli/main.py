@@ -188,6 +188,56 @@ def gc(options: GlobalOptions, older_than: float, dry_run: bool) -> None:
     go(local.collect_garbage, options, older_than, dry_run)
 
 
+@cli.command()
+@click.option("--sample", type=click.IntRange(min=1), metavar="N",
+              help="Check N originals chosen at random instead of all of them.")
+@click.option("--older-than", type=click.FloatRange(min=0), default=3600.0, show_default=True,
+              metavar="SECONDS",
+              help="Report unrecorded files older than this (younger: uploads in flight).")
+@pass_options
+def verify(options: GlobalOptions, sample: int | None, older_than: float) -> None:
+    """Re-hash the stored originals against the sha256 recorded at upload.
+
+    Reports missing files, corrupt files (the bytes changed) and unrecorded files (no
+    record accounts for them; imagehost gc removes those). Exit status 1 when any is found.
+    """
+    from imagehost_cli import maintenance
+
+    go(maintenance.verify, options, sample, older_than)
+
+
+@cli.command()
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+@pass_options
+def backup(options: GlobalOptions, dest: Path) -> None:
+    """Back up the installation into DEST while its daemons keep serving.
+
+    The database (SQLite online backup, or pg_dump), secret.key, the originals (only
+    those not in DEST yet; with S3 storage they stay in the bucket) and manifest.json
+    with the sha256 of every original.
+    """
+    from imagehost_cli import backups
+
+    go(backups.backup, options, dest)
+
+
+@cli.command()
+@click.argument("source", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--data-dir", "target", required=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="The new data directory (empty or not existing yet).")
+@pass_options
+def restore(options: GlobalOptions, source: Path, target: Path) -> None:
+    """Rebuild an installation from the backup in SOURCE into a new data directory.
+
+    Every original is checked against its sha256 in the manifest; then a daemon
+    started on the new directory serves the library as it was.
+    """
+    from imagehost_cli import backups
+
+    go(backups.run_restore, options, source, target)
+
+
 # -- users ----------------------------------------------------------------------
 
 

@@ -90,14 +90,17 @@ def human_size(size: Any) -> str:
 
 class FileProgress:
     """A rich progress bar over files (count, bytes, rate, time left) on stderr; silent
-    with --json. ``with FileProgress(...) as advance:`` then ``advance(size)`` per file."""
+    with --json (and, with ``terminal_only``, when stderr is not a terminal).
+    ``with FileProgress(...) as advance:`` then ``advance(size)`` per file."""
 
-    def __init__(self, out: Output, verb: str, files: int, size: int):
+    def __init__(self, out: Output, verb: str, files: int, size: int,
+                 terminal_only: bool = False):
         self._files = files
         self._size = size
         self._done = 0
         self._task = None
-        self._bar = None if out.as_json else Progress(
+        hidden = out.as_json or (terminal_only and not out.errors.is_terminal)
+        self._bar = None if hidden else Progress(
             TextColumn(f"[bold]{verb}"), BarColumn(),
             TextColumn("{task.fields[done]}/{task.fields[files]} files"),
             DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),

@@ -59,15 +59,17 @@ def utc_now() -> datetime:
 # -- the installation on disk ---------------------------------------------------------
 
 
-def prepare_installation(config: Config) -> bytes:
+def prepare_installation(config: Config, sweep: bool = True) -> bytes:
     """Create the data directory, migrate the database, bootstrap the admin (blocking).
 
     Idempotent. Returns the JWT secret. ConfigError for a data directory that cannot be
     created or written and for an admin bootstrap that breaks the rules for new users.
+    ``sweep`` removes the temp files a crash left; a CLI command running beside a live
+    daemon must not, as they may be the daemon's writes in flight.
     """
     _prepare_data_dir(config.data_dir)
     secret = _load_or_create_secret(config.secret_file)
-    build_storage(config).prepare()
+    build_storage(config).prepare(sweep)
     engine = create_engine(config.database_url)
     try:
         upgrade(engine)

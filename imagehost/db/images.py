@@ -80,3 +80,26 @@ def add_views(conn: sa.Connection, counts: Mapping[str, int]) -> None:
         conn.execute(
             images.update().where(images.c.id == image_id).values(views=images.c.views + count)
         )
+
+
+@dataclass(frozen=True)
+class RecordedOriginal:
+    """What the record of an image says its stored original is."""
+
+    image_id: str
+    ext: str
+    size: int
+    sha256: str
+
+
+def recorded_originals(conn: sa.Connection) -> list[RecordedOriginal]:
+    """Every image's original as recorded at upload (id, extension, size, sha256)."""
+    query = sa.select(images.c.id, images.c.file_name, images.c.size, images.c.sha256)
+    return [RecordedOriginal(row.id, row.file_name.rpartition(".")[2], row.size, row.sha256)
+            for row in conn.execute(query.order_by(images.c.id))]
+
+
+def image_exists(conn: sa.Connection, image_id: str) -> bool:
+    """True while the image has a record."""
+    query = sa.select(images.c.id).where(images.c.id == image_id)
+    return conn.execute(query).first() is not None

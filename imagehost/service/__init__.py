@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from imagehost.db import ping
 from imagehost.db.accounts import User
 from imagehost.service.accounts import Accounts, check_new_user
+from imagehost.service.backup import Backups
 from imagehost.service.collector import GarbageCollector
 from imagehost.service.delivery import Delivery
 from imagehost.service.errors import Forbidden, ValidationFailed
 from imagehost.service.images import Images
+from imagehost.service.integrity import Integrity
 from imagehost.service.library import Library
 from imagehost.service.pools import Pools
 from imagehost.service.runtime_settings import RuntimeSettings
@@ -40,6 +42,19 @@ class Imagehost:
     def stop(self) -> None:
         """Stop the thread pools (after ``delivery.stop`` in a daemon)."""
         self.pools.stop()
+
+    @property
+    def integrity(self) -> Integrity:
+        """Re-hashing of the stored originals (imagehost verify)."""
+        return Integrity(self.pools, self.storage)
+
+    def backups(self, config) -> Backups:
+        """Backups of this installation (imagehost backup); ``config`` names its database
+        and secret file."""
+        from datetime import UTC, datetime
+
+        return Backups(self.pools, self.storage, database_url=config.database_url,
+                       secret_file=config.secret_file, now=lambda: datetime.now(UTC))
 
     @property
     def cpu_jobs(self) -> int:

@@ -58,8 +58,15 @@ class GarbageCollector:
         return garbage
 
 
+def unrecorded_originals(storage: Storage, kept: set[str],
+                         cutoff: float) -> list[StoredObject]:
+    """Stored originals older than ``cutoff`` that no record nor preserved delete
+    accounts for (blocking: call it on the I/O pool)."""
+    return list(_unaccounted(storage.stored_originals(), kept, cutoff))
+
+
 def _find(storage: Storage, kept: set[str], cutoff: float) -> Garbage:
-    garbage = Garbage(originals=list(_unaccounted(storage.stored_originals(), kept, cutoff)))
+    garbage = Garbage(originals=unrecorded_originals(storage, kept, cutoff))
     for variant in _unaccounted(storage.shared_variants(), kept, cutoff):
         garbage.variants.setdefault(variant.image_id, []).append(variant)
     return garbage

@@ -11,11 +11,11 @@ Tests build them around synchronous thread pools (``tests/support.py``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, DeferredSemaphore, FirstError, fail, gatherResults
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
@@ -92,3 +92,15 @@ class Pools:
         self.cpu.stop()  # a finished render may still hand its cache file to the I/O pool
         self.io.stop()
         self.db.stop()
+
+
+async def in_lanes(lanes: int, calls: Iterable[Callable[[], Awaitable[T]]]) -> list[T]:
+    """Await every call, at most ``lanes`` at a time; results in order. The first
+    failure is raised as itself (not wrapped in a FirstError) as soon as it happens."""
+    semaphore = DeferredSemaphore(lanes)
+    try:
+        return await gatherResults([semaphore.run(call) for call in calls],
+                                   consumeErrors=True)
+    except FirstError as e:
+        e.subFailure.raiseException()
+        raise

@@ -27,11 +27,12 @@ class LocalStorage:
         self.originals = self.root / "originals"
         self.cache = self.root / "cache"
 
-    def prepare(self) -> None:
-        """Create folders and remove temp files left by a crash (blocking)."""
+    def prepare(self, sweep: bool = True) -> None:
+        """Create folders and (``sweep``) remove temp files left by a crash (blocking)."""
         for folder in (self.originals, self.cache):
             folder.mkdir(parents=True, exist_ok=True)
-            sweep_temp_files(folder)
+            if sweep:
+                sweep_temp_files(folder)
 
     def variants_dir(self, image_id: str) -> Path:
         """The folder holding every cached variant of one image."""
@@ -43,6 +44,10 @@ class LocalStorage:
 
     def original_path(self, image_id: str, ext: str) -> Path:
         return self.originals / image_id[0:2] / image_id[2:4] / f"{image_id}.{ext}"
+
+    def original_location(self, image_id: str, ext: str) -> str:
+        """The original's path relative to the data directory (as listings give it)."""
+        return str(self.original_path(image_id, ext).relative_to(self.root))
 
     def local_original(self, image_id: str, ext: str) -> Path:
         """The original's file, which the caller may open itself (it may be missing)."""

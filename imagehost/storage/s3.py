@@ -73,10 +73,11 @@ class S3Storage:
         self.bucket = settings.bucket
         self._client = s3_client(settings, max_connections)
 
-    def prepare(self) -> None:
-        """Create the local cache folder and remove temp files left by a crash."""
+    def prepare(self, sweep: bool = True) -> None:
+        """Create the local cache folder and (``sweep``) remove temp files left by a crash."""
         self.cache.mkdir(parents=True, exist_ok=True)
-        sweep_temp_files(self.cache)
+        if sweep:
+            sweep_temp_files(self.cache)
 
     def variants_dir(self, image_id: str) -> Path:
         """The local folder holding this daemon's cached variants of one image."""
@@ -85,6 +86,10 @@ class S3Storage:
     def original_key(self, image_id: str, ext: str) -> str:
         return (f"{self.settings.originals_prefix}{image_id[0:2]}/{image_id[2:4]}/"
                 f"{image_id}.{ext}")
+
+    def original_location(self, image_id: str, ext: str) -> str:
+        """The original's key in the bucket (as listings give it)."""
+        return self.original_key(image_id, ext)
 
     def variant_key(self, image_id: str, key: str) -> str:
         return f"{self._variants_of(image_id)}{key}"

@@ -1,0 +1,96 @@
+"""Consistent copies of the database while daemons write to it (blocking functions).
+
+SQLite is copied with its online backup API (one step: the copy is one snapshot, and
+writers in WAL mode are never blocked for long); PostgreSQL with ``pg_dump`` (one
+transaction, so one snapshot too), when it is installed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from imagehost.db.images import RecordedOriginal, recorded_originals
+from imagehost.db.schema import images
+
+
+class DatabaseCopyFailed(Exception):
+    """A copy of the database could not be made; ``message`` says why, in one line."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def sqlite_path(url: str) -> Path:
+    """The database file of a ``sqlite:///…`` URL."""
+    return Path(make_url(url).database or "")
+
+
+def snapshot_sqlite(url: str, target: Path) -> None:
+    """Copy the SQLite database at ``url`` into ``target`` (replaced atomically)."""
+    temp = target.with_name(target.name + ".partial")
+    temp.unlink(missing_ok=True)
+    source = sqlite3.connect(sqlite_path(url), timeout=30)
+    try:
+        copy = sqlite3.connect(temp)
+        try:
+            source.backup(copy)  # pages=-1: the whole database in one step
+            copy.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
+        finally:
+            copy.close()
+    finally:
+        source.close()
+    os.replace(temp, target)
+
+
+def dump_postgresql(url: str, target: Path) -> None:
+    """``pg_dump`` the PostgreSQL database at ``url`` into ``target`` (plain SQL)."""
+    pg_dump = shutil.which("pg_dump")
+    if pg_dump is None:
+        raise DatabaseCopyFailed("pg_dump is not installed (it comes with the PostgreSQL "
+                                 "client package); it is needed to back up PostgreSQL.")
+    parsed = make_url(url)
+    env = {**os.environ, "PGPASSWORD": parsed.password or ""}
+    libpq = parsed.set(drivername="postgresql", password=None).render_as_string(
+        hide_password=False)
+    temp = target.with_name(target.name + ".partial")
+    done = subprocess.run([pg_dump, "--no-owner", "--file", str(temp), libpq], env=env,
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        temp.unlink(missing_ok=True)
+        reason = (done.stderr.strip().splitlines() or ["failed"])[-1]
+        raise DatabaseCopyFailed(f"pg_dump failed: {reason}")
+    os.replace(temp, target)
+
+
+def originals_in(database_file: Path) -> list[RecordedOriginal]:
+    """The originals recorded in a SQLite copy of the database."""
+    engine = sa.create_engine(f"sqlite:///{database_file.absolute()}")
+    try:
+        with engine.connect() as conn:
+            return recorded_originals(conn)
+    finally:
+        engine.dispose()
+
+
+def forget_images(database_file: Path, image_ids: list[str]) -> None:
+    """Delete these image records from a SQLite copy (deleted while it was taken)."""
+    if not image_ids:
+        return
+    engine = sa.create_engine(f"sqlite:///{database_file.absolute()}")
+    try:
+        with engine.begin() as conn:
+            conn.execute(images.delete().where(images.c.id.in_(image_ids)))
+    finally:
+        engine.dispose()
