@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +20,9 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 from rich.table import Table
+
+# Every id this installation issues (users, images, API keys) is a UUID.
+_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def table_time(moment: datetime | str | float | None) -> str | None:
@@ -66,9 +70,13 @@ class Output:
         # No vertical rules: at 80 columns a 36-character id leaves little room.
         table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
         for index, column in enumerate(columns):
-            if column in ids or column in times:
-                widest = max((len(line) for row in cells for line in row[index].splitlines()),
+            if column in ids:
+                # As wide as the longest id, so no id folds; names beside it may.
+                widest = max((len(i) for row in cells for i in _ID.findall(row[index])),
                              default=0)
+                table.add_column(column, overflow="fold", min_width=max(widest, len(column)))
+            elif column in times:
+                widest = max((len(row[index]) for row in cells), default=0)
                 table.add_column(column, no_wrap=True, min_width=max(widest, len(column)))
             else:
                 table.add_column(column, overflow="fold")

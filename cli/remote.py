@@ -203,11 +203,11 @@ def _show_listing(out: Output, page: dict) -> None:
         # The id shares its column with the name and owner: the table fits 80 columns.
         image = f"{item.get('id')}\n{attributes.get('originalName') or ''}\nby {by}"
         rows.append((image, "yes" if attributes.get("isPublic") else "no",
-                     attributes.get("views"), human_size(metadata.get("size")),
+                     human_size(metadata.get("size")),
                      table_time((attributes.get("createdAt") or {}).get("timestamp"))))
     title = f"Page {meta.get('page', '?')} ({meta.get('total', len(rows))} images)"
-    out.table(["Image", "Public", "Views", "Size", "Created (UTC)"], rows, title=title,
-              ids=("Image",), times=("Public", "Views", "Size", "Created (UTC)"))
+    out.table(["Image", "Public", "Size", "Created (UTC)"], rows, title=title,
+              ids=("Image",), times=("Public", "Size", "Created (UTC)"))
 
 
 async def detail(reactor, options: RemoteOptions, image_id: str) -> None:

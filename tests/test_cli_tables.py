@@ -63,6 +63,7 @@ async def test_remote_listings_show_whole_ids_one_date_format_and_the_next_page(
     first = (await remote.ok("list", "--limit", "2")).stdout
     lines_fit(first)
     assert len(set(UUID.findall(first)) & ids) == 2
+    assert len(re.findall(r" \d{4}-\d\d-\d\d \d\d:\d\d ?\n", first)) == 2, first  # whole times
     assert (f"Page 1 of 2. Next page: imagehost remote --url {server.base_url} list 2 "
             "--limit 2") in " ".join(first.split())
     last = (await remote.ok("list", "2", "--limit", "2")).stdout
