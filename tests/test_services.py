@@ -65,7 +65,7 @@ class Parts:
                                  ViewCounter(self.pools, self.clock), max_dimension=4096,
                                  clock=self.clock, revalidate_after=revalidate_after)
         self.library = Library(self.pools, self.storage, now=lambda: NOW,
-                               on_delete=self.delivery.forget)
+                               cursor_key=b"test cursor key", on_delete=self.delivery.forget)
         self.db.run(_insert_owner)
 
     async def upload(self, data: bytes) -> str:

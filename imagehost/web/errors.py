@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from imagehost.service.backup import BackupFailed
 from imagehost.service.errors import (
     BadRequest,
     Forbidden,
@@ -48,6 +49,8 @@ STATUS_BY_ERROR: dict[type[Exception], WireError] = {
     RateLimited: WireError(429),
     Overloaded: WireError(503),
     StorageUnavailable: WireError(503),
+    # Raised only by the CLI's backup and restore; no route can reach it.
+    BackupFailed: WireError(500),
 }
 
 #: What the web layer catches and answers through this table.
