@@ -32,6 +32,7 @@ from imagehost.db import accounts as account_queries
 from imagehost.imaging.probe import SourceLimits
 from imagehost.service import Imagehost
 from imagehost.service.accounts import Accounts, check_new_user
+from imagehost.service.albums import Albums
 from imagehost.service.collector import GarbageCollector
 from imagehost.service.delivery import Delivery
 from imagehost.service.errors import ValidationFailed
@@ -251,21 +252,24 @@ def build_imagehost(config: Config, reactor, secret: bytes, *, clock=None,
                       "login attempts from this address"),
             RateLimit(pools, "login-user", limits.logins_per_minute_per_user, time.time,
                       "login attempts for this user")))
+    cursor_key = cursor_signing_key(secret)
+    albums = Albums(pools, now=utc_now, cursor_key=cursor_key)
     images = Images(pools, storage, settings, limits=source_limits(config), now=utc_now,
-                    guest_limit=RateLimit(pools, "guest-upload-ip",
+                    albums=albums, guest_limit=RateLimit(pools, "guest-upload-ip",
                                           limits.guest_uploads_per_minute_per_ip, time.time,
                                           "guest uploads from this address"))
     delivery = Delivery(pools, storage, VariantCache(storage, config.cache.max_size, pools.io),
                         ViewCounter(pools, clock=clock),
                         max_dimension=config.image.max_dimension, clock=clock,
                         revalidate_after=config.cache.revalidate_after)
-    library = Library(pools, storage, now=utc_now, cursor_key=cursor_signing_key(secret),
+    library = Library(pools, storage, now=utc_now, cursor_key=cursor_key,
                       on_delete=delivery.forget)
     sessions = BrowserSessions(pools, accounts, secret, ttl=config.auth.session_ttl,
                                now=utc_now)
     return Imagehost(pools=pools, storage=storage, accounts=accounts, images=images,
                      settings=settings, library=library, delivery=delivery,
-                     garbage=GarbageCollector(pools, storage), sessions=sessions)
+                     garbage=GarbageCollector(pools, storage), sessions=sessions,
+                     albums=albums)
 
 
 # -- one daemon process ------------------------------------------------------------------

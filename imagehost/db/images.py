@@ -27,6 +27,7 @@ class ImageRecord:
     width: int
     height: int
     sha256: str
+    expires_at: datetime | None = None  # not served from then on (None: never)
 
 
 # The columns of an ImageRecord; the table has more (sort_updated_at), so select these.

@@ -15,7 +15,7 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from imagehost.db.images import IMAGE_COLUMNS, ImageRecord
-from imagehost.db.schema import images, users
+from imagehost.db.schema import album_images, images, users
 
 # Sort keys a listing may use -> the column holding them.
 SORT_COLUMNS: dict[str, sa.Column] = {
@@ -157,6 +157,23 @@ def entries_by_ids(conn: sa.Connection, image_ids: Sequence[str],
                                    images.c.owner_id == viewer_id))
     found = {r.id: _entry(r) for r in conn.execute(query)}
     return [found[i] for i in dict.fromkeys(image_ids) if i in found]
+
+
+def album_entries(conn: sa.Connection, album_id: str, *, public_only: bool,
+                  now: datetime) -> list[LibraryEntry]:
+    """The entries of an album's images in album order (only public ones if
+    ``public_only``), without images expired at ``now``."""
+    query = (_ENTRIES.join(album_images, album_images.c.image_id == images.c.id)
+             .where(album_images.c.album_id == album_id, not_expired(now))
+             .order_by(album_images.c.position, images.c.id))
+    if public_only:
+        query = query.where(images.c.is_public == sa.true())
+    return [_entry(r) for r in conn.execute(query)]
+
+
+def not_expired(now: datetime) -> sa.ColumnElement[bool]:
+    """Images that are still served at ``now``."""
+    return sa.or_(images.c.expires_at.is_(None), images.c.expires_at > now)
 
 
 def update_image(conn: sa.Connection, image_id: str, now: datetime, *,

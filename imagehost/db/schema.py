@@ -79,6 +79,8 @@ images = sa.Table(
     sa.Column("width", sa.Integer, nullable=False),
     sa.Column("height", sa.Integer, nullable=False),
     sa.Column("sha256", sa.String(64), nullable=False),
+    # When the image stops being served and ``imagehost gc`` may delete it (None: never).
+    sa.Column("expires_at", UTCDateTime, nullable=True, index=True),
     sa.Index("ix_images_owner_id_created_at_id", "owner_id", "created_at", "id"),
     sa.Index("ix_images_owner_id_sha256", "owner_id", "sha256"),
     # One index per orderBy of the public feed; see docs/library-indexes.md.
@@ -119,6 +121,56 @@ browser_sessions = sa.Table(
               nullable=False, index=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("expires_at", UTCDateTime, nullable=False),
+)
+
+# Albums: an owner's ordered selection of their own images. Deleting an album never
+# deletes an image; deleting an image removes it from its albums (ON DELETE CASCADE).
+albums = sa.Table(
+    "albums",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("owner_id", sa.String(36), sa.ForeignKey("users.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("title", sa.String(255), nullable=False),
+    sa.Column("description", sa.String(1000), nullable=False, server_default=""),
+    sa.Column("is_public", sa.Boolean, nullable=False),
+    sa.Column("cover_image_id", sa.String(36),
+              sa.ForeignKey("images.id", ondelete="SET NULL"), nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=True),
+    sa.Index("ix_albums_owner_id_created_at_id", "owner_id", "created_at", "id"),
+)
+
+album_images = sa.Table(
+    "album_images",
+    metadata,
+    sa.Column("album_id", sa.String(36), sa.ForeignKey("albums.id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("image_id", sa.String(36), sa.ForeignKey("images.id", ondelete="CASCADE"),
+              primary_key=True, index=True),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Index("ix_album_images_album_id_position", "album_id", "position"),
+)
+
+# Share links: the code is the capability (random, URL-safe); revoking deletes the row,
+# so every daemon refuses the code at its next request.
+shares = sa.Table(
+    "shares",
+    metadata,
+    sa.Column("code", sa.String(32), primary_key=True),
+    sa.Column("owner_id", sa.String(36), sa.ForeignKey("users.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("image_id", sa.String(36), sa.ForeignKey("images.id", ondelete="CASCADE"),
+              nullable=True, index=True),
+    sa.Column("album_id", sa.String(36), sa.ForeignKey("albums.id", ondelete="CASCADE"),
+              nullable=True, index=True),
+    sa.Column("password_hash", sa.String(255), nullable=True),
+    # The fixed variant of an image share: {"width", "height", "crop", "format"}.
+    sa.Column("variant", sa.JSON, nullable=True),
+    sa.Column("expires_at", UTCDateTime, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("views", sa.Integer, nullable=False, server_default="0"),
+    sa.Index("ix_shares_owner_id_created_at", "owner_id", "created_at"),
 )
 
 settings = sa.Table(

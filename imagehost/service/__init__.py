@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from imagehost.db import ping
 from imagehost.db.accounts import User
 from imagehost.service.accounts import Accounts, check_new_user
+from imagehost.service.albums import Albums
 from imagehost.service.backup import Backups
 from imagehost.service.collector import GarbageCollector
 from imagehost.service.delivery import Delivery
@@ -34,6 +35,7 @@ class Imagehost:
     delivery: Delivery
     garbage: GarbageCollector  # orphan files (imagehost gc)
     sessions: BrowserSessions  # logins of the web pages
+    albums: Albums
 
     def start(self) -> None:
         """Start the thread pools."""

@@ -16,7 +16,7 @@ from imagehost.service.errors import BadRequest, ValidationFailed
 _CHUNK = 64 * 1024
 _TEXT_FIELD_LIMIT = 64 * 1024
 DESCRIPTION_MAX = 255
-_KNOWN_FIELDS = ("image", "description", "isPublic")
+_KNOWN_FIELDS = ("image", "description", "isPublic", "albumId")
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,7 @@ class UploadForm:
     file_name: str
     description: str
     is_public: bool
+    album_id: str = ""  # the uploader's album to put the image in ("" for none)
     # The other short text fields, e.g. the web page's CSRF token.
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -56,6 +57,7 @@ def parse_upload_form(body: BinaryIO, content_type: str | None) -> UploadForm:
         file_name=_safe_file_name(image[0] if image else ""),
         description=description,
         is_public=_boolean(_text(fields, "isPublic")),
+        album_id=_text(fields, "albumId").strip(),
         extra={name: _text(fields, name) for name in fields if name not in _KNOWN_FIELDS},
     )
 

@@ -9,10 +9,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import BinaryIO
 
+from twisted.logger import Logger
+
 from imagehost.db import images as q
 from imagehost.db.accounts import User
+from imagehost.db.albums import Album
 from imagehost.db.images import ImageRecord
 from imagehost.imaging import probe as imaging
+from imagehost.service.albums import Albums
 from imagehost.service.errors import Forbidden, ValidationFailed
 from imagehost.service.forms import UploadForm, parse_upload_form
 from imagehost.service.pools import Pools
@@ -20,6 +24,7 @@ from imagehost.service.runtime_settings import RuntimeSettings, Settings
 from imagehost.service.throttle import RateLimit
 from imagehost.storage import Storage
 
+_log = Logger()
 _MB = 1000 * 1000
 
 
@@ -47,8 +52,9 @@ class Images:
 
     def __init__(self, pools: Pools, storage: Storage, settings: RuntimeSettings, *,
                  limits: imaging.SourceLimits, now: Callable[[], datetime],
-                 guest_limit: RateLimit):
+                 guest_limit: RateLimit, albums: Albums | None = None):
         self._guest_limit = guest_limit
+        self._albums = albums
         self.uploads = 0
         self.stored_bytes = 0
         self._db = pools.db
@@ -72,10 +78,24 @@ class Images:
             await self._guest_limit.hit(client)
         form, checked = await self._cpu.submit(self._check_form, body, content_type, settings,
                                                check_form)
+        album = await self._upload_album(form, owner)
         stored = await self._put(form.image, checked)
-        return await self.record(stored, owner=owner, original_name=form.file_name,
-                                 description=form.description,
-                                 is_public=form.is_public or owner is None)
+        image = await self.record(stored, owner=owner, original_name=form.file_name,
+                                  description=form.description,
+                                  is_public=form.is_public or owner is None)
+        if album is not None:
+            try:
+                await self._albums.add_upload(album, image.id)
+            except Exception:  # the album was deleted meanwhile: the image stays uploaded
+                _log.failure("Image {id} uploaded; adding it to album {album} failed",
+                             id=image.id, album=album.id)
+        return image
+
+    async def _upload_album(self, form: UploadForm, owner: User | None) -> Album | None:
+        """The album the form names (checked before anything is stored), or None."""
+        if not form.album_id or self._albums is None:
+            return None
+        return await self._albums.upload_target(owner.id if owner else None, form.album_id)
 
     def _check_form(self, body: BinaryIO, content_type: str | None, settings: Settings,
                     check_form: Callable[[UploadForm], None] | None):

@@ -67,28 +67,41 @@ class Cursor:
             "v": value.isoformat() if isinstance(value, datetime) else value,
             "i": self.key.image_id, "b": self.backwards,
         }
-        raw = json.dumps(payload, separators=(",", ":")).encode()
-        body = _b64(raw)
-        return f"{body}.{_b64(_mac(signing_key, body))}"
+        return sign_cursor(payload, signing_key)
 
     @classmethod
     def decode(cls, text: str, signing_key: bytes) -> Cursor:
         """Parse a cursor from a client; BadRequest if it is not one this server issued."""
-        body, _, mac = text.partition(".")
+        payload = open_cursor(text, signing_key)
         try:
-            genuine = hmac.compare_digest(_unb64(mac), _mac(signing_key, body))
-        except (binascii.Error, ValueError) as e:
-            raise BadRequest(_MALFORMED_CURSOR) from e
-        if not genuine:
-            raise BadRequest(_MALFORMED_CURSOR)
-        try:
-            payload = json.loads(_unb64(body))
             ordering = Ordering(_known(payload["o"]), _boolean(payload["d"]))
             key = SortKey(_sort_value(ordering.key, payload["v"]), _id(payload["i"]))
             return cls(ordering, key, _boolean(payload["b"]))
-        except (binascii.Error, ValueError, TypeError, KeyError, OverflowError) as e:
+        except (ValueError, TypeError, KeyError, OverflowError) as e:
             # Signed but unreadable: a cursor of an older release, or a leaked secret.
             raise BadRequest(_MALFORMED_CURSOR) from e
+
+
+def sign_cursor(payload: dict[str, Any], signing_key: bytes) -> str:
+    """The opaque text of a listing cursor: base64url JSON and a MAC over it."""
+    body = _b64(json.dumps(payload, separators=(",", ":")).encode())
+    return f"{body}.{_b64(_mac(signing_key, body))}"
+
+
+def open_cursor(text: str, signing_key: bytes) -> Any:
+    """The payload of a cursor ``sign_cursor`` made; BadRequest for anything else (the MAC
+    is checked before a byte of the payload is believed)."""
+    body, _, mac = text.partition(".")
+    try:
+        genuine = hmac.compare_digest(_unb64(mac), _mac(signing_key, body))
+    except (binascii.Error, ValueError) as e:
+        raise BadRequest(_MALFORMED_CURSOR) from e
+    if not genuine:
+        raise BadRequest(_MALFORMED_CURSOR)
+    try:
+        return json.loads(_unb64(body))
+    except (binascii.Error, ValueError) as e:
+        raise BadRequest(_MALFORMED_CURSOR) from e
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from imagehost.service.delivery import Body, ImageContent
 from imagehost.service.errors import BadRequest, NotFound, Unauthorized, ValidationFailed
 from imagehost.service.library import parse_limit, parse_listing, parse_page
 from imagehost.service.wire import api_key_json, new_api_key_json, user_json
-from imagehost.web import errors, library_json
+from imagehost.web import album_json, errors, library_json
 from imagehost.web.metrics import CONTENT_TYPE, Metrics
 from imagehost.web.responses import json_object, json_response, no_content
 
@@ -281,6 +281,58 @@ class ImagehostAPI:
         await self.imagehost.library.delete(
             principal, image_id, preserve_on_disk=body.get("preserveOnDisk", False))
         return no_content(request)
+
+    # -- albums --------------------------------------------------------------
+
+    @app.route("/api/albums", methods=["POST"])
+    @authenticated()
+    async def create_album(self, request: IRequest, principal: Principal) -> bytes:
+        body = json_object(request)
+        album = await self.imagehost.albums.create(
+            principal, title=body.get("title"), description=body.get("description"),
+            is_public=body.get("isPublic"))
+        return json_response(request, album_json.album_json(album), 201)
+
+    @app.route("/api/albums", methods=["GET"])
+    @authenticated()
+    async def list_albums(self, request: IRequest, principal: Principal) -> bytes:
+        listed = await self.imagehost.albums.own(principal, limit=_arg(request, "limit"),
+                                                 cursor=_arg(request, "cursor"))
+        return json_response(request, album_json.album_page_json(listed))
+
+    @app.route("/api/album/<string:album_id>", methods=["GET"])
+    @authenticated()
+    async def album(self, request: IRequest, principal: Principal, album_id: str) -> bytes:
+        view = await self.imagehost.albums.view(principal, album_id)
+        return json_response(request, album_json.album_view_json(view, principal))
+
+    @app.route("/api/album/<string:album_id>", methods=["PATCH"])
+    @authenticated()
+    async def edit_album(self, request: IRequest, principal: Principal,
+                         album_id: str) -> bytes:
+        body = json_object(request)
+        await self.imagehost.albums.edit(
+            principal, album_id, title=body.get("title"), description=body.get("description"),
+            is_public=body.get("isPublic"), cover_image_id=body.get("coverImageId", ...))
+        return no_content(request)
+
+    @app.route("/api/album/<string:album_id>", methods=["DELETE"])
+    @authenticated()
+    async def delete_album(self, request: IRequest, principal: Principal,
+                           album_id: str) -> bytes:
+        await self.imagehost.albums.delete(principal, album_id)
+        return no_content(request)
+
+    @app.route("/api/album/<string:album_id>/images", methods=["PUT", "POST", "DELETE"])
+    @authenticated()
+    async def album_images(self, request: IRequest, principal: Principal,
+                           album_id: str) -> bytes:
+        """PUT sets the album's images in order, POST appends, DELETE takes out."""
+        albums = self.imagehost.albums
+        change = {b"PUT": albums.set_images, b"POST": albums.add_images,
+                  b"DELETE": albums.remove_images}[request.method]
+        order = await change(principal, album_id, json_object(request).get("imageIds"))
+        return json_response(request, album_json.album_order_json(order))
 
     # -- delivery ----------------------------------------------------------
 
