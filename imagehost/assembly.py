@@ -41,6 +41,7 @@ from imagehost.service.library import Library, cursor_signing_key
 from imagehost.service.pools import CpuPool, IoPool, Pools
 from imagehost.service.runtime_settings import RuntimeSettings
 from imagehost.service.sessions import BrowserSessions
+from imagehost.service.shares import Shares
 from imagehost.service.throttle import RateLimit
 from imagehost.service.variant_cache import VariantCache
 from imagehost.service.views import ViewCounter
@@ -266,10 +267,15 @@ def build_imagehost(config: Config, reactor, secret: bytes, *, clock=None,
                       on_delete=delivery.forget)
     sessions = BrowserSessions(pools, accounts, secret, ttl=config.auth.session_ttl,
                                now=utc_now)
+    shares = Shares(pools, delivery, secret=secret, now=utc_now, unlock_limits=(
+        RateLimit(pools, "share-unlock-ip", limits.share_unlocks_per_minute_per_ip, time.time,
+                  "password attempts from this address"),
+        RateLimit(pools, "share-unlock", limits.share_unlocks_per_minute_per_share, time.time,
+                  "password attempts on this link")))
     return Imagehost(pools=pools, storage=storage, accounts=accounts, images=images,
                      settings=settings, library=library, delivery=delivery,
                      garbage=GarbageCollector(pools, storage), sessions=sessions,
-                     albums=albums)
+                     albums=albums, shares=shares)
 
 
 # -- one daemon process ------------------------------------------------------------------

@@ -110,6 +110,8 @@ KEYS: tuple[Key, ...] = (
     Key("limits", "logins_per_minute_per_ip", int, 30),
     Key("limits", "logins_per_minute_per_user", int, 10),
     Key("limits", "guest_uploads_per_minute_per_ip", int, 60),
+    Key("limits", "share_unlocks_per_minute_per_ip", int, 10),
+    Key("limits", "share_unlocks_per_minute_per_share", int, 30),
     Key("metrics", "allowed_networks", _networks, []),
     Key("metrics", "bearer_token", str, ""),
     Key("admin", "username", str, ""),
@@ -208,6 +210,8 @@ class LimitsSection:
     logins_per_minute_per_ip: int
     logins_per_minute_per_user: int
     guest_uploads_per_minute_per_ip: int
+    share_unlocks_per_minute_per_ip: int
+    share_unlocks_per_minute_per_share: int
 
 
 @dataclass(frozen=True)

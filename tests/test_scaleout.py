@@ -197,6 +197,31 @@ async def test_delete_through_one_daemon_reaches_the_others_cached_variant_in_bo
 
 
 @pytest_twisted.ensureDeferred
+async def test_revoking_or_expiring_a_share_on_one_daemon_ends_it_on_the_other_at_once(pair):
+    from tests.test_shares import expire
+
+    a_admin = await pair.a.admin()
+    image_id = await upload(a_admin, image_bytes("PNG", (60, 40)),
+                            fields={"isPublic": "false"})
+    codes = []
+    for _ in range(2):
+        created = await a_admin.post_json("/api/shares", {"imageId": image_id})
+        assert created.code == 201, created.body
+        codes.append(created.json()["code"])
+    revoked, expiring = codes
+    for code in codes:  # B has served (and cached) both
+        assert (await pair.b.client.get(f"/s/{code}")).code == 200
+        assert (await pair.b.client.get(f"/s/{code}/image.png")).code == 200
+
+    assert (await a_admin.request("DELETE", f"/api/share/{revoked}")).code == 204
+    await expire(pair.a, expiring)
+    assert (await pair.b.client.get(f"/s/{revoked}")).code == 404
+    assert (await pair.b.client.get(f"/s/{revoked}/image.png")).code == 404
+    assert (await pair.b.client.get(f"/s/{expiring}")).code == 410
+    assert (await pair.b.client.get(f"/s/{expiring}/image.png")).code == 410
+
+
+@pytest_twisted.ensureDeferred
 async def test_guest_toggle_from_the_cli_reaches_both_daemons(pair):
     cmd = local_cli(pair.a)
     for daemon in pair.daemons:

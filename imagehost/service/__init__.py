@@ -18,6 +18,7 @@ from imagehost.service.library import Library
 from imagehost.service.pools import Pools
 from imagehost.service.runtime_settings import RuntimeSettings
 from imagehost.service.sessions import BrowserSessions
+from imagehost.service.shares import Shares
 from imagehost.storage import Storage
 
 
@@ -36,6 +37,7 @@ class Imagehost:
     garbage: GarbageCollector  # orphan files (imagehost gc)
     sessions: BrowserSessions  # logins of the web pages
     albums: Albums
+    shares: Shares  # share links (/s/{code})
 
     def start(self) -> None:
         """Start the thread pools."""

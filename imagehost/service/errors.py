@@ -32,6 +32,10 @@ class NotFound(ServiceError):
     """No such image, user or key (or not one the caller may see)."""
 
 
+class Gone(ServiceError):
+    """It existed and has expired (a share link past its expiry)."""
+
+
 class PayloadTooLarge(ServiceError):
     """A body too large for what it is."""
 

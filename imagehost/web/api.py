@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
-from datetime import UTC, datetime
 from email.utils import format_datetime
-from typing import Any
 
 from klein import Klein
 from twisted.logger import Logger
@@ -21,16 +19,16 @@ from imagehost.imaging.probe import EXTENSION_BY_MIME
 from imagehost.service import Imagehost
 from imagehost.service.accounts import Principal, require_admin
 from imagehost.service.delivery import Body, ImageContent
-from imagehost.service.errors import BadRequest, NotFound, Unauthorized, ValidationFailed
+from imagehost.service.errors import BadRequest, NotFound, Unauthorized
 from imagehost.service.library import parse_limit, parse_listing, parse_page
+from imagehost.service.moments import parse_moment
 from imagehost.service.wire import api_key_json, new_api_key_json, user_json
 from imagehost.web import album_json, errors, library_json
 from imagehost.web.metrics import CONTENT_TYPE, Metrics
 from imagehost.web.responses import json_object, json_response, no_content
+from imagehost.web.share_json import share_json
 
 _log = Logger()
-# Dates from clients end before this year, so that arithmetic on them cannot overflow.
-_LAST_YEAR = 9999
 
 # Matched with fullmatch: "$" would also match before a trailing newline (".jpg\n").
 _IMAGE_NAME = re.compile(
@@ -157,7 +155,7 @@ class ImagehostAPI:
     @authenticated(api_key=False)
     async def create_api_key(self, request: IRequest, principal: Principal) -> bytes:
         body = json_object(request)
-        expires_at = _parse_datetime(body.get("expiresAt"), "expiresAt")
+        expires_at = parse_moment(body.get("expiresAt"), "expiresAt")
         new = await self.imagehost.accounts.create_api_key(
             principal.user, body.get("name"), expires_at)
         return json_response(request, new_api_key_json(new.key, new.record), 201)
@@ -334,6 +332,30 @@ class ImagehostAPI:
         order = await change(principal, album_id, json_object(request).get("imageIds"))
         return json_response(request, album_json.album_order_json(order))
 
+    # -- share links ---------------------------------------------------------
+
+    @app.route("/api/shares", methods=["POST"])
+    @authenticated()
+    async def create_share(self, request: IRequest, principal: Principal) -> bytes:
+        body = json_object(request)
+        share = await self.imagehost.shares.create(
+            principal, image_id=body.get("imageId"), album_id=body.get("albumId"),
+            expires_at=body.get("expiresAt"), password=body.get("password"),
+            variant=body.get("variant"))
+        return json_response(request, share_json(share), 201)
+
+    @app.route("/api/shares", methods=["GET"])
+    @authenticated()
+    async def list_shares(self, request: IRequest, principal: Principal) -> bytes:
+        shares = await self.imagehost.shares.own(principal)
+        return json_response(request, {"data": [share_json(s) for s in shares]})
+
+    @app.route("/api/share/<string:code>", methods=["DELETE"])
+    @authenticated()
+    async def revoke_share(self, request: IRequest, principal: Principal, code: str) -> bytes:
+        await self.imagehost.shares.revoke(principal, code)
+        return no_content(request)
+
     # -- delivery ----------------------------------------------------------
 
     @app.route("/image/<string:name>", methods=["GET", "HEAD"])
@@ -352,6 +374,19 @@ class ImagehostAPI:
             return None
         body = await delivery.body(content, count_view=request.method == b"GET")
         return await _send_body(request, content.content_type, body)
+
+
+async def send_image(request: IRequest, delivery, content: ImageContent, *,
+                     cache_control: bytes, count_view: bool = False) -> bytes | None:
+    """Answer with located image content as the delivery routes do (ETag, 304, body),
+    with another ``Cache-Control`` (share links must not be cached by proxies)."""
+    _set_image_headers(request, content)
+    request.setHeader(b"Cache-Control", cache_control)
+    if _etag_matches(request, content.etag):
+        request.setResponseCode(304)
+        return None
+    body = await delivery.body(content, count_view=count_view and request.method == b"GET")
+    return await _send_body(request, content.content_type, body)
 
 
 def _query(request: IRequest) -> dict[str, list[str]]:
@@ -432,23 +467,3 @@ def _refresh_token(request: IRequest) -> str:
     if not isinstance(token, str) or not token:
         raise BadRequest('"refresh_token" is required.')
     return token
-
-
-def _parse_datetime(value: Any, prop: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except (TypeError, ValueError) as e:
-        raise ValidationFailed.one(prop, "This value is not a valid ISO 8601 datetime.") from e
-    if moment.tzinfo is None:
-        raise ValidationFailed.one(prop, "This value must include a UTC offset.")
-    try:
-        # In UTC, as it is stored; the offset can push a date past year 9999 or before 1.
-        moment = moment.astimezone(UTC)
-    except OverflowError:
-        moment = None
-    if moment is None or moment.year >= _LAST_YEAR:
-        raise ValidationFailed.one(
-            prop, f"This value must be a date before the year {_LAST_YEAR} (UTC).")
-    return moment

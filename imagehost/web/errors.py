@@ -14,6 +14,7 @@ from imagehost.service.backup import BackupFailed
 from imagehost.service.errors import (
     BadRequest,
     Forbidden,
+    Gone,
     NotFound,
     Overloaded,
     PayloadTooLarge,
@@ -44,6 +45,7 @@ STATUS_BY_ERROR: dict[type[Exception], WireError] = {
     Unauthorized: WireError(401),
     Forbidden: WireError(403),
     NotFound: WireError(404),
+    Gone: WireError(410),
     PayloadTooLarge: WireError(413),
     ValidationFailed: WireError(422, SYMFONY_TITLE),
     RateLimited: WireError(429),

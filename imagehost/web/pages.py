@@ -43,8 +43,10 @@ from imagehost.service.errors import (
 from imagehost.service.forms import UploadForm
 from imagehost.service.library import parse_listing
 from imagehost.service.runtime_settings import ACCEPTABLE_TYPES
+from imagehost.service.shares import UNLOCK_TTL, SharedContent, share_ext
 from imagehost.service.sharex import sharex_uploader
 from imagehost.web import errors
+from imagehost.web.api import send_image
 from imagehost.web.clients import ClientAddresses
 from imagehost.web.responses import dump_json
 
@@ -607,6 +609,56 @@ class ImagehostPages:
         await self.imagehost.accounts.set_active(username, visit.field("active") == "true")
         return _redirect(request, "/admin?done=user")
 
+    # -- share links -----------------------------------------------------------------------
+
+    @app.route("/s/<string:code>", methods=["GET"])
+    @page()
+    async def shared(self, request: IRequest, visit: Visit, code: str) -> bytes:
+        """A share link's page; a password share shows only its unlock form (no
+        OpenGraph either) until this browser has unlocked it."""
+        share = await self.imagehost.shares.open(code)
+        if not self.imagehost.shares.unlocked(share, _cookie(request, _share_cookie(code))):
+            return self.render(request, "share_locked.html", code=code)
+        shares = self.imagehost.shares
+        content = await shares.content(share)
+        await shares.count_view(share)
+        return self.render(request, "share.html", code=code, base=self.base_url(request),
+                           **_shared_context(content))
+
+    @app.route("/s/<string:code>/unlock", methods=["POST"])
+    @page(form=True)
+    async def unlock_share(self, request: IRequest, visit: Visit, code: str) -> bytes:
+        """Check a share's password (rate limited); right: a cookie for this share only."""
+        shares = self.imagehost.shares
+        share = await shares.open(code)
+        try:
+            unlocked = await shares.unlock(share, visit.field("password"),
+                                           self._client(request))
+        except Unauthorized as e:
+            return self.render(request, "share_locked.html", 401, code=code, error=e.message)
+        except RateLimited as e:
+            request.setHeader(b"Retry-After", str(e.retry_after).encode())
+            return self.render(request, "share_locked.html", 429, code=code, error=e.message)
+        request.addCookie(_share_cookie(code), unlocked.encode(), path=f"/s/{code}".encode(),
+                          httpOnly=True, sameSite="lax",
+                          secure=self._clients.via_https(request),
+                          max_age=str(int(UNLOCK_TTL.total_seconds())).encode())
+        return _redirect(request, f"/s/{code}")
+
+    @app.route("/s/<string:code>/<string:name>", methods=["GET", "HEAD"])
+    async def shared_image(self, request: IRequest, code: str, name: str) -> bytes | None:
+        """An image of a share, under the share's URL (``image.{ext}`` or an album image's
+        key), checked against the share's state on every request."""
+        shares = self.imagehost.shares
+        share = await shares.open(code)
+        if not shares.unlocked(share, _cookie(request, _share_cookie(code))):
+            raise Forbidden("This link needs its password.")
+        query = {k.decode("latin-1"): [v.decode("latin-1") for v in values]
+                 for k, values in request.args.items()}
+        located = await shares.locate(await shares.content(share), name, query)
+        return await send_image(request, self.imagehost.delivery, located,
+                                cache_control=b"private, no-cache")
+
     @app.route("/oembed", methods=["GET"])
     @page()
     async def oembed(self, request: IRequest, visit: Visit) -> bytes:
@@ -623,6 +675,33 @@ class ImagehostPages:
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+def _share_cookie(code: str) -> bytes:
+    """The cookie that holds one share's unlocked state (codes are URL-safe, so they are
+    valid in a cookie name)."""
+    return f"imagehost_share_{code}".encode()
+
+
+def _shared_context(content: SharedContent) -> dict[str, Any]:
+    """What ``share.html`` shows of an image or album share, by the share's own URLs."""
+    code = content.share.code
+    if content.album is None:
+        image = content.entries[0].image
+        ext = share_ext(content)
+        og = (f"/s/{code}/image.{ext}" if content.share.variant
+              else f"/s/{code}/image.jpg?w={share.OG_IMAGE_WIDTH}")
+        return {"title": share.alt_text(image), "image": image, "ext": ext, "og_image": og,
+                "album": None}
+    items = [{"key": content.key(e), "ext": share.extension(e.image),
+              "thumb": share.thumbnail(e.image), "alt": share.alt_text(e.image)}
+             for e in content.entries]
+    cover_id = content.album.cover_image_id
+    cover = next((i for i, e in zip(items, content.entries, strict=True)
+                  if e.image.id == cover_id), items[0] if items else None)
+    og = f"/s/{code}/{cover['key']}.jpg?w={share.OG_IMAGE_WIDTH}" if cover else None
+    return {"title": content.album.title, "album": content.album, "items": items,
+            "og_image": og}
+
 
 def _page_headers(request: IRequest, content_type: str) -> None:
     request.setHeader(b"Content-Type", content_type.encode())
