@@ -121,7 +121,8 @@ async def set_active(reactor, options: GlobalOptions, username: str, active: boo
 
 
 async def create_api_key(reactor, options: GlobalOptions, username: str, name: str,
-                         expires_at: datetime | None, sharex: str | None) -> None:
+                         expires_at: datetime | None, sharex: str | None,
+                         sharex_options: dict | None = None) -> None:
     config = options.config()
     async with installation(reactor, options) as host:
         owner = await host.accounts.user_named(username)
@@ -129,7 +130,7 @@ async def create_api_key(reactor, options: GlobalOptions, username: str, name: s
     result = wire.new_api_key_json(new.key, new.record)
     if sharex is not None:
         path = Path(sharex or f"imagehost-{username}.sxcu")
-        write_sharex_uploader(path, config.server.public_url, new.key)
+        write_sharex_uploader(path, config.server.public_url, new.key, **(sharex_options or {}))
         result["sharexFile"] = str(path)
     out = options.output()
 
@@ -144,9 +145,9 @@ async def create_api_key(reactor, options: GlobalOptions, username: str, name: s
     out.show(result, human)
 
 
-def write_sharex_uploader(path: Path, public_url: str, key: str) -> None:
+def write_sharex_uploader(path: Path, public_url: str, key: str, **options) -> None:
     """Write the uploader file readable by its owner only (it holds the key)."""
-    text = json.dumps(sharex_uploader(public_url, key), indent=2) + "\n"
+    text = json.dumps(sharex_uploader(public_url, key, **options), indent=2) + "\n"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
@@ -186,6 +187,7 @@ async def revoke_api_key(reactor, options: GlobalOptions, key_id: str) -> None:
 async def collect_garbage(reactor, options: GlobalOptions, older_than: float,
                           dry_run: bool) -> None:
     async with installation(reactor, options) as host:
+        expired = await (host.expired.pending() if dry_run else host.expired.sweep())
         garbage = await host.garbage.collect(older_than=older_than, dry_run=dry_run)
     files = [("original", o) for o in garbage.originals] + [
         ("variant", v) for variants in garbage.variants.values() for v in variants]
@@ -193,6 +195,7 @@ async def collect_garbage(reactor, options: GlobalOptions, older_than: float,
               "originalBytes": garbage.original_bytes,
               "variantImages": len(garbage.variants), "variantBytes": garbage.variant_bytes,
               "imageIds": sorted({o.image_id for o in garbage.originals} | set(garbage.variants)),
+              "expiredImages": len(expired), "expiredImageIds": sorted(expired),
               "store": _store(options.config()),
               "files": [{"kind": kind, "path": o.location, "size": o.size}
                         for kind, o in files]}
@@ -207,6 +210,7 @@ async def collect_garbage(reactor, options: GlobalOptions, older_than: float,
         out.say(f"{verb} {result['originals']} originals without a record "
                 f"({human_size(result['originalBytes'])}) and the shared variants of "
                 f"{result['variantImages']} deleted images ({human_size(result['variantBytes'])})")
+        out.say(f"{verb} {len(expired)} expired images (record, original and variants)")
 
     out.show(result, human)
 

@@ -177,7 +177,7 @@ def db_upgrade(options: GlobalOptions) -> None:
 @click.option("--dry-run", is_flag=True, help="Only report what would be removed.")
 @pass_options
 def gc(options: GlobalOptions, older_than: float, dry_run: bool) -> None:
-    """Remove stored originals and shared variants of images that have no record.
+    """Delete expired images, then stored originals and shared variants that have no record.
 
     A crash between storing an upload and recording it, or a render racing a delete,
     leaves such files; they are never served. Originals kept by a delete with
@@ -349,13 +349,19 @@ def apikey() -> None:
 @click.option("--sharex", type=click.Path(dir_okay=False), is_flag=False, flag_value="",
               default=None, metavar="[FILE]",
               help="Also write a ShareX custom uploader (.sxcu) for this key.")
+@click.option("--sharex-expires-in", type=click.IntRange(min=1), metavar="SECONDS",
+              help="Images the ShareX uploader sends expire after this long.")
+@click.option("--sharex-album", metavar="ALBUM_ID",
+              help="Images the ShareX uploader sends go into this album.")
 @pass_options
 def apikey_create(options: GlobalOptions, username: str, name: str,
-                  expires: datetime | None, sharex: str | None) -> None:
+                  expires: datetime | None, sharex: str | None,
+                  sharex_expires_in: int | None, sharex_album: str | None) -> None:
     """Create an API key for USERNAME; the key is shown once."""
     from imagehost_cli import local
 
-    go(local.create_api_key, options, username, name, expires, sharex)
+    go(local.create_api_key, options, username, name, expires, sharex,
+       {"expires_in": sharex_expires_in, "album_id": sharex_album})
 
 
 @apikey.command("list")

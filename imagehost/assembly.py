@@ -36,6 +36,7 @@ from imagehost.service.albums import Albums
 from imagehost.service.collector import GarbageCollector
 from imagehost.service.delivery import Delivery
 from imagehost.service.errors import ValidationFailed
+from imagehost.service.expiry import ExpiredImages
 from imagehost.service.images import Images
 from imagehost.service.library import Library, cursor_signing_key
 from imagehost.service.pools import CpuPool, IoPool, Pools
@@ -262,7 +263,7 @@ def build_imagehost(config: Config, reactor, secret: bytes, *, clock=None,
     delivery = Delivery(pools, storage, VariantCache(storage, config.cache.max_size, pools.io),
                         ViewCounter(pools, clock=clock),
                         max_dimension=config.image.max_dimension, clock=clock,
-                        revalidate_after=config.cache.revalidate_after)
+                        revalidate_after=config.cache.revalidate_after, now=utc_now)
     library = Library(pools, storage, now=utc_now, cursor_key=cursor_key,
                       on_delete=delivery.forget)
     sessions = BrowserSessions(pools, accounts, secret, ttl=config.auth.session_ttl,
@@ -275,7 +276,9 @@ def build_imagehost(config: Config, reactor, secret: bytes, *, clock=None,
     return Imagehost(pools=pools, storage=storage, accounts=accounts, images=images,
                      settings=settings, library=library, delivery=delivery,
                      garbage=GarbageCollector(pools, storage), sessions=sessions,
-                     albums=albums, shares=shares)
+                     albums=albums, shares=shares,
+                     expired=ExpiredImages(pools, storage, now=utc_now,
+                                           on_delete=delivery.forget))
 
 
 # -- one daemon process ------------------------------------------------------------------
@@ -307,5 +310,6 @@ def build_daemon(config: Config, reactor, secret: bytes):
                                   pages.resource()), reactor, limits, metrics,
                          AccessLog(server.access_log, reactor, imagehost.pools.io.run),
                          clients)
-    lifecycle = ImagehostService(imagehost, site, reactor, server.shutdown_timeout)
+    lifecycle = ImagehostService(imagehost, site, reactor, server.shutdown_timeout,
+                                 sweep_interval=config.expiry.sweep_interval)
     return Daemon(imagehost, site, lifecycle)

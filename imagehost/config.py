@@ -41,6 +41,26 @@ def _networks(text: str) -> list[str]:
     return networks
 
 
+#: The longest lifetime an expiry setting may give (about a century).
+MAX_LIFETIME = 100 * 366 * 24 * 3600
+
+
+def _lifetime(text: str) -> int | None:
+    """Seconds an image may live: a whole number from 1 to MAX_LIFETIME, or empty for
+    no limit."""
+    text = text.strip()
+    if not text:
+        return None
+    value = int(text)
+    if not 0 < value <= MAX_LIFETIME:
+        raise ValueError(f"must be from 1 to {MAX_LIFETIME} seconds, or empty for none; "
+                         f"got {text!r}")
+    return value
+
+
+#: The roles per-role settings are given for (a guest is anyone not logged in).
+ROLES = ("guest", "user", "admin")
+
 STORAGE_BACKENDS = ("local", "s3")
 
 
@@ -112,6 +132,9 @@ KEYS: tuple[Key, ...] = (
     Key("limits", "guest_uploads_per_minute_per_ip", int, 60),
     Key("limits", "share_unlocks_per_minute_per_ip", int, 10),
     Key("limits", "share_unlocks_per_minute_per_share", int, 30),
+    *(Key("expiry", f"{role}_{kind}", _lifetime, None)
+      for role in ROLES for kind in ("default", "max")),
+    Key("expiry", "sweep_interval", float, 60.0),
     Key("metrics", "allowed_networks", _networks, []),
     Key("metrics", "bearer_token", str, ""),
     Key("admin", "username", str, ""),
@@ -215,6 +238,17 @@ class LimitsSection:
 
 
 @dataclass(frozen=True)
+class ExpirySection:
+    guest_default: int | None
+    guest_max: int | None
+    user_default: int | None
+    user_max: int | None
+    admin_default: int | None
+    admin_max: int | None
+    sweep_interval: float
+
+
+@dataclass(frozen=True)
 class MetricsSection:
     allowed_networks: list[str]
     bearer_token: str
@@ -231,7 +265,7 @@ SECTIONS: dict[str, type] = {
     "server": ServerSection, "database": DatabaseSection, "storage": StorageSection,
     "auth": AuthSection, "access": AccessSection, "image": ImageSection,
     "render": RenderSection, "cache": CacheSection, "limits": LimitsSection,
-    "metrics": MetricsSection, "admin": AdminSection,
+    "expiry": ExpirySection, "metrics": MetricsSection, "admin": AdminSection,
 }
 
 
@@ -263,6 +297,7 @@ class Config:
     render: RenderSection
     cache: CacheSection
     limits: LimitsSection
+    expiry: ExpirySection
     metrics: MetricsSection
     admin: AdminSection
 

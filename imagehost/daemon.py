@@ -13,6 +13,7 @@ from twisted.application import service
 from twisted.internet import endpoints
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.error import CannotListenError
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -26,8 +27,11 @@ class ImagehostService(service.Service):
     """Starts the pools; on stop, lets in-flight requests finish, then stops them."""
 
     def __init__(self, imagehost: Imagehost, site: ImagehostSite, reactor,
-                 shutdown_timeout: float):
+                 shutdown_timeout: float, sweep_interval: float = 0.0):
         self.imagehost = imagehost
+        self._sweep_interval = sweep_interval
+        self._sweeper: LoopingCall | None = None
+        self._sweeping: Deferred | None = None
         self.site = site
         self._reactor = reactor
         self._shutdown_timeout = shutdown_timeout
@@ -41,8 +45,24 @@ class ImagehostService(service.Service):
         self.delivery_started = Deferred.fromCoroutine(self.imagehost.delivery.start())
         self.delivery_started.addErrback(
             lambda f: _log.failure("Cannot start image delivery", f))
+        if self._sweep_interval > 0:
+            self._sweeper = LoopingCall(self._sweep_expired)
+            self._sweeper.clock = self._reactor
+            self._sweeper.start(self._sweep_interval, now=False)
+
+    def _sweep_expired(self) -> Deferred:
+        """Delete expired images (a failure is logged; the next sweep tries again)."""
+        d = Deferred.fromCoroutine(self.imagehost.expired.sweep())
+        d.addCallback(lambda ids: ids and _log.info("Deleted {n} expired images", n=len(ids)))
+        d.addErrback(lambda f: _log.failure("Sweeping expired images failed", f))
+        self._sweeping = d
+        return d
 
     async def _stop(self) -> None:
+        if self._sweeper is not None and self._sweeper.running:
+            self._sweeper.stop()
+        if self._sweeping is not None and not self._sweeping.called:
+            await self._sweeping  # it needs the pools, which stop below
         idle = self.site.when_idle()
         idle.addTimeout(self._shutdown_timeout, self._reactor)
         try:

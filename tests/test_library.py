@@ -106,6 +106,7 @@ async def test_detail_has_every_field_of_the_seed(server):
         "description": "a cat", "isPublic": True,
         "updatedAt": None, "views": 0, "size": len(data), "mimeType": "image/png",
         "width": 30, "height": 20, "supportsResize": True, "url": f"/image/{image_id}.png",
+        "expiresAt": None,
     }
     assert (await server.client.get(body["url"])).body == data
 

@@ -222,6 +222,28 @@ async def test_revoking_or_expiring_a_share_on_one_daemon_ends_it_on_the_other_a
 
 
 @pytest_twisted.ensureDeferred
+async def test_an_expired_image_is_404_on_the_other_daemon_at_once(pair, reactor):
+    from datetime import UTC, datetime
+
+    from imagehost.db.images import image_by_id
+
+    a_admin = await pair.a.admin()
+    image_id = await upload(a_admin, image_bytes("PNG", (60, 40)), fields={"expiresIn": "4"})
+    expiry = (await pair.a.db.run(image_by_id, image_id)).expires_at
+    url = f"/image/{image_id}_thumbnail.jpg"
+    assert (await pair.b.client.get(url)).code == 200
+    assert (await pair.b.client.get(url)).header("X-Cache") == "HIT"  # remembered on B
+    while datetime.now(UTC) < expiry:
+        await sleep(reactor, 0.1)
+    # No revalidation bound: B checks the expiry it remembered itself.
+    assert (await pair.b.client.get(url)).code == 404
+    assert (await pair.b.client.get(f"/image/{image_id}.png")).code == 404
+    swept = await pair.b.imagehost.expired.sweep()
+    assert swept == [image_id]
+    assert keys(pair.endpoint, pair.bucket, "originals/") == set()
+
+
+@pytest_twisted.ensureDeferred
 async def test_guest_toggle_from_the_cli_reaches_both_daemons(pair):
     cmd = local_cli(pair.a)
     for daemon in pair.daemons:

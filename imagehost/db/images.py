@@ -104,3 +104,23 @@ def image_exists(conn: sa.Connection, image_id: str) -> bool:
     """True while the image has a record."""
     query = sa.select(images.c.id).where(images.c.id == image_id)
     return conn.execute(query).first() is not None
+
+
+def delete_expired_images(conn: sa.Connection, now: datetime,
+                          limit: int) -> list[RecordedOriginal]:
+    """Delete up to ``limit`` records of images expired at ``now``; the originals of the
+    records this call deleted (another daemon sweeping at once deletes the others)."""
+    query = (sa.select(images.c.id, images.c.file_name, images.c.size, images.c.sha256)
+             .where(images.c.expires_at <= now).order_by(images.c.expires_at).limit(limit))
+    deleted = []
+    for row in conn.execute(query).all():
+        if conn.execute(images.delete().where(images.c.id == row.id)).rowcount:
+            deleted.append(RecordedOriginal(row.id, row.file_name.rpartition(".")[2],
+                                            row.size, row.sha256))
+    return deleted
+
+
+def expired_image_ids(conn: sa.Connection, now: datetime) -> list[str]:
+    """The ids of the images expired at ``now`` that still have a record."""
+    query = sa.select(images.c.id).where(images.c.expires_at <= now).order_by(images.c.id)
+    return list(conn.execute(query).scalars())

@@ -68,6 +68,7 @@ class ImageFilter:
     owner_id: str | None = None
     search_term: str | None = None
     search_by: str = "description"
+    now: datetime | None = None  # leave out images expired at this time
 
 
 @dataclass(frozen=True)
@@ -149,9 +150,13 @@ def count_images(conn: sa.Connection, where: ImageFilter) -> int:
 
 
 def entries_by_ids(conn: sa.Connection, image_ids: Sequence[str],
-                   viewer_id: str | None, see_all: bool = False) -> list[LibraryEntry]:
-    """The entries among ``image_ids`` the viewer may see (own or public), in that order."""
+                   viewer_id: str | None, see_all: bool = False,
+                   now: datetime | None = None) -> list[LibraryEntry]:
+    """The entries among ``image_ids`` the viewer may see (own or public), in that order
+    (without those expired at ``now``, if given)."""
     query = _ENTRIES.where(images.c.id.in_(list(image_ids)))
+    if now is not None:
+        query = query.where(not_expired(now))
     if not see_all:
         query = query.where(sa.or_(images.c.is_public == sa.true(),
                                    images.c.owner_id == viewer_id))
@@ -196,6 +201,8 @@ def _filtered(query: sa.Select, where: ImageFilter) -> sa.Select:
         query = query.where(images.c.owner_id == where.owner_id)
     if where.search_term:
         query = query.where(_search(where.search_by, where.search_term))
+    if where.now is not None:
+        query = query.where(not_expired(where.now))
     return query
 
 

@@ -12,6 +12,7 @@ from imagehost.service.backup import Backups
 from imagehost.service.collector import GarbageCollector
 from imagehost.service.delivery import Delivery
 from imagehost.service.errors import Forbidden, ValidationFailed
+from imagehost.service.expiry import ExpiredImages
 from imagehost.service.images import Images
 from imagehost.service.integrity import Integrity
 from imagehost.service.library import Library
@@ -38,6 +39,7 @@ class Imagehost:
     sessions: BrowserSessions  # logins of the web pages
     albums: Albums
     shares: Shares  # share links (/s/{code})
+    expired: ExpiredImages  # deletes expired images (imagehost gc, the daemon's sweep)
 
     def start(self) -> None:
         """Start the thread pools."""

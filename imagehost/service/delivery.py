@@ -18,9 +18,9 @@ import os
 import re
 import shutil
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -125,7 +125,9 @@ class Delivery:
 
     def __init__(self, pools: Pools, storage: Storage, cache: VariantCache,
                  views: ViewCounter, *, max_dimension: int, clock,
-                 revalidate_after: float = 0.0):
+                 revalidate_after: float = 0.0,
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC)):
+        self._now = now
         self._db = pools.db
         self._cpu = pools.cpu
         self._io = pools.io
@@ -198,6 +200,10 @@ class Delivery:
 
     def _content(self, image: ImageRecord, ext: str, params: VariantQuery,
                  thumbnail: bool) -> ImageContent:
+        if image.expires_at is not None and image.expires_at <= self._now():
+            # Checked on every request, remembered image or not: expiry needs no
+            # daemon to notice a delete, so it is exact on all of them.
+            raise NotFound("No such image.")
         original_ext = EXTENSION_BY_MIME[image.mime_type]
         spec = _plan(image, ext, params, thumbnail)
         if spec is None:

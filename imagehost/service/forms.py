@@ -16,7 +16,7 @@ from imagehost.service.errors import BadRequest, ValidationFailed
 _CHUNK = 64 * 1024
 _TEXT_FIELD_LIMIT = 64 * 1024
 DESCRIPTION_MAX = 255
-_KNOWN_FIELDS = ("image", "description", "isPublic", "albumId")
+_KNOWN_FIELDS = ("image", "description", "isPublic", "albumId", "expiresAt", "expiresIn")
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,8 @@ class UploadForm:
     description: str
     is_public: bool
     album_id: str = ""  # the uploader's album to put the image in ("" for none)
+    expires_at: str = ""  # ISO 8601, as sent ("" for none)
+    expires_in: str = ""  # seconds, as sent ("" for none)
     # The other short text fields, e.g. the web page's CSRF token.
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -58,6 +60,8 @@ def parse_upload_form(body: BinaryIO, content_type: str | None) -> UploadForm:
         description=description,
         is_public=_boolean(_text(fields, "isPublic")),
         album_id=_text(fields, "albumId").strip(),
+        expires_at=_text(fields, "expiresAt").strip(),
+        expires_in=_text(fields, "expiresIn").strip(),
         extra={name: _text(fields, name) for name in fields if name not in _KNOWN_FIELDS},
     )
 

@@ -6,11 +6,12 @@ import hashlib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import BinaryIO
 
 from twisted.logger import Logger
 
+from imagehost.config import MAX_LIFETIME
 from imagehost.db import images as q
 from imagehost.db.accounts import User
 from imagehost.db.albums import Album
@@ -19,6 +20,7 @@ from imagehost.imaging import probe as imaging
 from imagehost.service.albums import Albums
 from imagehost.service.errors import Forbidden, ValidationFailed
 from imagehost.service.forms import UploadForm, parse_upload_form
+from imagehost.service.moments import parse_moment
 from imagehost.service.pools import Pools
 from imagehost.service.runtime_settings import RuntimeSettings, Settings
 from imagehost.service.throttle import RateLimit
@@ -78,11 +80,13 @@ class Images:
             await self._guest_limit.hit(client)
         form, checked = await self._cpu.submit(self._check_form, body, content_type, settings,
                                                check_form)
+        expires_at = upload_expiry(form, owner, settings, self._now())
         album = await self._upload_album(form, owner)
         stored = await self._put(form.image, checked)
         image = await self.record(stored, owner=owner, original_name=form.file_name,
                                   description=form.description,
-                                  is_public=form.is_public or owner is None)
+                                  is_public=form.is_public or owner is None,
+                                  expires_at=expires_at)
         if album is not None:
             try:
                 await self._albums.add_upload(album, image.id)
@@ -133,7 +137,8 @@ class Images:
         return await self._db.run(q.image_by_owner_and_hash, owner.id, sha256)
 
     async def record(self, stored: StoredOriginal, *, owner: User | None, original_name: str,
-                     description: str, is_public: bool) -> ImageRecord:
+                     description: str, is_public: bool,
+                     expires_at: datetime | None = None) -> ImageRecord:
         """Insert the record of a stored original; the file is removed if that fails.
 
         ``original_name`` is the client's file name ("" for none); the record's
@@ -146,7 +151,7 @@ class Images:
             description=description,
             is_public=is_public, created_at=self._now(), updated_at=None, views=0,
             size=stored.size, mime_type=info.mime_type, width=info.width, height=info.height,
-            sha256=stored.sha256)
+            sha256=stored.sha256, expires_at=expires_at)
         try:
             await self._db.run(q.insert_image, image)
         except BaseException:
@@ -163,6 +168,39 @@ class Images:
             await self._io.run(self._storage.delete_original, stored.image_id, stored.info.ext)
         except Exception:
             pass
+
+
+def upload_expiry(form: UploadForm, owner: User | None, settings: Settings,
+                  now: datetime) -> datetime | None:
+    """When an upload expires: what it asked for (``expiresAt`` or ``expiresIn``), else
+    its role's default; never later than the role's maximum (422 beyond it)."""
+    role = "guest" if owner is None else "admin" if owner.is_admin else "user"
+    default, maximum = settings.lifetime(role)
+    if form.expires_at and form.expires_in:
+        raise ValidationFailed.one("expiresIn", 'Give "expiresAt" or "expiresIn", not both.')
+    if form.expires_in:
+        if not form.expires_in.isascii() or not form.expires_in.isdigit() \
+                or not 0 < int(form.expires_in) <= MAX_LIFETIME:
+            raise ValidationFailed.one(
+                "expiresIn", f"This value should be a number of seconds from 1 to {MAX_LIFETIME}.")
+        requested = now + timedelta(seconds=int(form.expires_in))
+        prop = "expiresIn"
+    elif form.expires_at:
+        requested = parse_moment(form.expires_at, "expiresAt")
+        if requested <= now:
+            raise ValidationFailed.one("expiresAt", "This value must be in the future.")
+        prop = "expiresAt"
+    else:
+        requested, prop = (None if default is None else now + timedelta(seconds=default)), ""
+    if maximum is None:
+        return requested
+    latest = now + timedelta(seconds=maximum)
+    if requested is None:
+        return latest
+    if requested > latest and prop:
+        raise ValidationFailed.one(
+            prop, f"Uploads may expire at most {maximum} seconds from now.")
+    return min(requested, latest)
 
 
 def validate_image(data: bytes, settings: Settings,

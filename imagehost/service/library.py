@@ -178,19 +178,20 @@ class Library:
     async def feed(self, viewer: Principal | None, params: ListingParams) -> Page:
         """The public images of everyone (``viewer`` None: a visitor not logged in)."""
         where = ImageFilter(public_only=True, search_term=params.search_term,
-                            search_by=params.search_by)
+                            search_by=params.search_by, now=self._now())
         return await self._page(where, params)
 
     async def history(self, viewer: Principal, page: int, limit: int = DEFAULT_LIMIT) -> Page:
         """The viewer's own images, newest first."""
         params = ListingParams(page, limit, Ordering("created_at", descending=True))
-        listed = await self._page(ImageFilter(owner_id=viewer.user.id), params)
+        listed = await self._page(ImageFilter(owner_id=viewer.user.id, now=self._now()),
+                                  params)
         return Page(listed.entries, listed.page, listed.size, listed.total)
 
     async def own(self, viewer: Principal, params: ListingParams) -> Page:
         """The viewer's own images in ``params``' order, searchable and by cursor."""
         where = ImageFilter(owner_id=viewer.user.id, search_term=params.search_term,
-                            search_by=params.search_by)
+                            search_by=params.search_by, now=self._now())
         return await self._page(where, params)
 
     async def viewable(self, viewer: Principal | None, image_id: str) -> LibraryEntry:
@@ -198,7 +199,7 @@ class Library:
         administrator); NotFound otherwise, so a private image's existence stays hidden."""
         entries = await self._db.run(
             q.entries_by_ids, [image_id], viewer.user.id if viewer else None,
-            bool(viewer and viewer.is_admin))
+            bool(viewer and viewer.is_admin), self._now())
         if not entries:
             raise NotFound("No such image.")
         return entries[0]
@@ -210,7 +211,7 @@ class Library:
         if not image_ids:
             return []
         return await self._db.run(q.entries_by_ids, list(image_ids), viewer.user.id,
-                                  viewer.is_admin)
+                                  viewer.is_admin, self._now())
 
     async def edit(self, viewer: Principal, image_id: str, *, description: object = None,
                    is_public: object = None) -> None:
@@ -250,7 +251,7 @@ class Library:
 
     async def _manageable(self, viewer: Principal, image_id: str) -> ImageRecord:
         image = await self._db.run(image_queries.image_by_id, image_id)
-        if image is None:
+        if image is None or (image.expires_at is not None and image.expires_at <= self._now()):
             raise NotFound("No such image.")
         if not (viewer.is_admin or image.owner_id == viewer.user.id):
             raise Forbidden("Only the owner or an administrator may manage this image.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from imagehost.config import Config
+from imagehost.config import MAX_LIFETIME, ROLES, Config
 from imagehost.db.settings import store_settings, stored_settings
 from imagehost.imaging.probe import EXTENSION_BY_MIME
 from imagehost.service.errors import ValidationFailed, Violation
@@ -29,7 +29,11 @@ SETTINGS = (
     Setting("access", "allowRegistration", "allow_registration", True),
     Setting("image", "maxSize", "max_size", True),
     Setting("image", "allowedMimeTypes", "allowed_mime_types", True),
+    *(Setting("expiry", f"{role}{kind.capitalize()}", f"{role}_{kind}", False)
+      for role in ROLES for kind in ("default", "max")),
 )
+_CATEGORIES = tuple(dict.fromkeys(s.category for s in SETTINGS))
+
 #: Every type an operator may accept (allowedMimeTypes picks from these).
 ACCEPTABLE_TYPES = tuple(EXTENSION_BY_MIME)
 _BY_API_NAME = {(s.category, s.name): s for s in SETTINGS}
@@ -56,6 +60,11 @@ class Settings:
     @property
     def allowed_mime_types(self) -> list[str]:
         return self.values[("image", "allowedMimeTypes")]
+
+    def lifetime(self, role: str) -> tuple[int | None, int | None]:
+        """The default and maximum seconds an upload of ``role`` lives (None: no limit)."""
+        return (self.values[("expiry", f"{role}Default")],
+                self.values[("expiry", f"{role}Max")])
 
     def tree(self, public_only: bool = False) -> dict[str, dict[str, Any]]:
         """The settings as the API shows them: ``{category: {name: value}}``."""
@@ -90,8 +99,10 @@ class RuntimeSettings:
         await self._db.run(store_settings, category, checked)
 
     def validate(self, category: Any, values: Any) -> dict[str, Any]:
-        if not isinstance(category, str) or category not in {s.category for s in SETTINGS}:
-            raise ValidationFailed.one("category", 'The category must be "access" or "image".')
+        if not isinstance(category, str) or category not in _CATEGORIES:
+            names = ", ".join(f'"{c}"' for c in _CATEGORIES[:-1])
+            raise ValidationFailed.one(
+                "category", f'The category must be {names} or "{_CATEGORIES[-1]}".')
         if not isinstance(values, dict) or not values:
             raise ValidationFailed.one("settings", "This value should be a non-empty object.")
         violations = []
@@ -108,6 +119,11 @@ class RuntimeSettings:
             return "Unknown setting."
         if name in ("allowGuestUploads", "allowRegistration"):
             return None if _is_bool(value) else "This value should be of type bool."
+        if category == "expiry":
+            if value is None or (isinstance(value, int) and not _is_bool(value)
+                                 and 0 < value <= MAX_LIFETIME):
+                return None
+            return f"This value should be null or a number of seconds from 1 to {MAX_LIFETIME}."
         if name == "maxSize":
             cap = self._config.get("server", "max_body_size")
             if not isinstance(value, int) or _is_bool(value) or not 0 < value <= cap:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
+from datetime import UTC, datetime
 from email.utils import format_datetime
 
 from klein import Klein
@@ -398,7 +399,12 @@ def _set_image_headers(request: IRequest, content: ImageContent) -> None:
     request.setHeader(b"ETag", content.etag.encode())
     request.setHeader(b"Last-Modified",
                       format_datetime(content.last_modified, usegmt=True).encode())
-    request.setHeader(b"Cache-Control", b"public, max-age=31536000, immutable")
+    expires_at = content.image.expires_at
+    if expires_at is None:
+        request.setHeader(b"Cache-Control", b"public, max-age=31536000, immutable")
+    else:  # no cache may keep an expiring image beyond its expiry
+        left = max(0, int((expires_at - datetime.now(UTC)).total_seconds()))
+        request.setHeader(b"Cache-Control", f"public, max-age={left}".encode())
     request.setHeader(b"X-Content-Type-Options", b"nosniff")
 
 

@@ -46,6 +46,7 @@ def detail_json(image: ImageRecord) -> dict[str, Any]:
         # Uploads accept only types the renderer resizes, so every stored image does.
         "supportsResize": True,
         "url": f"/image/{image.id}.{ext}",
+        "expiresAt": iso(image.expires_at),  # null: never
     }
 
 

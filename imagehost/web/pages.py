@@ -44,7 +44,7 @@ from imagehost.service.forms import UploadForm
 from imagehost.service.library import parse_listing
 from imagehost.service.runtime_settings import ACCEPTABLE_TYPES
 from imagehost.service.shares import UNLOCK_TTL, SharedContent, share_ext
-from imagehost.service.sharex import sharex_uploader
+from imagehost.service.sharex import SHAREX_EXPIRIES, sharex_uploader
 from imagehost.web import errors
 from imagehost.web.api import send_image
 from imagehost.web.clients import ClientAddresses
@@ -167,7 +167,8 @@ class ImagehostPages:
         self._static = StaticFiles(_HERE / "static")
         self._templates = Environment(loader=FileSystemLoader(_HERE / "templates"),
                                       autoescape=True, trim_blocks=True, lstrip_blocks=True)
-        self._templates.globals.update(static=self._static.url, share=share)
+        self._templates.globals.update(static=self._static.url, share=share,
+                                       sharex_expiries=SHAREX_EXPIRIES)
         self._templates.filters.update(megabytes=_megabytes, moment=_moment)
 
     def resource(self):
@@ -542,9 +543,14 @@ class ImagehostPages:
     @page(login=True, form=True)
     async def sharex(self, request: IRequest, visit: Visit) -> bytes:
         """A ShareX uploader holding a new API key (named so it can be revoked)."""
+        lifetime = visit.field("imageExpiry")
+        if lifetime and lifetime not in {str(seconds) for seconds, _ in SHAREX_EXPIRIES}:
+            raise BadRequest("Choose how long uploaded images live.")
         new = await self._new_key(visit, visit.field("name") or "ShareX")
         request.setHeader(b"Content-Disposition", b'attachment; filename="imagehost.sxcu"')
-        return _json(request, sharex_uploader(self.base_url(request), new.key))
+        return _json(request, sharex_uploader(
+            self.base_url(request), new.key, expires_in=int(lifetime) if lifetime else None,
+            album_id=visit.field("albumId") or None))
 
     async def _new_key(self, visit: Visit, name: str):
         days = visit.field("expires")
