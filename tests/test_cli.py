@@ -238,7 +238,13 @@ async def test_settings_show_and_set_are_validated_like_the_admin_api(server):
         "access.allowGuestUploads: This value should be of type bool.")
     assert (await cmd.fails("settings", "set", "image.colour", "1")) == (
         "image.colour is not a setting; the settings are access.allowGuestUploads, "
-        "access.allowRegistration, image.maxSize, image.allowedMimeTypes.")
+        "access.allowRegistration, image.maxSize, image.allowedMimeTypes, "
+        "expiry.guestDefault, expiry.guestMax, expiry.userDefault, expiry.userMax, "
+        "expiry.adminDefault, expiry.adminMax.")
+    assert await cmd.json("settings", "set", "expiry.guestMax", "86400") == {
+        "key": "expiry.guestMax", "value": 86400}
+    assert (await cmd.fails("settings", "set", "expiry.guestMax", "0")).startswith(
+        "expiry.guestMax: This value should be null or a number of seconds")
     assert "CATEGORY.NAME" in await cmd.fails("settings", "set", "maxSize", "1", code=2)
     assert (await cmd.json("settings", "show"))["image"]["maxSize"] == 1000
 

@@ -84,6 +84,9 @@ class Shares:
         self._now = now
         self._unlock_limits = tuple(unlock_limits)
 
+    def now(self) -> datetime:
+        return self._now()
+
     # -- the owner's side -----------------------------------------------------------------
 
     async def create(self, viewer: Principal, *, image_id: object = None,

@@ -351,8 +351,12 @@ class ImagehostPages:
     async def _upload_page(self, request: IRequest, visit: Visit, status: int = 200,
                            error: str = "") -> bytes:
         settings = await self.imagehost.settings.current()
+        albums = []
+        if visit.user is not None:
+            albums = (await self.imagehost.albums.own(visit.principal, limit="100")).albums
         return self.render(request, "upload.html", status, settings=settings, error=error,
-                           can_upload=visit.user is not None or settings.allow_guest_uploads)
+                           can_upload=visit.user is not None or settings.allow_guest_uploads,
+                           albums=albums, chosen_album=_arg(request, "album") or "")
 
     @app.route("/upload", methods=["POST"])
     @page()
@@ -396,8 +400,9 @@ class ImagehostPages:
                                cursor=_arg(request, "cursor"))
         listed = await self.imagehost.library.own(visit.principal, params)
         more = _listing_url("/images", listed.next_cursor, q=term, by=by)
+        albums = (await self.imagehost.albums.own(visit.principal, limit="100")).albums
         return self._grid(request, "images.html", listed, more, term=term, by=by,
-                          selectable=True)
+                          selectable=True, albums=albums)
 
     @app.route("/explore", methods=["GET"])
     @page()
@@ -422,10 +427,14 @@ class ImagehostPages:
     async def bulk(self, request: IRequest, visit: Visit) -> bytes:
         """Make several images public or private, or delete them (after confirmation)."""
         ids, action = visit.form.get("id", [])[:100], visit.field("action")
-        if action not in ("public", "private", "delete"):
+        if action not in ("public", "private", "delete", "album"):
             raise BadRequest("Choose what to do with the selected images.")
         if not ids:
             return _redirect(request, "/images")
+        if action == "album":
+            album_id = visit.field("albumId")
+            await self.imagehost.albums.add_images(visit.principal, album_id, ids)
+            return _redirect(request, f"/a/{album_id}")
         library = self.imagehost.library
         if action == "delete" and visit.field("confirm") != "yes":
             entries = await library.by_ids(visit.principal, ids)
@@ -615,6 +624,126 @@ class ImagehostPages:
         await self.imagehost.accounts.set_active(username, visit.field("active") == "true")
         return _redirect(request, "/admin?done=user")
 
+    # -- albums ---------------------------------------------------------------------------
+
+    @app.route("/albums", methods=["GET"])
+    @page(login=True)
+    async def albums(self, request: IRequest, visit: Visit) -> bytes:
+        return await self._albums_page(request, visit)
+
+    async def _albums_page(self, request: IRequest, visit: Visit, status: int = 200,
+                           **context: Any) -> bytes:
+        listed = await self.imagehost.albums.own(visit.principal, limit=str(PAGE_SIZE),
+                                                 cursor=_arg(request, "cursor"))
+        more = _listing_url("/albums", listed.next_cursor)
+        return self.render(request, "albums.html", status, albums=listed.albums, more=more,
+                           fields=context.pop("fields", {}),
+                           violations=context.pop("violations", {}), **context)
+
+    @app.route("/albums", methods=["POST"])
+    @page(login=True, form=True)
+    async def create_album(self, request: IRequest, visit: Visit) -> bytes:
+        fields = {name: _text_field(visit, name) for name in ("title", "description")}
+        try:
+            album = await self.imagehost.albums.create(
+                visit.principal, title=fields["title"], description=fields["description"],
+                is_public=visit.field("isPublic") == "true")
+        except ValidationFailed as e:
+            return await self._albums_page(request, visit, 422, fields=fields,
+                                           violations=_by_property(e))
+        return _redirect(request, f"/a/{album.id}")
+
+    @app.route("/a/<string:album_id>", methods=["GET"])
+    @page()
+    async def album(self, request: IRequest, visit: Visit, album_id: str) -> bytes:
+        return await self._album_page(request, visit, album_id,
+                                      notice=_NOTICES.get(_arg(request, "done") or "", ""))
+
+    async def _album_page(self, request: IRequest, visit: Visit, album_id: str,
+                          status: int = 200, **context: Any) -> bytes:
+        view = await self.imagehost.albums.view(visit.principal, album_id)
+        shares = []
+        if view.can_manage:
+            shares = [s for s in await self.imagehost.shares.own(visit.principal)
+                      if s.album_id == album_id]
+        cover = view.cover
+        return self.render(request, "album.html", status, album=view.album,
+                           entries=view.entries, can_manage=view.can_manage,
+                           cover_id=cover.image.id if cover else None, shares=shares,
+                           base=self.base_url(request), **context)
+
+    @app.route("/a/<string:album_id>/edit", methods=["POST"])
+    @page(login=True, form=True)
+    async def edit_album(self, request: IRequest, visit: Visit, album_id: str) -> bytes:
+        visibility = visit.field("visibility")
+        try:
+            await self.imagehost.albums.edit(
+                visit.principal, album_id, title=_text_field(visit, "title"),
+                description=_text_field(visit, "description"),
+                is_public=None if not visibility else visibility == "public")
+        except ValidationFailed as e:
+            return self.render(request, "error.html", 422, title="Not saved",
+                               message="The changes were not saved.",
+                               violations=e.violations, back=f"/a/{album_id}")
+        return _redirect(request, f"/a/{album_id}?done=album")
+
+    @app.route("/a/<string:album_id>/delete", methods=["POST"])
+    @page(login=True, form=True)
+    async def delete_album(self, request: IRequest, visit: Visit, album_id: str) -> bytes:
+        await self.imagehost.albums.delete(visit.principal, album_id)
+        return _redirect(request, "/albums")
+
+    @app.route("/a/<string:album_id>/images", methods=["POST"])
+    @page(login=True, form=True)
+    async def arrange_album(self, request: IRequest, visit: Visit, album_id: str) -> bytes:
+        """One image of the album: move it earlier or later, make it the cover, or take
+        it out (the buttons on each tile; they work without JavaScript)."""
+        albums, image_id, action = self.imagehost.albums, visit.field("image"), visit.field(
+            "action")
+        if action == "cover":
+            await albums.edit(visit.principal, album_id, cover_image_id=image_id)
+        elif action == "remove":
+            await albums.remove_images(visit.principal, album_id, [image_id])
+        elif action in ("up", "down"):
+            view = await albums.view(visit.principal, album_id)
+            order = [e.image.id for e in view.entries]
+            if image_id not in order:
+                raise NotFound("That image is not in this album.")
+            at = order.index(image_id)
+            to = max(0, at - 1) if action == "up" else min(len(order) - 1, at + 1)
+            order[at], order[to] = order[to], order[at]
+            await albums.set_images(visit.principal, album_id, order)
+        else:
+            raise BadRequest("Choose what to do with the image.")
+        return _redirect(request, f"/a/{album_id}")
+
+    @app.route("/a/<string:album_id>/order", methods=["POST"])
+    @page(login=True, form=True)
+    async def order_album(self, request: IRequest, visit: Visit, album_id: str) -> bytes:
+        """The order after a drag and drop on the album page (its script sends it)."""
+        order = await self.imagehost.albums.set_images(visit.principal, album_id,
+                                                       visit.form.get("id", []))
+        return _json(request, {"imageIds": order})
+
+    @app.route("/a/<string:album_id>/share", methods=["POST"])
+    @page(login=True, form=True)
+    async def share_album(self, request: IRequest, visit: Visit, album_id: str) -> bytes:
+        lifetime = visit.field("expiresIn")
+        if lifetime and lifetime not in {str(seconds) for seconds, _ in SHAREX_EXPIRIES}:
+            raise BadRequest("Choose when the link expires.")
+        shares = self.imagehost.shares
+        expires = (shares.now() + timedelta(seconds=int(lifetime))).isoformat() \
+            if lifetime else None
+        new = await shares.create(visit.principal, album_id=album_id, expires_at=expires,
+                                  password=visit.field("password") or None)
+        return await self._album_page(request, visit, album_id, 201, new_share=new)
+
+    @app.route("/shares/<string:code>/revoke", methods=["POST"])
+    @page(login=True, form=True)
+    async def revoke_share(self, request: IRequest, visit: Visit, code: str) -> bytes:
+        await self.imagehost.shares.revoke(visit.principal, code)
+        return _redirect(request, _safe_next(visit.field("back")))
+
     # -- share links -----------------------------------------------------------------------
 
     @app.route("/s/<string:code>", methods=["GET"])
@@ -796,13 +925,21 @@ def _listing_url(path: str, cursor: str | None, **query: str) -> str | None:
     return f"{path}?" + urlencode({**kept, "cursor": cursor})
 
 
+def _text_field(visit: Visit, name: str) -> str:
+    """A text field of a form, without NUL (which PostgreSQL refuses in text)."""
+    value = visit.field(name)
+    if "\0" in value:
+        raise BadRequest(f'The field "{name}" holds a NUL character.')
+    return value
+
+
 def _by_property(error: ValidationFailed) -> dict[str, str]:
     return {v.property: v.message for v in error.violations}
 
 
 _NOTICES = {"password": "Your password was changed; other browsers were logged out.",
             "revoked": "The API key was revoked.", "settings": "The settings were saved.",
-            "user": "The user was saved."}
+            "user": "The user was saved.", "album": "The album was saved."}
 
 
 def _bytes_from_megabytes(text: str) -> int:

@@ -21,7 +21,7 @@
     list.prepend(item);
     const data = new FormData();
     data.append("image", file, file.name || "pasted.png");
-    for (const name of ["description", "isPublic"]) {
+    for (const name of ["description", "isPublic", "albumId", "expiresIn"]) {
       const field = form.elements[name];
       if (field && (field.type !== "checkbox" || field.checked)) data.append(name, field.value);
     }
@@ -108,11 +108,44 @@
     });
   }
 
+  // -- drag to reorder an album (the arrow buttons do the same without script) ----------
+  function enhanceAlbumOrder(grid) {
+    let dragged = null;
+    grid.addEventListener("dragstart", (e) => {
+      dragged = e.target.closest(".tile");
+      if (!dragged) return;
+      dragged.classList.add("dragging");
+      e.dataTransfer.effectAllowed = "move";
+      e.dataTransfer.setData("text/plain", dragged.dataset.id);
+    });
+    grid.addEventListener("dragover", (e) => {
+      const over = e.target.closest(".tile");
+      if (!dragged || !over || over === dragged) return;
+      e.preventDefault();
+      const after = [...grid.children].indexOf(over) > [...grid.children].indexOf(dragged);
+      over.insertAdjacentElement(after ? "afterend" : "beforebegin", dragged);
+    });
+    grid.addEventListener("drop", (e) => e.preventDefault());
+    grid.addEventListener("dragend", async () => {
+      if (!dragged) return;
+      dragged.classList.remove("dragging");
+      dragged = null;
+      const body = new URLSearchParams();
+      for (const tile of grid.children) body.append("id", tile.dataset.id);
+      const response = await fetch(grid.dataset.order, {
+        method: "POST", credentials: "same-origin", body,
+        headers: { "X-CSRF-Token": csrf(), "Accept": "application/json" } });
+      grid.dataset.saved = response.ok ? "yes" : "no";
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
     const upload = $("#upload-form");
     if (upload) enhanceUpload(upload);
     const share = $("#share-options");
     if (share) enhanceShare(share);
     for (const link of document.querySelectorAll("[data-load-more]")) enhanceLoadMore(link);
+    const album = $("#album-grid[data-order]");
+    if (album) enhanceAlbumOrder(album);
   });
 })();
