@@ -370,6 +370,87 @@ async def test_keyboard_only_upload(chromium, server, files):
     await in_browser(chromium, server, steps)
 
 
+@pytest_twisted.ensureDeferred
+async def test_album_upload_into_reorder_share_with_a_password_and_unlock(chromium, server,
+                                                                         files):
+    def order(page: Page) -> list[str]:
+        return [t.get_attribute("data-id") for t in page.find_all("#album-grid .tile")]
+
+    def steps(page: Page) -> None:
+        from selenium.webdriver.support.ui import Select, WebDriverWait
+
+        page.login()
+        page.open("/albums")
+        page.fill("#album-title", "Holiday")
+        page.find("#create-album").click()
+        page.wait("h1")
+        assert page.title() == "Holiday" and page.path().startswith("/a/")
+        album_path = page.path()
+        album_id = album_path.removeprefix("/a/")
+        page.no_csp_violations()
+
+        # Upload into it: the album page's link preselects it on the upload page.
+        page.find(f"a[href='/?album={album_id}']").click()
+        page.wait("#albumId")
+        assert Select(page.find("#albumId")).first_selected_option.get_attribute(
+            "value") == album_id
+        for name in ("photo", "wide"):
+            page.find("#image").send_keys(str(files[name]))
+            page.find("#upload-button").click()
+            WebDriverWait(page.driver, 20).until(
+                lambda d, n=name: len(page.find_all("#uploads li.done")) == (
+                    1 if n == "photo" else 2))
+        page.no_csp_violations()
+        page.open(album_path)
+        first, second = order(page)
+
+        # Drag the second tile before the first (the page's script saves the order).
+        page.driver.execute_script("""
+            const grid = document.getElementById('album-grid');
+            const [a, b] = grid.children, dt = new DataTransfer();
+            b.dispatchEvent(new DragEvent('dragstart', {bubbles: true, dataTransfer: dt}));
+            a.dispatchEvent(new DragEvent('dragover',
+                {bubbles: true, cancelable: true, dataTransfer: dt}));
+            b.dispatchEvent(new DragEvent('dragend', {bubbles: true, dataTransfer: dt}));
+        """)
+        WebDriverWait(page.driver, 10).until(
+            lambda d: page.find("#album-grid").get_attribute("data-saved") == "yes")
+        page.open(album_path)
+        assert order(page) == [second, first]
+        # The arrow buttons do the same without the script.
+        page.find(f"#album-grid .tile[data-id='{first}'] button[value='up']").click()
+        page.wait("#album-grid")
+        assert order(page) == [first, second]
+
+        page.fill("#share-password", "open sesame")
+        page.find("#create-share").click()
+        link = page.wait("#share-link").get_attribute("value")
+        page.no_csp_violations()
+
+        page.driver.delete_all_cookies()  # a logged-out visitor with the link
+        page.driver.get(link)
+        page.wait("#unlock-form")
+        assert page.title() == "Password required"
+        assert "og:image" not in page.driver.page_source
+        assert not page.find_all("img")
+        page.fill("#share-password", "wrong")
+        page.find("#unlock-form button").click()
+        page.wait("#unlock-error")
+        page.fill("#share-password", "open sesame")
+        page.find("#unlock-form button").click()
+        page.wait("#shared-grid")
+        assert page.title() == "Holiday"
+        thumbs = page.find_all("#shared-grid img")
+        assert len(thumbs) == 2
+        WebDriverWait(page.driver, 20).until(lambda d: all(
+            d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", t)
+            for t in thumbs))
+        assert first not in page.driver.page_source  # no image id leaks from the share
+        page.no_csp_violations()
+
+    await in_browser(chromium, server, steps)
+
+
 def _visit_every_page(page: Page, files, check) -> None:
     """Call ``check(page, name)`` on every page, as a visitor and as an administrator."""
     api(page.base, "POST", "/api/settings", {
@@ -384,6 +465,16 @@ def _visit_every_page(page: Page, files, check) -> None:
     check(page, "/ after an upload")
     for path in ("/images", f"/i/{image_id}", f"/i/{image_id}/delete", "/account", "/admin",
                  "/explore"):
+        page.open(path)
+        check(page, path)
+    token = _admin_token(page.base)
+    album = api(page.base, "POST", "/api/albums", {"title": "Every page"}, token=token)
+    api(page.base, "POST", f"/api/album/{album['id']}/images", {"imageIds": [image_id]},
+        token=token)
+    shared = api(page.base, "POST", "/api/shares", {"albumId": album["id"]}, token=token)
+    locked = api(page.base, "POST", "/api/shares", {"imageId": image_id, "password": "pw"},
+                 token=token)
+    for path in ("/albums", f"/a/{album['id']}", shared["url"], locked["url"]):
         page.open(path)
         check(page, path)
 
