@@ -34,7 +34,7 @@ from imagehost.db.library import LibraryEntry
 from imagehost.db.shares import Share
 from imagehost.imaging.render import OUTPUT_FORMATS
 from imagehost.service.accounts import Principal
-from imagehost.service.delivery import Delivery, ImageContent, parse_variant_query
+from imagehost.service.delivery import Delivery, ImageContent
 from imagehost.service.errors import (
     BadRequest,
     Forbidden,
@@ -44,9 +44,11 @@ from imagehost.service.errors import (
     ValidationFailed,
     Violation,
 )
+from imagehost.service.links import OG_IMAGE_WIDTH
 from imagehost.service.moments import parse_moment
 from imagehost.service.pools import Pools
 from imagehost.service.throttle import RateLimit
+from imagehost.service.transforms import parse_transform
 
 CODE_BYTES = 12  # 96 bits of randomness; token_urlsafe makes 16 characters of them
 MAX_PASSWORD = 1024
@@ -143,16 +145,16 @@ class Shares:
             raise Forbidden("Only the owner may share this album.")
 
     def _fixed_variant(self, variant: dict) -> tuple[dict[str, Any] | None, list[Violation]]:
-        """The stored form of a share's fixed variant, checked as an image URL's query
-        is (the same parser, the same limits)."""
+        """The stored form of a share's fixed variant, checked by the parser of image
+        URLs (the same rules, the same limits)."""
         fmt = variant.get("format")
         if fmt is not None and fmt not in OUTPUT_FORMATS:
             return None, [Violation("variant.format", "This value should be one of: "
                                     + ", ".join(OUTPUT_FORMATS) + ".")]
-        query = {_VARIANT_FIELDS[k]: [_query_text(v)] for k, v in variant.items()
-                 if k != "format" and v is not None}
+        parameters = {_VARIANT_FIELDS[k]: _query_text(v) for k, v in variant.items()
+                      if k != "format" and v is not None}
         try:
-            parsed = parse_variant_query(query, self._delivery.max_dimension)
+            parsed = parse_transform(parameters, self._delivery.max_dimension)
         except BadRequest as e:  # a parameter out of range
             return None, [Violation("variant", e.message)]
         fixed = {"w": parsed.width, "h": parsed.height, "crop": parsed.crop, "format": fmt}
@@ -222,19 +224,23 @@ class Shares:
                      query: Mapping[str, Sequence[str]]) -> ImageContent:
         """The image content of ``/s/{code}/{name}``: ``image.{ext}`` of an image share
         (its fixed variant, if it has one, whatever the query says), or an album image
-        by its key; NotFound for anything else."""
+        by its key (or its thumbnail); NotFound for anything else."""
         match = _NAME.fullmatch(name)
         if match is None:
             raise NotFound("No such image.")
         key, thumbnail, ext = match["key"], bool(match["thumbnail"]), match["ext"]
         variant = shared.share.variant
+        # A share's URLs are not an open door to new variants: the thumbnail, the
+        # OpenGraph width or the share's fixed variant, nothing else the visitor adds.
+        asked = {"w": [str(OG_IMAGE_WIDTH)]} if query.get("w") == [str(OG_IMAGE_WIDTH)] \
+            and not thumbnail else {}
         if shared.album is None:
             if key != "image":
                 raise NotFound("No such image.")
             if variant is not None:
                 if thumbnail or (variant["format"] and ext != variant["format"]):
                     raise NotFound("No such image.")
-                query = {name: [_query_text(variant[name])] for name in ("w", "h", "crop")
+                asked = {name: [_query_text(variant[name])] for name in ("w", "h", "crop")
                          if variant[name] is not None}
             entry = shared.entries[0]
         else:
@@ -243,7 +249,7 @@ class Shares:
                 raise NotFound("No such image.")
             entry = found[0]
         return await self._delivery.locate(entry.image.id, ext, thumbnail=thumbnail,
-                                           query=query)
+                                           query=asked, trusted=True)
 
 
 def image_key(code: str, image_id: str) -> str:

@@ -28,8 +28,7 @@ from twisted.web.resource import Resource
 from werkzeug.exceptions import HTTPException
 
 from imagehost.db.accounts import User
-from imagehost.service import Imagehost
-from imagehost.service import links as share
+from imagehost.service import Imagehost, links
 from imagehost.service.accounts import Principal, require_admin
 from imagehost.service.errors import (
     BadRequest,
@@ -42,6 +41,7 @@ from imagehost.service.errors import (
 )
 from imagehost.service.forms import UploadForm
 from imagehost.service.library import parse_listing
+from imagehost.service.links import ImageLinks
 from imagehost.service.runtime_settings import ACCEPTABLE_TYPES
 from imagehost.service.shares import UNLOCK_TTL, SharedContent, share_ext
 from imagehost.service.sharex import SHAREX_EXPIRIES, sharex_uploader
@@ -167,7 +167,8 @@ class ImagehostPages:
         self._static = StaticFiles(_HERE / "static")
         self._templates = Environment(loader=FileSystemLoader(_HERE / "templates"),
                                       autoescape=True, trim_blocks=True, lstrip_blocks=True)
-        self._templates.globals.update(static=self._static.url, share=share,
+        self.share = ImageLinks(imagehost.delivery.urls, imagehost.delivery.presets)
+        self._templates.globals.update(static=self._static.url, share=self.share,
                                        sharex_expiries=SHAREX_EXPIRIES)
         self._templates.filters.update(megabytes=_megabytes, moment=_moment)
 
@@ -384,7 +385,7 @@ class ImagehostPages:
             return await self._upload_page(request, visit, errors.status_of(e),
                                            " ".join(messages))
         if _wants_json(request):
-            snippets = share.share_snippets(self.base_url(request), image, "original",
+            snippets = self.share.share_snippets(self.base_url(request), image, "original",
                                             "original")
             return _json(request, {"id": image.id, "page": f"/i/{image.id}", **snippets}, 201)
         return _redirect(request, f"/i/{image.id}")
@@ -454,12 +455,12 @@ class ImagehostPages:
     async def image_page(self, request: IRequest, visit: Visit, image_id: str) -> bytes:
         entry = await self.imagehost.library.viewable(visit.principal, image_id)
         image, base = entry.image, self.base_url(request)
-        size = _choice(_arg(request, "size"), share.SHARE_SIZES, "original")
-        fmt = _choice(_arg(request, "format"), share.SHARE_FORMATS, "original")
+        size = _choice(_arg(request, "size"), self.share.SHARE_SIZES, "original")
+        fmt = _choice(_arg(request, "format"), self.share.SHARE_FORMATS, "original")
         return self.render(
             request, "image.html", entry=entry, image=image, base=base, size=size, fmt=fmt,
-            snippets=share.share_snippets(base, image, size, fmt),
-            all_snippets=json.dumps(share.all_share_snippets(base, image)),
+            snippets=self.share.share_snippets(base, image, size, fmt),
+            all_snippets=json.dumps(self.share.all_share_snippets(base, image)),
             can_manage=visit.user is not None and (
                 visit.user.is_admin or visit.user.id == image.owner_id),
             oembed=f"{base}/oembed?" + urlencode({"url": f"{base}/i/{image.id}",
@@ -758,7 +759,7 @@ class ImagehostPages:
         content = await shares.content(share)
         await shares.count_view(share)
         return self.render(request, "share.html", code=code, base=self.base_url(request),
-                           **_shared_context(content))
+                           **_shared_context(content, self.share))
 
     @app.route("/s/<string:code>/unlock", methods=["POST"])
     @page(form=True)
@@ -802,9 +803,9 @@ class ImagehostPages:
         if not path.startswith("/i/"):
             raise NotFound("No such image.")
         entry = await self.imagehost.library.viewable(None, path[3:])
-        picture, base = share.og_image(entry.image), self.base_url(request)
+        picture, base = self.share.og_image(entry.image), self.base_url(request)
         return _json(request, {
-            "version": "1.0", "type": "photo", "title": share.alt_text(entry.image),
+            "version": "1.0", "type": "photo", "title": self.share.alt_text(entry.image),
             "url": base + picture.path, "width": picture.width, "height": picture.height,
             "provider_name": "imagehost", "provider_url": base + "/"})
 
@@ -817,23 +818,23 @@ def _share_cookie(code: str) -> bytes:
     return f"imagehost_share_{code}".encode()
 
 
-def _shared_context(content: SharedContent) -> dict[str, Any]:
+def _shared_context(content: SharedContent, share: ImageLinks) -> dict[str, Any]:
     """What ``share.html`` shows of an image or album share, by the share's own URLs."""
     code = content.share.code
     if content.album is None:
         image = content.entries[0].image
         ext = share_ext(content)
         og = (f"/s/{code}/image.{ext}" if content.share.variant
-              else f"/s/{code}/image.jpg?w={share.OG_IMAGE_WIDTH}")
+              else f"/s/{code}/image.jpg?w={links.OG_IMAGE_WIDTH}")
         return {"title": share.alt_text(image), "image": image, "ext": ext, "og_image": og,
                 "album": None}
-    items = [{"key": content.key(e), "ext": share.extension(e.image),
+    items = [{"key": content.key(e), "ext": links.extension(e.image),
               "thumb": share.thumbnail(e.image), "alt": share.alt_text(e.image)}
              for e in content.entries]
     cover_id = content.album.cover_image_id
     cover = next((i for i, e in zip(items, content.entries, strict=True)
                   if e.image.id == cover_id), items[0] if items else None)
-    og = f"/s/{code}/{cover['key']}.jpg?w={share.OG_IMAGE_WIDTH}" if cover else None
+    og = f"/s/{code}/{cover['key']}.jpg?w={links.OG_IMAGE_WIDTH}" if cover else None
     return {"title": content.album.title, "album": content.album, "items": items,
             "og_image": og}
 
