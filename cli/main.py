@@ -508,13 +508,18 @@ def remote(ctx: click.Context, url: str, api_key: str | None, username: str | No
 @click.option("--description", default=None, help="Description of every uploaded image.")
 @click.option("--jobs", "-j", type=click.IntRange(1, 32), default=4, show_default=True,
               help="Uploads in parallel.")
+@click.option("--album", "album_id", metavar="ALBUM_ID", help="Put the images in this album.")
+@click.option("--expires-in", type=click.IntRange(min=1), metavar="SECONDS",
+              help="The images expire after this long.")
 @pass_remote
 def remote_upload(options: RemoteOptions, files: tuple[Path, ...], public: bool,
-                  description: str | None, jobs: int) -> None:
+                  description: str | None, jobs: int, album_id: str | None,
+                  expires_in: int | None) -> None:
     """Upload FILES."""
     from imagehost_cli import remote as impl
 
-    go(impl.upload, options, list(files), public, description, jobs)
+    extra = {k: str(v) for k, v in (("albumId", album_id), ("expiresIn", expires_in)) if v}
+    go(impl.upload, options, list(files), public, description, jobs, extra)
 
 
 @remote.command("list")
@@ -592,6 +597,145 @@ def remote_download(options: RemoteOptions, image_id: str, target: Path | None,
     from imagehost_cli import remote as impl
 
     go(impl.download, options, image_id, target, width, height, crop, ext)
+
+
+@remote.group("album")
+def remote_album() -> None:
+    """Albums: your ordered selections of your own images."""
+
+
+@remote_album.command("create")
+@click.argument("title")
+@click.option("--description", default=None, help="What the album is about.")
+@click.option("--public", is_flag=True, help="Anyone may see it (its public images).")
+@pass_remote
+def album_create(options: RemoteOptions, title: str, description: str | None,
+                 public: bool) -> None:
+    """Create an album called TITLE."""
+    from imagehost_cli import sharing
+
+    go(sharing.album_create, options, title, description, public)
+
+
+@remote_album.command("list")
+@click.option("--limit", type=click.IntRange(1, 100), default=None, help="Albums per page.")
+@click.option("--cursor", default=None, help="Continue a listing (from its last page).")
+@pass_remote
+def album_list(options: RemoteOptions, limit: int | None, cursor: str | None) -> None:
+    """Your albums, newest first."""
+    from imagehost_cli import sharing
+
+    go(sharing.album_list, options, limit, cursor)
+
+
+@remote_album.command("show")
+@click.argument("album_id")
+@pass_remote
+def album_show(options: RemoteOptions, album_id: str) -> None:
+    """An album and its images, in order."""
+    from imagehost_cli import sharing
+
+    go(sharing.album_show, options, album_id)
+
+
+@remote_album.command("edit")
+@click.argument("album_id")
+@click.option("--title", default=None, help="New title.")
+@click.option("--description", default=None, help="New description.")
+@click.option("--public/--private", "is_public", default=None, help="Change visibility.")
+@click.option("--cover", default=None, metavar="IMAGE_ID", help="The album's cover image.")
+@pass_remote
+def album_edit(options: RemoteOptions, album_id: str, title: str | None,
+               description: str | None, is_public: bool | None, cover: str | None) -> None:
+    """Rename, describe, publish or hide an album, or pick its cover."""
+    from imagehost_cli import sharing
+
+    changes = {name: value for name, value in (
+        ("title", title), ("description", description), ("isPublic", is_public),
+        ("coverImageId", cover)) if value is not None}
+    if not changes:
+        raise click.UsageError("give --title, --description, --public/--private or --cover")
+    go(sharing.album_edit, options, album_id, changes)
+
+
+@remote_album.command("delete")
+@click.argument("album_id")
+@pass_remote
+def album_delete(options: RemoteOptions, album_id: str) -> None:
+    """Delete an album (its images stay)."""
+    from imagehost_cli import sharing
+
+    go(sharing.album_delete, options, album_id)
+
+
+def _album_images_command(name: str, method: str, help_text: str):
+    @remote_album.command(name, help=help_text)
+    @click.argument("album_id")
+    @click.argument("image_ids", nargs=-1, required=True)
+    @pass_remote
+    def command(options: RemoteOptions, album_id: str, image_ids: tuple[str, ...]) -> None:
+        from imagehost_cli import sharing
+
+        go(sharing.album_images, options, method, album_id, list(image_ids))
+
+    return command
+
+
+_album_images_command("add", "POST", "Append IMAGE_IDS to an album.")
+_album_images_command("remove", "DELETE", "Take IMAGE_IDS out of an album (they stay).")
+_album_images_command("order", "PUT", "Make IMAGE_IDS the album's images, in this order.")
+
+
+@remote.group("share")
+def remote_share() -> None:
+    """Share links (/s/CODE) to one image or one album."""
+
+
+@remote_share.command("create")
+@click.option("--image", "image_id", metavar="IMAGE_ID", help="Share this image.")
+@click.option("--album", "album_id", metavar="ALBUM_ID", help="Share this album.")
+@click.option("--expires", type=Expiry(), help="Expiry: 30d, 12h, 2w or an ISO date.")
+@click.option("--password", is_flag=True, help="Ask for a password the link will need.")
+@click.option("--width", type=click.IntRange(min=1), help="Image shares: fixed width.")
+@click.option("--height", type=click.IntRange(min=1), help="Image shares: fixed height.")
+@click.option("--crop", is_flag=True, help="Image shares: crop to exactly width x height.")
+@click.option("--format", "fmt", type=click.Choice(["jpg", "png", "webp", "gif", "avif"]),
+              help="Image shares: fixed format.")
+@pass_remote
+def share_create(options: RemoteOptions, image_id: str | None, album_id: str | None,
+                 expires: datetime | None, password: bool, width: int | None,
+                 height: int | None, crop: bool, fmt: str | None) -> None:
+    """Create a share link to --image or --album; prints its URL."""
+    from imagehost_cli import sharing
+
+    if (image_id is None) == (album_id is None):
+        raise click.UsageError("give exactly one of --image and --album")
+    secret = click.prompt("Link password", hide_input=True, confirmation_prompt=True,
+                          err=True) if password else None
+    variant = {name: value for name, value in (
+        ("width", width), ("height", height), ("crop", crop or None), ("format", fmt))
+        if value is not None}
+    target = {"imageId": image_id} if image_id else {"albumId": album_id}
+    go(sharing.share_create, options, target, expires, secret, variant)
+
+
+@remote_share.command("list")
+@pass_remote
+def share_list(options: RemoteOptions) -> None:
+    """Your share links, newest first."""
+    from imagehost_cli import sharing
+
+    go(sharing.share_list, options)
+
+
+@remote_share.command("revoke")
+@click.argument("code")
+@pass_remote
+def share_revoke(options: RemoteOptions, code: str) -> None:
+    """End a share link at once."""
+    from imagehost_cli import sharing
+
+    go(sharing.share_revoke, options, code)
 
 
 if __name__ == "__main__":  # pragma: no cover

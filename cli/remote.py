@@ -97,10 +97,12 @@ class RemoteServer:
         except ValueError as e:
             raise RemoteError(f"{self.url}{path} did not answer with JSON") from e
 
-    async def upload(self, path: Path, is_public: bool, description: str | None) -> dict:
-        """Upload one file: /api/external/upload with an API key (it answers with URLs)."""
+    async def upload(self, path: Path, is_public: bool, description: str | None,
+                     extra: dict[str, str] | None = None) -> dict:
+        """Upload one file: /api/external/upload with an API key (it answers with URLs);
+        ``extra`` form fields (``albumId``, ``expiresIn``) go along."""
         endpoint = "/api/external/upload" if self._options.api_key else "/api/upload"
-        fields = {"isPublic": "true" if is_public else "false"}
+        fields = {"isPublic": "true" if is_public else "false", **(extra or {})}
         if description is not None:
             fields["description"] = description
         with path.open("rb") as f:
@@ -127,7 +129,8 @@ async def _with_server(reactor, options: RemoteOptions, work):
 
 
 async def upload(reactor, options: RemoteOptions, files: list[Path], is_public: bool,
-                 description: str | None, jobs: int) -> None:
+                 description: str | None, jobs: int,
+                 extra: dict[str, str] | None = None) -> None:
     out = Output(options.as_json)
     semaphore = DeferredSemaphore(jobs)
     total = sum(f.stat().st_size for f in files)
@@ -136,7 +139,7 @@ async def upload(reactor, options: RemoteOptions, files: list[Path], is_public: 
         with FileProgress(out, "Uploading", len(files), total) as advance:
             async def one(path: Path) -> dict:
                 try:
-                    answer = await server.upload(path, is_public, description)
+                    answer = await server.upload(path, is_public, description, extra)
                     result = {"path": str(path), **(answer or {})}
                 except RemoteError as e:
                     result = {"path": str(path), "error": e.message}
