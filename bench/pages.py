@@ -73,8 +73,11 @@ def photo(n: int) -> bytes:
     return buffer.getvalue()
 
 
-def multipart(data: bytes, description: str) -> bytes:
-    return (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"description\"\r\n\r\n"
+def multipart(data: bytes, description: str, public: bool = False) -> bytes:
+    visibility = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"isPublic\"\r\n\r\n"
+                  "true\r\n") if public else ""
+    return (f"{visibility}--{BOUNDARY}\r\n"
+            f"Content-Disposition: form-data; name=\"description\"\r\n\r\n"
             f"{description}\r\n--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"image\"; "
             f"filename=\"p.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n").encode() + data + (
             f"\r\n--{BOUNDARY}--\r\n").encode()
@@ -82,15 +85,22 @@ def multipart(data: bytes, description: str) -> bytes:
 
 def prepare(port: int) -> tuple[str, str]:
     """50 uploads; returns (bearer token, session cookie)."""
+    token, session = prepare_session(port)
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    connection.request("POST", "/api/auth/login", json.dumps(
-        {"username": ADMIN[0], "password": ADMIN[1]}), {"Content-Type": "application/json"})
-    token = json.loads(connection.getresponse().read())["access_token"]
     for n in range(50):
         connection.request("POST", "/api/upload", multipart(photo(n), f"photo {n}"), {
             "Authorization": f"Bearer {token}",
             "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"})
         assert connection.getresponse().read()
+    return token, session
+
+
+def prepare_session(port: int) -> tuple[str, str]:
+    """A bearer token and a logged-in browser session of the bench's administrator."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.request("POST", "/api/auth/login", json.dumps(
+        {"username": ADMIN[0], "password": ADMIN[1]}), {"Content-Type": "application/json"})
+    token = json.loads(connection.getresponse().read())["access_token"]
     connection.request("GET", "/login")
     response = connection.getresponse()
     cookie = response.getheader("Set-Cookie").split(";")[0]
@@ -118,8 +128,10 @@ def measure(port: int, token: str, session: str, runs: int) -> None:
             assert response.status == 200 and len(body) > 1000, (path, response.status)
 
 
-def server_times(log: Path) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {"/images": [], "/api/images/history/1?limit=50": []}
+def server_times(log: Path, uris: list[str] | None = None) -> dict[str, list[float]]:
+    """Server times of the 200 answers to each of ``uris``, from the access log."""
+    uris = uris or ["/images", "/api/images/history/1?limit=50"]
+    times: dict[str, list[float]] = {uri: [] for uri in uris}
     for line in log.read_text().splitlines():
         found = _LOG_LINE.search(line)
         if found and found["uri"] in times and found["code"] == "200":
