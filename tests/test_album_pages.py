@@ -3,9 +3,11 @@ add from /images, share; sessions, CSRF and visibility as on every page."""
 
 from __future__ import annotations
 
+import io
 import re
 
 import pytest_twisted
+from PIL import Image
 
 from imagehost.web.pages import CSP
 from tests.conftest import image_bytes
@@ -165,4 +167,29 @@ async def test_share_an_album_from_its_page_and_revoke_it(server):
     revoked = await browser.submit(f"/a/{album_id}", f"/shares/{code}/revoke",
                                    {"back": f"/a/{album_id}"})
     assert revoked.code == 303 and revoked.header("Location") == f"/a/{album_id}"
+    assert (await visitor.get(f"/s/{code}")).code == 404
+
+
+@pytest_twisted.ensureDeferred
+async def test_share_an_image_from_its_page_at_a_fixed_width(server):
+    _, browser = await logged_in(server, "alice")
+    response = await browser.upload(image_bytes("PNG", (900, 600)), filename="w.png")
+    image_id = response.header("Location").removeprefix("/i/")
+    page = await browser.get(f"/i/{image_id}")
+    assert b'id="share-form"' in page.body
+    created = await browser.submit(f"/i/{image_id}", f"/i/{image_id}/share", {"width": "640"})
+    assert created.code == 201, created.body
+    code = re.search(rb'id="share-link" value="[^"]*/s/([A-Za-z0-9_-]+)"',
+                     created.body).group(1).decode()
+    visitor = PageClient(server.base_url)
+    served = await visitor.get(f"/s/{code}/image.png")
+    assert Image.open(io.BytesIO(served.body)).size == (640, 427)
+    assert b'id="share-form"' not in (await visitor.get(f"/i/{image_id}")).body
+    _, bob = await logged_in(server, "bob")
+    assert (await bob.submit(f"/i/{image_id}", f"/i/{image_id}/share", {})).code == 404
+    assert (await browser.submit(f"/i/{image_id}", f"/i/{image_id}/share",
+                                 {"width": "77"})).code == 400
+    revoked = await browser.submit(f"/i/{image_id}", f"/shares/{code}/revoke",
+                                   {"back": f"/i/{image_id}"})
+    assert revoked.header("Location") == f"/i/{image_id}"
     assert (await visitor.get(f"/s/{code}")).code == 404

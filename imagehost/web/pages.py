@@ -453,18 +453,48 @@ class ImagehostPages:
     @app.route("/i/<string:image_id>", methods=["GET"])
     @page()
     async def image_page(self, request: IRequest, visit: Visit, image_id: str) -> bytes:
+        return await self._image_page(request, visit, image_id)
+
+    async def _image_page(self, request: IRequest, visit: Visit, image_id: str,
+                          status: int = 200, **context: Any) -> bytes:
         entry = await self.imagehost.library.viewable(visit.principal, image_id)
         image, base = entry.image, self.base_url(request)
         size = _choice(_arg(request, "size"), self.share.SHARE_SIZES, "original")
         fmt = _choice(_arg(request, "format"), self.share.SHARE_FORMATS, "original")
+        is_owner = visit.user is not None and visit.user.id == image.owner_id
+        shares = ([s for s in await self.imagehost.shares.own(visit.principal)
+                   if s.image_id == image.id] if is_owner else [])
         return self.render(
-            request, "image.html", entry=entry, image=image, base=base, size=size, fmt=fmt,
+            request, "image.html", status, entry=entry, image=image, base=base, size=size,
+            fmt=fmt, is_owner=is_owner, shares=shares, share_sizes=_SHARE_WIDTHS, **context,
             snippets=self.share.share_snippets(base, image, size, fmt),
             all_snippets=json.dumps(self.share.all_share_snippets(base, image)),
             can_manage=visit.user is not None and (
                 visit.user.is_admin or visit.user.id == image.owner_id),
             oembed=f"{base}/oembed?" + urlencode({"url": f"{base}/i/{image.id}",
                                                   "format": "json"}))
+
+    @app.route("/i/<string:image_id>/share", methods=["POST"])
+    @page(login=True, form=True)
+    async def share_image(self, request: IRequest, visit: Visit, image_id: str) -> bytes:
+        """A share link to one's own image, optionally at a fixed width."""
+        width = visit.field("width")
+        if width and width not in {str(w) for w in _SHARE_WIDTHS}:
+            raise BadRequest("Choose one of the offered sizes.")
+        new = await self.imagehost.shares.create(
+            visit.principal, image_id=image_id, expires_at=self._share_expiry(visit),
+            password=visit.field("password") or None,
+            variant={"width": int(width)} if width else None)
+        return await self._image_page(request, visit, image_id, 201, new_share=new)
+
+    def _share_expiry(self, visit: Visit) -> str | None:
+        """The expiry a share form chose (one of the offered lifetimes), as ISO 8601."""
+        lifetime = visit.field("expiresIn")
+        if not lifetime:
+            return None
+        if lifetime not in {str(seconds) for seconds, _ in SHAREX_EXPIRIES}:
+            raise BadRequest("Choose when the link expires.")
+        return (self.imagehost.shares.now() + timedelta(seconds=int(lifetime))).isoformat()
 
     @app.route("/i/<string:image_id>/edit", methods=["POST"])
     @page(login=True, form=True)
@@ -729,14 +759,9 @@ class ImagehostPages:
     @app.route("/a/<string:album_id>/share", methods=["POST"])
     @page(login=True, form=True)
     async def share_album(self, request: IRequest, visit: Visit, album_id: str) -> bytes:
-        lifetime = visit.field("expiresIn")
-        if lifetime and lifetime not in {str(seconds) for seconds, _ in SHAREX_EXPIRIES}:
-            raise BadRequest("Choose when the link expires.")
-        shares = self.imagehost.shares
-        expires = (shares.now() + timedelta(seconds=int(lifetime))).isoformat() \
-            if lifetime else None
-        new = await shares.create(visit.principal, album_id=album_id, expires_at=expires,
-                                  password=visit.field("password") or None)
+        new = await self.imagehost.shares.create(
+            visit.principal, album_id=album_id, expires_at=self._share_expiry(visit),
+            password=visit.field("password") or None)
         return await self._album_page(request, visit, album_id, 201, new_share=new)
 
     @app.route("/shares/<string:code>/revoke", methods=["POST"])
@@ -937,6 +962,9 @@ def _text_field(visit: Visit, name: str) -> str:
 def _by_property(error: ValidationFailed) -> dict[str, str]:
     return {v.property: v.message for v in error.violations}
 
+
+#: Fixed widths the image page offers for a share link.
+_SHARE_WIDTHS = (1920, 1280, 640, 320)
 
 _NOTICES = {"password": "Your password was changed; other browsers were logged out.",
             "revoked": "The API key was revoked.", "settings": "The settings were saved.",
