@@ -304,6 +304,46 @@ def user_enable(options: GlobalOptions, username: str) -> None:
     go(local.set_active, options, username, True)
 
 
+class OwnLimit(click.ParamType):
+    """A user's own limit: a number (bytes may end in kB, MB, GB), default or unlimited."""
+
+    name = "N|default|unlimited"
+    _NUMBER = re.compile(r"(\d+)\s*(kb|mb|gb|tb)?", re.IGNORECASE)
+    _UNITS = {None: 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+
+    def convert(self, value: Any, param, ctx) -> int | str:
+        text = str(value).strip().lower()
+        if text in ("default", "unlimited"):
+            return text
+        number = self._NUMBER.fullmatch(text)
+        if number is None:
+            self.fail(f"{value!r} is not a number (like 500MB), default or unlimited.",
+                      param, ctx)
+        amount, unit = number.groups()
+        return int(amount) * self._UNITS[unit]
+
+
+@user.command("quota")
+@click.argument("username")
+@click.option("--bytes", "max_bytes", type=OwnLimit(),
+              help="Bytes of originals USERNAME may store (500MB, unlimited, or default: "
+                   "the setting quota.userBytes).")
+@click.option("--images", "max_images", type=OwnLimit(),
+              help="Images USERNAME may have (a number, unlimited, or default: the setting "
+                   "quota.userImages).")
+@pass_options
+def user_quota(options: GlobalOptions, username: str, max_bytes: int | str | None,
+               max_images: int | str | None) -> None:
+    """Show USERNAME's usage and limits; with --bytes/--images, give them their own.
+
+    The defaults for every user without their own limits, and the guests' total, are the
+    settings quota.userBytes, quota.userImages, quota.guestBytes, quota.guestImages.
+    """
+    from imagehost_cli import local
+
+    go(local.user_quota, options, username, max_bytes, max_images)
+
+
 def _prompt_password() -> str:
     return click.prompt("Password", hide_input=True, confirmation_prompt=True, err=True)
 

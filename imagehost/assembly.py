@@ -38,6 +38,7 @@ from imagehost.service.errors import ValidationFailed
 from imagehost.service.images import Images
 from imagehost.service.library import Library, cursor_signing_key
 from imagehost.service.pools import CpuPool, IoPool, Pools
+from imagehost.service.quotas import Quotas
 from imagehost.service.runtime_settings import RuntimeSettings
 from imagehost.service.sessions import BrowserSessions
 from imagehost.service.throttle import RateLimit
@@ -251,10 +252,12 @@ def build_imagehost(config: Config, reactor, secret: bytes, *, clock=None,
                       "login attempts from this address"),
             RateLimit(pools, "login-user", limits.logins_per_minute_per_user, time.time,
                       "login attempts for this user")))
+    quotas = Quotas(pools, settings)
     images = Images(pools, storage, settings, limits=source_limits(config), now=utc_now,
                     guest_limit=RateLimit(pools, "guest-upload-ip",
                                           limits.guest_uploads_per_minute_per_ip, time.time,
-                                          "guest uploads from this address"))
+                                          "guest uploads from this address"),
+                    quotas=quotas)
     delivery = Delivery(pools, storage, VariantCache(storage, config.cache.max_size, pools.io),
                         ViewCounter(pools, clock=clock),
                         max_dimension=config.image.max_dimension, clock=clock,
@@ -265,7 +268,8 @@ def build_imagehost(config: Config, reactor, secret: bytes, *, clock=None,
                                now=utc_now)
     return Imagehost(pools=pools, storage=storage, accounts=accounts, images=images,
                      settings=settings, library=library, delivery=delivery,
-                     garbage=GarbageCollector(pools, storage), sessions=sessions)
+                     garbage=GarbageCollector(pools, storage), sessions=sessions,
+                     quotas=quotas)
 
 
 # -- one daemon process ------------------------------------------------------------------

@@ -21,6 +21,9 @@ class User:
     is_admin: bool
     is_active: bool
     created_at: datetime
+    quota_bytes: int | None = None  # own limits: None the default, -1 unlimited
+    quota_images: int | None = None
+    token_generation: int = 0  # access tokens of an older generation are refused
 
     @property
     def roles(self) -> list[str]:

@@ -15,6 +15,7 @@ from imagehost.service.images import Images
 from imagehost.service.integrity import Integrity
 from imagehost.service.library import Library
 from imagehost.service.pools import Pools
+from imagehost.service.quotas import Quotas
 from imagehost.service.runtime_settings import RuntimeSettings
 from imagehost.service.sessions import BrowserSessions
 from imagehost.storage import Storage
@@ -34,6 +35,7 @@ class Imagehost:
     delivery: Delivery
     garbage: GarbageCollector  # orphan files (imagehost gc)
     sessions: BrowserSessions  # logins of the web pages
+    quotas: Quotas  # usage and limits of users and guests
 
     def start(self) -> None:
         """Start the thread pools."""

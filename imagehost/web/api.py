@@ -23,6 +23,7 @@ from imagehost.service.accounts import Principal, require_admin
 from imagehost.service.delivery import Body, ImageContent
 from imagehost.service.errors import BadRequest, NotFound, Unauthorized, ValidationFailed
 from imagehost.service.library import parse_limit, parse_listing, parse_page
+from imagehost.service.quotas import usage_json
 from imagehost.service.wire import api_key_json, new_api_key_json, user_json
 from imagehost.web import errors, library_json
 from imagehost.web.metrics import CONTENT_TYPE, Metrics
@@ -152,6 +153,12 @@ class ImagehostAPI:
     @authenticated()
     async def current_user(self, request: IRequest, principal: Principal) -> bytes:
         return json_response(request, {"data": user_json(principal.user)})
+
+    @app.route("/api/user/usage", methods=["GET"])
+    @authenticated()
+    async def current_usage(self, request: IRequest, principal: Principal) -> bytes:
+        usage, limits = await self.imagehost.quotas.usage(principal.user)
+        return json_response(request, {"data": usage_json(usage, limits)})
 
     @app.route("/api/user/api-keys", methods=["POST"])
     @authenticated(api_key=False)
