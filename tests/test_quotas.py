@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest_twisted
@@ -169,3 +170,22 @@ async def test_uploads_racing_for_the_last_free_bytes_never_pass_the_limit(make_
                                        "limits": {"bytes": 3 * size + size // 2,
                                                   "images": None}}
     assert len(originals_on_disk(first.data_dir)) == 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_import_stops_at_the_quota_with_its_message(server, admin, tmp_path):
+    await server.imagehost.accounts.create_user(ALICE[0], ALICE[2], ALICE[1])
+    await set_quota(admin, userImages=2)
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    for n, data in enumerate(same_size_pngs(5)):
+        (folder / f"{n}.png").write_bytes(data)
+    cmd = local_cli(server)
+    result = await cmd("--json", "import", folder, "--user", "alice", "--jobs", "1")
+    assert result.exit_code == 1, (result.stdout, result.stderr)
+    assert result.stderr.strip() == ("Error: Import stopped after importing 2 files: "
+                                     "The image quota is used up: 2 of 2 images.")
+    summary = json.loads(result.stdout)
+    assert summary["imported"] == 2 and summary["rejected"] == []
+    assert summary["stoppedBy"] == "The image quota is used up: 2 of 2 images."
+    assert len(originals_on_disk(server.data_dir)) == 2
