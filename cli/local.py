@@ -118,6 +118,26 @@ async def set_active(reactor, options: GlobalOptions, username: str, active: boo
         f"{username} {'enabled' if active else 'disabled'}"))
 
 
+async def delete_user(reactor, options: GlobalOptions, username: str,
+                      hand_to: str | None) -> None:
+    from imagehost.service.administration import DELETE_IMAGES, HAND_OVER_IMAGES
+
+    async with installation(reactor, options) as host:
+        user = await host.accounts.user_named(username)
+        receiver = await host.accounts.user_named(hand_to) if hand_to else None
+        deleted = await host.administration.delete_user(
+            None, user.id, images=HAND_OVER_IMAGES if receiver else DELETE_IMAGES,
+            to=receiver.id if receiver else None)
+    out = options.output()
+    result = {"username": user.username, "id": user.id,
+              "deletedImages": len(deleted.removed), "handedOverImages": deleted.handed_over,
+              "handedTo": receiver.username if receiver else None}
+    out.show(result, lambda: out.say(
+        f"Deleted {user.username}; " + (f"{deleted.handed_over} images now belong to "
+                                         f"{receiver.username}" if receiver else
+                                         f"{len(deleted.removed)} images deleted")))
+
+
 async def user_quota(reactor, options: GlobalOptions, username: str,
                      max_bytes: int | str | None, max_images: int | str | None) -> None:
     async with installation(reactor, options) as host:

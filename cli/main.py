@@ -304,6 +304,23 @@ def user_enable(options: GlobalOptions, username: str) -> None:
     go(local.set_active, options, username, True)
 
 
+@user.command("delete")
+@click.argument("username")
+@click.option("--delete-images", is_flag=True, help="Delete the user's images with them.")
+@click.option("--hand-images-to", metavar="USERNAME",
+              help="Give the user's images to this user instead.")
+@pass_options
+def user_delete(options: GlobalOptions, username: str, delete_images: bool,
+                hand_images_to: str | None) -> None:
+    """Delete a user with their API keys and logins; say what happens to their images."""
+    from imagehost_cli import local
+
+    if delete_images == bool(hand_images_to):
+        raise click.UsageError("say what happens to the images: --delete-images or "
+                               "--hand-images-to USERNAME (one of them)")
+    go(local.delete_user, options, username, hand_images_to)
+
+
 class OwnLimit(click.ParamType):
     """A user's own limit: a number (bytes may end in kB, MB, GB), default or unlimited."""
 

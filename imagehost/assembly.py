@@ -32,6 +32,7 @@ from imagehost.db import accounts as account_queries
 from imagehost.imaging.probe import SourceLimits
 from imagehost.service import Imagehost
 from imagehost.service.accounts import Accounts, check_new_user
+from imagehost.service.administration import Administration, users_cursor_key
 from imagehost.service.collector import GarbageCollector
 from imagehost.service.delivery import Delivery
 from imagehost.service.errors import ValidationFailed
@@ -266,10 +267,12 @@ def build_imagehost(config: Config, reactor, secret: bytes, *, clock=None,
                       on_delete=delivery.forget)
     sessions = BrowserSessions(pools, accounts, secret, ttl=config.auth.session_ttl,
                                now=utc_now)
+    administration = Administration(pools, accounts, quotas, library,
+                                    cursor_key=users_cursor_key(secret))
     return Imagehost(pools=pools, storage=storage, accounts=accounts, images=images,
                      settings=settings, library=library, delivery=delivery,
                      garbage=GarbageCollector(pools, storage), sessions=sessions,
-                     quotas=quotas)
+                     quotas=quotas, administration=administration)
 
 
 # -- one daemon process ------------------------------------------------------------------

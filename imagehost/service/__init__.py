@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from imagehost.db import ping
 from imagehost.db.accounts import User
 from imagehost.service.accounts import Accounts, check_new_user
+from imagehost.service.administration import Administration
 from imagehost.service.backup import Backups
 from imagehost.service.collector import GarbageCollector
 from imagehost.service.delivery import Delivery
@@ -36,6 +37,7 @@ class Imagehost:
     garbage: GarbageCollector  # orphan files (imagehost gc)
     sessions: BrowserSessions  # logins of the web pages
     quotas: Quotas  # usage and limits of users and guests
+    administration: Administration  # user administration, deleting one's own account
 
     def start(self) -> None:
         """Start the thread pools."""
