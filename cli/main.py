@@ -226,16 +226,21 @@ def backup(options: GlobalOptions, dest: Path) -> None:
 @click.option("--data-dir", "target", required=True,
               type=click.Path(file_okay=False, path_type=Path),
               help="The new data directory (empty or not existing yet).")
+@click.option("--database-url", metavar="URL",
+              help="For a backup of PostgreSQL: the empty database to load it into "
+                   "(default [database] url).")
 @pass_options
-def restore(options: GlobalOptions, source: Path, target: Path) -> None:
+def restore(options: GlobalOptions, source: Path, target: Path,
+            database_url: str | None) -> None:
     """Rebuild an installation from the backup in SOURCE into a new data directory.
 
     Every original is checked against its sha256 in the manifest; then a daemon
-    started on the new directory serves the library as it was.
+    started on the new directory serves the library as it was. A backup of PostgreSQL
+    is loaded with psql into an empty PostgreSQL database.
     """
     from imagehost_cli import backups
 
-    go(backups.run_restore, options, source, target)
+    go(backups.run_restore, options, source, target, database_url)
 
 
 # -- users ----------------------------------------------------------------------
