@@ -143,10 +143,12 @@ class Administration:
         hand_to = await self._receiver(user, images, to)
         return await self._delete(user, hand_to)
 
-    async def delete_own(self, user: User, password: object) -> DeletedUser:
-        """A user deletes their own account and images, confirming with their password.
-        The only active administrator cannot (Forbidden): make another one first."""
-        await self._accounts.check_password(user, password, "password")
+    async def delete_own(self, user: User, password: object,
+                         prop: str = "password") -> DeletedUser:
+        """A user deletes their own account and images, confirming with their password
+        (the field ``prop`` of violations). The only active administrator cannot
+        (Forbidden): make another one first."""
+        await self._accounts.check_password(user, password, prop)
         if user.is_admin:
             others = [u for u in await self._accounts.list_users()
                       if u.is_admin and u.is_active and u.id != user.id]
