@@ -43,6 +43,7 @@ from imagehost.service.quotas import Quotas
 from imagehost.service.runtime_settings import RuntimeSettings
 from imagehost.service.sessions import BrowserSessions
 from imagehost.service.throttle import RateLimit
+from imagehost.service.transforms import DeliveryPolicy, ImageUrls, Presets, UrlSigner
 from imagehost.service.variant_cache import VariantCache
 from imagehost.service.views import ViewCounter
 from imagehost.storage import LocalStorage, Storage
@@ -70,7 +71,9 @@ def prepare_installation(config: Config, sweep: bool = True) -> bytes:
     daemon must not, as they may be the daemon's writes in flight.
     """
     _prepare_data_dir(config.data_dir)
+    delivery_rules(config)  # a bad [presets] entry stops the start with one line
     secret = _load_or_create_secret(config.secret_file)
+    _load_or_create_secret(config.url_signing_secret_file)
     build_storage(config).prepare(sweep)
     engine = create_engine(config.database_url)
     try:
@@ -232,6 +235,15 @@ def source_limits(config: Config) -> SourceLimits:
                         max_animation_pixels=image.max_animation_pixels)
 
 
+def delivery_rules(config: Config) -> tuple[Presets, DeliveryPolicy]:
+    """The presets and the signature policy of ``[presets]`` and ``[delivery]``;
+    ConfigError naming a bad preset."""
+    presets = Presets.from_config(config.presets, config.image.max_dimension)
+    policy = DeliveryPolicy(require_signature=config.delivery.require_signature,
+                            presets_only=config.delivery.presets_only)
+    return presets, policy
+
+
 def build_imagehost(config: Config, reactor, secret: bytes, *, clock=None,
                     pools: Pools | None = None) -> Imagehost:
     """Wire the service layer for ``config`` (pools are created, not started).
@@ -259,10 +271,13 @@ def build_imagehost(config: Config, reactor, secret: bytes, *, clock=None,
                                           limits.guest_uploads_per_minute_per_ip, time.time,
                                           "guest uploads from this address"),
                     quotas=quotas)
+    presets, policy = delivery_rules(config)
+    urls = ImageUrls(UrlSigner(_load_or_create_secret(config.url_signing_secret_file)), policy)
     delivery = Delivery(pools, storage, VariantCache(storage, config.cache.max_size, pools.io),
                         ViewCounter(pools, clock=clock),
                         max_dimension=config.image.max_dimension, clock=clock,
-                        revalidate_after=config.cache.revalidate_after)
+                        revalidate_after=config.cache.revalidate_after, presets=presets,
+                        urls=urls, auto_avif=config.delivery.auto_avif)
     library = Library(pools, storage, now=utc_now, cursor_key=cursor_signing_key(secret),
                       on_delete=delivery.forget)
     sessions = BrowserSessions(pools, accounts, secret, ttl=config.auth.session_ttl,

@@ -32,6 +32,8 @@ from imagehost.storage import Storage, atomic_write
 
 MANIFEST = "manifest.json"
 SQLITE_COPY, POSTGRESQL_DUMP, SECRET = "imagehost.db", "database.sql", "secret.key"
+#: The key of image URL signatures ([delivery] signing_secret_file), beside the JWT secret.
+URL_SIGNING_SECRET = "url-signing.key"
 FORMAT = 1
 
 __all__ = ["BackupFailed", "BackupReport", "Backups", "RestoreReport", "check_restore",
@@ -63,13 +65,14 @@ class Backups:
     """Takes backups of a running installation."""
 
     def __init__(self, pools: Pools, storage: Storage, *, database_url: str, secret_file: Path,
-                 now: Callable[[], datetime]):
+                 now: Callable[[], datetime], url_signing_secret_file: Path | None = None):
         self._db = pools.db
         self._cpu = pools.cpu
         self._io = pools.io
         self._storage = storage
         self._url = database_url
         self._secret = secret_file
+        self._url_secret = url_signing_secret_file
         self._now = now
 
     async def backup(self, dest: Path,
@@ -83,6 +86,7 @@ class Backups:
         if on_listed is not None:
             on_listed(originals)
         await self._io.run(_copy_secret, self._secret, dest / SECRET)
+        url_secret = await self._io.run(_copy_url_secret, self._url_secret, dest)
         entries = await in_lanes(self._cpu.threads, [
             partial(self._back_up_original, o, dest, earlier, report, on_copied)
             for o in originals])
@@ -91,6 +95,7 @@ class Backups:
         report.originals = len(originals) - len(report.dropped)
         manifest = {"format": FORMAT, "createdAt": started.isoformat(),
                     "database": report.database, "secret": SECRET,
+                    "urlSigningSecret": url_secret,
                     "originalsInBucket": report.in_bucket > 0,
                     "deletedDuringBackup": report.dropped,
                     "originals": {o.image_id: entry
@@ -189,6 +194,14 @@ def _unchanged(dest: Path, entry: dict[str, Any], earlier: dict[str, Any] | None
         return False
 
 
+def _copy_url_secret(source: Path | None, dest: Path) -> str | None:
+    """Copy the URL signing key if the installation has one; its name in the backup."""
+    if source is None or not source.exists():
+        return None
+    _copy_secret(source, dest / URL_SIGNING_SECRET)
+    return URL_SIGNING_SECRET
+
+
 def _copy_secret(source: Path, target: Path) -> None:
     data = source.read_bytes()
     fd = os.open(target.with_name(target.name + ".partial"),
@@ -256,21 +269,29 @@ def _check_database(source: Path, manifest: dict[str, Any], database_url: str) -
 
 
 def restore(source: Path, data_dir: Path, database_url: str, secret_file: Path,
-            on_restored: Callable[[dict[str, Any]], None] | None = None) -> RestoreReport:
+            on_restored: Callable[[dict[str, Any]], None] | None = None,
+            url_signing_secret_file: Path | None = None) -> RestoreReport:
     """Rebuild a data directory and its database from a backup folder, every original
     checked against the manifest (blocking). ``data_dir`` must be empty or not exist yet;
     if an original does not match, what was written is removed again, and the database
     is written only after every original was."""
     manifest = check_restore(source, data_dir, database_url, secret_file)
     data_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []  # secrets written outside data_dir, removed on a failure
     try:
         report = _restore_originals(source, data_dir, manifest, on_restored)
         secret_file.parent.mkdir(parents=True, exist_ok=True)
         _copy_secret(source / manifest["secret"], secret_file)
+        written.append(secret_file)
+        if manifest.get("urlSigningSecret") and url_signing_secret_file is not None:
+            url_signing_secret_file.parent.mkdir(parents=True, exist_ok=True)
+            _copy_secret(source / manifest["urlSigningSecret"], url_signing_secret_file)
+            written.append(url_signing_secret_file)
         _restore_database(source, manifest, database_url)
     except BaseException:
         _empty(data_dir)
-        secret_file.unlink(missing_ok=True)
+        for path in written:
+            path.unlink(missing_ok=True)
         raise
     return report
 
