@@ -32,6 +32,7 @@ from imagehost.db import accounts as account_queries
 from imagehost.imaging.probe import SourceLimits
 from imagehost.service import Imagehost
 from imagehost.service.accounts import Accounts, check_new_user
+from imagehost.service.administration import Administration, users_cursor_key
 from imagehost.service.albums import Albums
 from imagehost.service.collector import GarbageCollector
 from imagehost.service.delivery import Delivery
@@ -40,6 +41,7 @@ from imagehost.service.expiry import ExpiredImages
 from imagehost.service.images import Images
 from imagehost.service.library import Library, cursor_signing_key
 from imagehost.service.pools import CpuPool, IoPool, Pools
+from imagehost.service.quotas import Quotas
 from imagehost.service.runtime_settings import RuntimeSettings
 from imagehost.service.sessions import BrowserSessions
 from imagehost.service.shares import Shares
@@ -268,10 +270,12 @@ def build_imagehost(config: Config, reactor, secret: bytes, *, clock=None,
                       "login attempts for this user")))
     cursor_key = cursor_signing_key(secret)
     albums = Albums(pools, now=utc_now, cursor_key=cursor_key)
+    quotas = Quotas(pools, settings)
     images = Images(pools, storage, settings, limits=source_limits(config), now=utc_now,
                     albums=albums, guest_limit=RateLimit(pools, "guest-upload-ip",
                                           limits.guest_uploads_per_minute_per_ip, time.time,
-                                          "guest uploads from this address"))
+                                          "guest uploads from this address"),
+                    quotas=quotas)
     presets, policy = delivery_rules(config)
     urls = ImageUrls(UrlSigner(_load_or_create_secret(config.url_signing_secret_file)), policy)
     delivery = Delivery(pools, storage, VariantCache(storage, config.cache.max_size, pools.io),
@@ -288,9 +292,12 @@ def build_imagehost(config: Config, reactor, secret: bytes, *, clock=None,
                   "password attempts from this address"),
         RateLimit(pools, "share-unlock", limits.share_unlocks_per_minute_per_share, time.time,
                   "password attempts on this link")))
+    administration = Administration(pools, accounts, quotas, library,
+                                    cursor_key=users_cursor_key(secret))
     return Imagehost(pools=pools, storage=storage, accounts=accounts, images=images,
                      settings=settings, library=library, delivery=delivery,
                      garbage=GarbageCollector(pools, storage), sessions=sessions,
+                     quotas=quotas, administration=administration,
                      albums=albums, shares=shares,
                      expired=ExpiredImages(pools, storage, now=utc_now,
                                            on_delete=delivery.forget))

@@ -61,6 +61,17 @@ def _lifetime(text: str) -> int | None:
 #: The roles per-role settings are given for (a guest is anyone not logged in).
 ROLES = ("guest", "user", "admin")
 
+def _limit(text: str) -> int | None:
+    """A quota: a count of bytes or images, or empty (or ``unlimited``) for none."""
+    text = text.strip()
+    if text.lower() in ("", "unlimited"):
+        return None
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"must be 0 or more, or empty for unlimited; got {text!r}")
+    return value
+
+
 STORAGE_BACKENDS = ("local", "s3")
 SIGNATURE_MODES = ("off", "transforms", "all")
 
@@ -147,6 +158,10 @@ KEYS: tuple[Key, ...] = (
     *(Key("expiry", f"{role}_{kind}", _lifetime, None)
       for role in ROLES for kind in ("default", "max")),
     Key("expiry", "sweep_interval", float, 60.0),
+    Key("quota", "user_bytes", _limit, None),
+    Key("quota", "user_images", _limit, None),
+    Key("quota", "guest_bytes", _limit, None),
+    Key("quota", "guest_images", _limit, None),
     Key("metrics", "allowed_networks", _networks, []),
     Key("metrics", "bearer_token", str, ""),
     Key("admin", "username", str, ""),
@@ -273,6 +288,14 @@ class ExpirySection:
 
 
 @dataclass(frozen=True)
+class QuotaSection:
+    user_bytes: int | None
+    user_images: int | None
+    guest_bytes: int | None
+    guest_images: int | None
+
+
+@dataclass(frozen=True)
 class MetricsSection:
     allowed_networks: list[str]
     bearer_token: str
@@ -289,7 +312,8 @@ SECTIONS: dict[str, type] = {
     "server": ServerSection, "database": DatabaseSection, "storage": StorageSection,
     "auth": AuthSection, "access": AccessSection, "image": ImageSection,
     "render": RenderSection, "delivery": DeliverySection, "cache": CacheSection,
-    "limits": LimitsSection, "expiry": ExpirySection, "metrics": MetricsSection,
+    "limits": LimitsSection, "quota": QuotaSection, "expiry": ExpirySection,
+    "metrics": MetricsSection,
     "admin": AdminSection,
 }
 
@@ -328,6 +352,7 @@ class Config:
     cache: CacheSection
     limits: LimitsSection
     expiry: ExpirySection
+    quota: QuotaSection
     metrics: MetricsSection
     admin: AdminSection
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest_twisted
 
+from imagehost.service.administration import DELETE_IMAGES, HAND_OVER_IMAGES
 from tests.conftest import image_bytes
 from tests.test_library import person
 
@@ -233,3 +234,25 @@ async def test_an_upload_can_go_into_an_album(server):
     assert "albums" in violation(response, "albumId")
     history = (await bob.client.get("/api/images/history/1")).json()
     assert history["meta"]["total"] == 0  # refused before anything was stored
+
+
+@pytest_twisted.ensureDeferred
+async def test_deleting_a_user_removes_their_albums_and_shares(server, admin):
+    from tests.web_support import PageClient
+
+    alice, bob = await person(server, "alice"), await person(server, "bob")
+    admin_id = (await admin.get("/api/user")).json()["data"]["id"]
+    for who, hand_over in ((alice, False), (bob, True)):
+        image = await upload(who.client)
+        album_id = (await new_album(who.client, isPublic=True))["id"]
+        await who.client.post_json(f"/api/album/{album_id}/images", {"imageIds": [image]})
+        codes = [(await who.client.post_json("/api/shares", body)).json()["code"]
+                 for body in ({"imageId": image}, {"albumId": album_id})]
+        body = {"images": HAND_OVER_IMAGES, "to": admin_id} if hand_over else {
+            "images": DELETE_IMAGES}
+        deleted = await admin.post_json(f"/api/admin/users/{who.id}", body, method="DELETE")
+        assert deleted.code == 200, deleted.body
+        assert (await admin.get(f"/api/album/{album_id}")).code == 404
+        for code in codes:
+            assert (await PageClient(server.base_url).get(f"/s/{code}")).code == 404
+        assert (await admin.get("/api/shares")).json()["data"] == []

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from imagehost.db import ping
 from imagehost.db.accounts import User
 from imagehost.service.accounts import Accounts, check_new_user
+from imagehost.service.administration import Administration
 from imagehost.service.albums import Albums
 from imagehost.service.backup import Backups
 from imagehost.service.collector import GarbageCollector
@@ -17,6 +18,7 @@ from imagehost.service.images import Images
 from imagehost.service.integrity import Integrity
 from imagehost.service.library import Library
 from imagehost.service.pools import Pools
+from imagehost.service.quotas import Quotas
 from imagehost.service.runtime_settings import RuntimeSettings
 from imagehost.service.sessions import BrowserSessions
 from imagehost.service.shares import Shares
@@ -40,6 +42,8 @@ class Imagehost:
     albums: Albums
     shares: Shares  # share links (/s/{code})
     expired: ExpiredImages  # deletes expired images (imagehost gc, the daemon's sweep)
+    quotas: Quotas  # usage and limits of users and guests
+    administration: Administration  # user administration, deleting one's own account
 
     def start(self) -> None:
         """Start the thread pools."""

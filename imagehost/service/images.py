@@ -22,6 +22,7 @@ from imagehost.service.errors import Forbidden, ValidationFailed
 from imagehost.service.forms import UploadForm, parse_upload_form
 from imagehost.service.moments import parse_moment
 from imagehost.service.pools import Pools
+from imagehost.service.quotas import Quotas
 from imagehost.service.runtime_settings import RuntimeSettings, Settings
 from imagehost.service.throttle import RateLimit
 from imagehost.storage import Storage
@@ -54,8 +55,9 @@ class Images:
 
     def __init__(self, pools: Pools, storage: Storage, settings: RuntimeSettings, *,
                  limits: imaging.SourceLimits, now: Callable[[], datetime],
-                 guest_limit: RateLimit, albums: Albums | None = None):
+                 guest_limit: RateLimit, quotas: Quotas, albums: Albums | None = None):
         self._guest_limit = guest_limit
+        self._quotas = quotas
         self._albums = albums
         self.uploads = 0
         self.stored_bytes = 0
@@ -82,10 +84,11 @@ class Images:
                                                check_form)
         expires_at = upload_expiry(form, owner, settings, self._now())
         album = await self._upload_album(form, owner)
+        await self._quotas.precheck(owner, checked.size, settings)
         stored = await self._put(form.image, checked)
         image = await self.record(stored, owner=owner, original_name=form.file_name,
                                   description=form.description,
-                                  is_public=form.is_public or owner is None,
+                                  is_public=form.is_public or owner is None, settings=settings,
                                   expires_at=expires_at)
         if album is not None:
             try:
@@ -121,10 +124,12 @@ class Images:
         """Validate image bytes as an upload would, without storing them."""
         return await self._cpu.submit(validate_image, data, settings, self._limits)
 
-    async def store(self, data: bytes, settings: Settings,
-                    sha256: str | None = None) -> StoredOriginal:
-        """Validate image bytes and write the original; record it with ``record``."""
+    async def store(self, data: bytes, settings: Settings, sha256: str | None = None, *,
+                    owner: User | None = None) -> StoredOriginal:
+        """Validate image bytes and write the original (QuotaExceeded first if ``owner``
+        is full already); record it with ``record``."""
         checked = await self._cpu.submit(self.check, data, settings, sha256)
+        await self._quotas.precheck(owner, checked.size, settings)
         return await self._put(data, checked)
 
     async def _put(self, data: bytes, checked: CheckedImage) -> StoredOriginal:
@@ -138,12 +143,15 @@ class Images:
 
     async def record(self, stored: StoredOriginal, *, owner: User | None, original_name: str,
                      description: str, is_public: bool,
+                     settings: Settings | None = None,
                      expires_at: datetime | None = None) -> ImageRecord:
-        """Insert the record of a stored original; the file is removed if that fails.
+        """Insert the record of a stored original; the file is removed if that fails,
+        or if the image would take its owner over a quota (QuotaExceeded).
 
         ``original_name`` is the client's file name ("" for none); the record's
         ``file_name`` is ``{id}.{ext}``, the extension from the content.
         """
+        settings = settings or await self._settings.current()
         info = stored.info
         image = ImageRecord(
             id=stored.image_id, owner_id=owner.id if owner else None,
@@ -153,7 +161,7 @@ class Images:
             size=stored.size, mime_type=info.mime_type, width=info.width, height=info.height,
             sha256=stored.sha256, expires_at=expires_at)
         try:
-            await self._db.run(q.insert_image, image)
+            await self._quotas.insert(image, owner, settings)
         except BaseException:
             await self.discard(stored)
             raise

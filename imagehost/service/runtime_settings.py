@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from imagehost.config import MAX_LIFETIME, ROLES, Config
+from imagehost.db.quotas import MAX_LIMIT, Limits
 from imagehost.db.settings import store_settings, stored_settings
 from imagehost.imaging.probe import EXTENSION_BY_MIME
 from imagehost.service.errors import ValidationFailed, Violation
@@ -29,11 +30,14 @@ SETTINGS = (
     Setting("access", "allowRegistration", "allow_registration", True),
     Setting("image", "maxSize", "max_size", True),
     Setting("image", "allowedMimeTypes", "allowed_mime_types", True),
+    Setting("quota", "userBytes", "user_bytes", False),
+    Setting("quota", "userImages", "user_images", False),
+    Setting("quota", "guestBytes", "guest_bytes", False),
+    Setting("quota", "guestImages", "guest_images", False),
     *(Setting("expiry", f"{role}{kind.capitalize()}", f"{role}_{kind}", False)
       for role in ROLES for kind in ("default", "max")),
 )
 _CATEGORIES = tuple(dict.fromkeys(s.category for s in SETTINGS))
-
 #: Every type an operator may accept (allowedMimeTypes picks from these).
 ACCEPTABLE_TYPES = tuple(EXTENSION_BY_MIME)
 _BY_API_NAME = {(s.category, s.name): s for s in SETTINGS}
@@ -65,6 +69,16 @@ class Settings:
         """The default and maximum seconds an upload of ``role`` lives (None: no limit)."""
         return (self.values[("expiry", f"{role}Default")],
                 self.values[("expiry", f"{role}Max")])
+    @property
+    def user_quota(self) -> Limits:
+        """The limits of every user without their own."""
+        return Limits(self.values[("quota", "userBytes")], self.values[("quota", "userImages")])
+
+    @property
+    def guest_quota(self) -> Limits:
+        """The limits of all guest uploads together."""
+        return Limits(self.values[("quota", "guestBytes")],
+                      self.values[("quota", "guestImages")])
 
     def tree(self, public_only: bool = False) -> dict[str, dict[str, Any]]:
         """The settings as the API shows them: ``{category: {name: value}}``."""
@@ -129,6 +143,11 @@ class RuntimeSettings:
             if not isinstance(value, int) or _is_bool(value) or not 0 < value <= cap:
                 return f"This value should be an integer between 1 and {cap}."
             return None
+        if category == "quota":
+            if value is None or (isinstance(value, int) and not _is_bool(value)
+                                 and 0 <= value <= MAX_LIMIT):
+                return None
+            return f"This value should be null (unlimited) or an integer from 0 to {MAX_LIMIT}."
         if (not isinstance(value, list) or not value
                 or any(not isinstance(v, str) or v not in EXTENSION_BY_MIME for v in value)):
             allowed = ", ".join(f'"{m}"' for m in EXTENSION_BY_MIME)

@@ -23,6 +23,7 @@ from imagehost.service.errors import (
     Unauthorized,
     ValidationFailed,
 )
+from imagehost.service.quotas import QuotaExceeded
 from imagehost.service.transforms import SignatureInvalid, TransformNotAllowed
 from imagehost.storage.errors import StorageError, StorageUnavailable
 
@@ -51,6 +52,7 @@ STATUS_BY_ERROR: dict[type[Exception], WireError] = {
     Gone: WireError(410),
     PayloadTooLarge: WireError(413),
     ValidationFailed: WireError(422, SYMFONY_TITLE),
+    QuotaExceeded: WireError(422, SYMFONY_TITLE),
     RateLimited: WireError(429),
     Overloaded: WireError(503),
     StorageUnavailable: WireError(503),
