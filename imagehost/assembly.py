@@ -29,11 +29,12 @@ from imagehost.db import (
     upgrade,
 )
 from imagehost.db import accounts as account_queries
+from imagehost.imaging import memory
 from imagehost.imaging.probe import SourceLimits
 from imagehost.service import Imagehost
 from imagehost.service.accounts import Accounts, check_new_user
 from imagehost.service.collector import GarbageCollector
-from imagehost.service.delivery import Delivery
+from imagehost.service.delivery import EAGER_PRESETS, Delivery
 from imagehost.service.errors import ValidationFailed
 from imagehost.service.images import Images
 from imagehost.service.library import Library, cursor_signing_key
@@ -208,7 +209,13 @@ def build_storage(config: Config, max_connections: int = 10) -> Storage:
 
 
 def build_pools(config: Config, reactor) -> Pools:
-    """The DB, CPU and I/O pools (created, not started)."""
+    """The DB, CPU and I/O pools (created, not started).
+
+    Also fixes the allocator's mmap threshold for this process, so decoded images go
+    back to the system when freed, and trims the heap once renders go idle
+    (``imagehost.imaging.memory``).
+    """
+    memory.map_large_buffers()
     engine = create_engine(config.database_url, config.database.pool_size)
     db_pool = ThreadPool(minthreads=1, maxthreads=db_threads(engine, config.database.pool_size),
                          name="imagehost-db")
@@ -216,7 +223,8 @@ def build_pools(config: Config, reactor) -> Pools:
     cpu_pool = ThreadPool(minthreads=cpu_threads, maxthreads=cpu_threads, name="imagehost-cpu")
     io_pool = ThreadPool(minthreads=1, maxthreads=io_threads(config), name="imagehost-io")
     return Pools(db=Database(engine, reactor, db_pool),
-                 cpu=CpuPool(reactor, cpu_pool, config.render.queue_size),
+                 cpu=CpuPool(reactor, cpu_pool, config.render.queue_size,
+                             when_idle=memory.release_free_memory),
                  io=IoPool(reactor, io_pool))
 
 
@@ -228,6 +236,15 @@ def source_limits(config: Config) -> SourceLimits:
     image = config.image
     return SourceLimits(max_pixels=image.max_pixels, max_frames=image.max_frames,
                         max_animation_pixels=image.max_animation_pixels)
+
+
+def eager_presets(config: Config) -> list[str]:
+    """``[delivery] eager_presets``, each a preset the delivery knows; ConfigError if not."""
+    for name in config.delivery.eager_presets:
+        if name not in EAGER_PRESETS:
+            raise ConfigError(f"[delivery] eager_presets: unknown preset {name!r} "
+                              f"(known: {', '.join(EAGER_PRESETS)})")
+    return config.delivery.eager_presets
 
 
 def build_imagehost(config: Config, reactor, secret: bytes, *, clock=None,
@@ -251,14 +268,16 @@ def build_imagehost(config: Config, reactor, secret: bytes, *, clock=None,
                       "login attempts from this address"),
             RateLimit(pools, "login-user", limits.logins_per_minute_per_user, time.time,
                       "login attempts for this user")))
-    images = Images(pools, storage, settings, limits=source_limits(config), now=utc_now,
-                    guest_limit=RateLimit(pools, "guest-upload-ip",
-                                          limits.guest_uploads_per_minute_per_ip, time.time,
-                                          "guest uploads from this address"))
     delivery = Delivery(pools, storage, VariantCache(storage, config.cache.max_size, pools.io),
                         ViewCounter(pools, clock=clock),
                         max_dimension=config.image.max_dimension, clock=clock,
-                        revalidate_after=config.cache.revalidate_after)
+                        revalidate_after=config.cache.revalidate_after,
+                        eager_presets=eager_presets(config))
+    images = Images(pools, storage, settings, limits=source_limits(config), now=utc_now,
+                    guest_limit=RateLimit(pools, "guest-upload-ip",
+                                          limits.guest_uploads_per_minute_per_ip, time.time,
+                                          "guest uploads from this address"),
+                    after_upload=delivery.render_first_views)
     library = Library(pools, storage, now=utc_now, cursor_key=cursor_signing_key(secret),
                       on_delete=delivery.forget)
     sessions = BrowserSessions(pools, accounts, secret, ttl=config.auth.session_ttl,

@@ -107,6 +107,7 @@ KEYS: tuple[Key, ...] = (
     Key("render", "queue_size", int, 64),
     Key("cache", "max_size", int, 1024 * 1000 * 1000),
     Key("cache", "revalidate_after", float, 5.0),
+    Key("delivery", "eager_presets", _list, ["thumbnail"]),
     Key("limits", "logins_per_minute_per_ip", int, 30),
     Key("limits", "logins_per_minute_per_user", int, 10),
     Key("limits", "guest_uploads_per_minute_per_ip", int, 60),
@@ -204,6 +205,11 @@ class CacheSection:
 
 
 @dataclass(frozen=True)
+class DeliverySection:
+    eager_presets: list[str]
+
+
+@dataclass(frozen=True)
 class LimitsSection:
     logins_per_minute_per_ip: int
     logins_per_minute_per_user: int
@@ -226,7 +232,8 @@ class AdminSection:
 SECTIONS: dict[str, type] = {
     "server": ServerSection, "database": DatabaseSection, "storage": StorageSection,
     "auth": AuthSection, "access": AccessSection, "image": ImageSection,
-    "render": RenderSection, "cache": CacheSection, "limits": LimitsSection,
+    "render": RenderSection, "cache": CacheSection, "delivery": DeliverySection,
+    "limits": LimitsSection,
     "metrics": MetricsSection, "admin": AdminSection,
 }
 
@@ -258,6 +265,7 @@ class Config:
     image: ImageSection
     render: RenderSection
     cache: CacheSection
+    delivery: DeliverySection
     limits: LimitsSection
     metrics: MetricsSection
     admin: AdminSection

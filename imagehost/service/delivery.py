@@ -24,7 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -50,6 +50,10 @@ _FORMAT_BY_MIME = {mime: fmt for fmt, (mime, _ext) in KNOWN_FORMATS.items()}
 _DIGITS = re.compile(r"[0-9]{1,9}")  # fullmatch: "$" also matches before a final "\n"
 _CROP_VALUES = {"true": True, "1": True, "false": False, "0": False}
 _KNOWN_IMAGES = 10_000
+
+#: The eager preset every installation knows: the ``_thumbnail`` variant the grids show.
+THUMBNAIL_PRESET = "thumbnail"
+EAGER_PRESETS = (THUMBNAIL_PRESET,)
 
 
 @dataclass(frozen=True)
@@ -125,7 +129,7 @@ class Delivery:
 
     def __init__(self, pools: Pools, storage: Storage, cache: VariantCache,
                  views: ViewCounter, *, max_dimension: int, clock,
-                 revalidate_after: float = 0.0):
+                 revalidate_after: float = 0.0, eager_presets: Sequence[str] = ()):
         self._db = pools.db
         self._cpu = pools.cpu
         self._io = pools.io
@@ -142,6 +146,9 @@ class Delivery:
         self._known_images: OrderedDict[str, tuple[ImageRecord, float]] = OrderedDict()
         self._clock = clock
         self.revalidate_after = revalidate_after
+        self.eager_presets = tuple(eager_presets)
+        self.eager_renders = 0
+        self._ahead: dict[str, Deferred[None]] = {}  # first views being rendered, by image
         self.hits = 0
         self.misses = 0
         self.renders = 0
@@ -178,6 +185,54 @@ class Delivery:
             raise NotFound("No such image.")
         self._remember(image)
         return self._content(image, ext, params, thumbnail)
+
+    def render_first_views(self, image: ImageRecord) -> Deferred[None]:
+        """Render what a new image's first views ask for (the ``eager_presets``: its
+        thumbnail by default) into the cache, on the CPU pool's background lane, so that
+        requests go first. Nobody waits for it: failures are logged, and a request for a
+        variant that is not rendered yet renders it as usual."""
+        self._remember(image)
+        d = Deferred.fromCoroutine(self._render_ahead(image))
+        d.addErrback(lambda f: _log.warn("Cannot render the first views of {id}: {error}",
+                                         id=image.id, error=f.getErrorMessage()))
+        self._ahead[image.id] = d
+        d.addBoth(self._rendered_ahead, image.id)
+        return d
+
+    def _rendered_ahead(self, result, image_id: str):
+        self._ahead.pop(image_id, None)
+        return result
+
+    def rendered_ahead(self, image_id: str) -> Deferred[None]:
+        """Fires once the first views of ``image_id`` rendered ahead are in the cache (at
+        once when none are under way)."""
+        ahead = self._ahead.get(image_id)
+        if ahead is None:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        ahead.addBoth(lambda result: (d.callback(None), result)[1])
+        return d
+
+    async def _render_ahead(self, image: ImageRecord) -> None:
+        for preset in self.eager_presets:
+            content = self._preset(image, preset)
+            if content is None or content.spec is None:
+                continue
+            path = self.cache.path(image.id, content.spec.cache_key())
+            if (image.id, path.name) in self._flights:
+                continue  # a request is rendering it already
+            _data, source = await self._produce(content, path, background=True)
+            if source == "MISS":
+                self.eager_renders += 1
+
+    def _preset(self, image: ImageRecord, preset: str) -> ImageContent | None:
+        """What an eager preset names for ``image``, in the image's own format."""
+        if image.mime_type not in _FORMAT_BY_MIME:
+            return None
+        ext = EXTENSION_BY_MIME[image.mime_type]
+        if preset == THUMBNAIL_PRESET:
+            return self._content(image, ext, VariantQuery(), thumbnail=True)
+        raise ValueError(f"unknown eager preset {preset!r}")
 
     def forget(self, image_id: str) -> None:
         """The image was deleted through this daemon: stop trusting what was remembered."""
@@ -256,10 +311,12 @@ class Delivery:
         d.addBoth(self._landed, key)
         return waiter
 
-    async def _produce(self, content: ImageContent, path: Path) -> tuple[bytes, str]:
+    async def _produce(self, content: ImageContent, path: Path,
+                       background: bool = False) -> tuple[bytes, str]:
         """Take the variant another daemon shared, or render it on the CPU pool (and share
         it, without holding up the answer); then write this daemon's cache file on the I/O
-        pool. Returns the bytes and ``"SHARED"`` or ``"MISS"``."""
+        pool. Returns the bytes and ``"SHARED"`` or ``"MISS"``. ``background`` renders on
+        the pool's background lane (after every waiting request)."""
         image_id, ext, spec = content.image.id, content.original_ext, content.spec
         assert spec is not None
         key = spec.cache_key()
@@ -271,7 +328,13 @@ class Delivery:
                 await self._keep(path, shared)
                 return shared, "SHARED"
             original = await self._io.run(self._storage.read_original, image_id, ext)
-        data = await self._cpu.submit(render_variant, original, spec)
+        if background:
+            data = await self._cpu.submit_background(_render_unless_cached, path, original,
+                                                     spec)
+            if data is None:
+                return b"", "HIT"  # a request rendered it while this one waited
+        else:
+            data = await self._cpu.submit(render_variant, original, spec)
         if remote:
             self._share(image_id, key, data)
         await self._keep(path, data)
@@ -325,6 +388,13 @@ def _plan(image: ImageRecord, ext: str, params: VariantQuery,
     if spec.is_identity(image.width, image.height, src_format):
         return None
     return spec
+
+
+def _render_unless_cached(path: Path, source: Path | bytes, spec: RenderSpec) -> bytes | None:
+    """``render_variant``, or None when the cache file exists already (blocking)."""
+    if path.exists():
+        return None
+    return render_variant(source, spec)
 
 
 def _write_cache_file(path: Path, data: bytes) -> bool:

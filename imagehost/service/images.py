@@ -47,8 +47,10 @@ class Images:
 
     def __init__(self, pools: Pools, storage: Storage, settings: RuntimeSettings, *,
                  limits: imaging.SourceLimits, now: Callable[[], datetime],
-                 guest_limit: RateLimit):
+                 guest_limit: RateLimit,
+                 after_upload: Callable[[ImageRecord], object] | None = None):
         self._guest_limit = guest_limit
+        self._after_upload = after_upload
         self.uploads = 0
         self.stored_bytes = 0
         self._db = pools.db
@@ -64,7 +66,9 @@ class Images:
                      check_form: Callable[[UploadForm], None] | None = None) -> ImageRecord:
         """Parse, validate, store and record an upload; ``owner`` None means a guest
         (rate limited per client address). ``check_form`` sees the parsed form first
-        (on the CPU pool) and may refuse it by raising a ServiceError."""
+        (on the CPU pool) and may refuse it by raising a ServiceError. ``after_upload``
+        (the first views, rendered ahead) starts before the record is returned and is not
+        awaited."""
         settings = await self._settings.current()
         if owner is None:
             if not settings.allow_guest_uploads:
@@ -73,9 +77,12 @@ class Images:
         form, checked = await self._cpu.submit(self._check_form, body, content_type, settings,
                                                check_form)
         stored = await self._put(form.image, checked)
-        return await self.record(stored, owner=owner, original_name=form.file_name,
-                                 description=form.description,
-                                 is_public=form.is_public or owner is None)
+        image = await self.record(stored, owner=owner, original_name=form.file_name,
+                                  description=form.description,
+                                  is_public=form.is_public or owner is None)
+        if self._after_upload is not None:
+            self._after_upload(image)
+        return image
 
     def _check_form(self, body: BinaryIO, content_type: str | None, settings: Settings,
                     check_form: Callable[[UploadForm], None] | None):
