@@ -99,7 +99,8 @@ async def run_restore(reactor, options: GlobalOptions, source: Path, data_dir: P
                       terminal_only=True) as advance:
         report = await deferToThread(restore, source, data_dir, database_file,
                                      config.secret_file,
-                                     lambda entry: reactor.callFromThread(advance, entry["size"]))
+                                     lambda entry: reactor.callFromThread(advance, entry["size"]),
+                                     config.url_signing_secret_file)
     await deferToThread(prepare_installation, config)
     out.show(restore_json(report), lambda: out.say(
         f"Restored {report.originals} originals ({human_size(report.restored_bytes)}), each "

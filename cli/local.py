@@ -263,3 +263,13 @@ async def set_setting(reactor, options: GlobalOptions, category: str, name: str,
     out = options.output()
     out.show({"key": f"{category}.{name}", "value": tree[category][name]},
              lambda: out.say(f"{category}.{name} = {json.dumps(tree[category][name])}"))
+
+
+async def image_url(reactor, options: GlobalOptions, image_id: str,
+                    parameters: dict[str, str]) -> None:
+    """Print the URL of an image variant, signed with the installation's key if required."""
+    async with installation(reactor, options) as host:
+        path = await host.delivery.url_of(image_id, {k: [v] for k, v in parameters.items()})
+    url = options.config().server.public_url.rstrip("/") + path
+    out = options.output()
+    out.show({"id": image_id, "url": url, "path": path}, lambda: out.say(url))

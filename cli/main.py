@@ -188,6 +188,34 @@ def gc(options: GlobalOptions, older_than: float, dry_run: bool) -> None:
     go(local.collect_garbage, options, older_than, dry_run)
 
 
+@cli.command("url")
+@click.argument("image_id")
+@click.option("--width", type=click.IntRange(min=1), help="Fit within this width.")
+@click.option("--height", type=click.IntRange(min=1), help="Fit within this height.")
+@click.option("--crop", type=click.Choice(["true", "false", "smart"]),
+              help="Crop to exactly width x height (smart: follow the content).")
+@click.option("--focal-point", "focal_point", metavar="X,Y",
+              help="Crop around this point (fractions of width and height, 0 to 1).")
+@click.option("--quality", type=click.IntRange(1, 100), help="Quality of lossy formats.")
+@click.option("--dpr", metavar="N", help="Device pixel ratio, 1 to 4 (multiplies the size).")
+@click.option("--format", "ext",
+              type=click.Choice(["jpg", "jpeg", "png", "webp", "gif", "avif", "auto"]),
+              help="Output format (default: the original's; auto: from the browser's Accept).")
+@click.option("--preset", metavar="NAME", help="One of the [presets] of the configuration.")
+@pass_options
+def url(options: GlobalOptions, image_id: str, width: int | None, height: int | None,
+        crop: str | None, focal_point: str | None, quality: int | None, dpr: str | None,
+        ext: str | None, preset: str | None) -> None:
+    """Print the URL of an image or a variant, signed when the server requires signatures
+    ([delivery] require_signature); the key is read from the installation."""
+    from imagehost_cli import local
+
+    given = {"w": width, "h": height, "crop": crop, "fp": focal_point, "q": quality,
+             "dpr": dpr, "format": ext, "p": preset}
+    go(local.image_url, options, image_id,
+       {name: str(value) for name, value in given.items() if value is not None})
+
+
 @cli.command()
 @click.option("--sample", type=click.IntRange(min=1), metavar="N",
               help="Check N originals chosen at random instead of all of them.")

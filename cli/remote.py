@@ -249,16 +249,16 @@ async def delete(reactor, options: RemoteOptions, image_id: str, preserve_on_dis
 async def download(reactor, options: RemoteOptions, image_id: str, target: Path | None,
                    width: int | None, height: int | None, crop: bool,
                    ext: str | None) -> None:
-    params = {"w": width, "h": height, "crop": "true" if crop else None}
+    params = {"w": width, "h": height, "crop": "true" if crop else None, "format": ext}
     query = {k: str(v) for k, v in params.items() if v is not None}
 
     async def fetch(server: RemoteServer):
         nonlocal ext
-        if ext is None:
-            image = await server.request_json("GET", f"/api/image/{image_id}/detail")
-            ext = str(image["url"]).rsplit(".", 1)[-1]
-        response, body = await server.request("GET", f"/image/{image_id}.{ext}",
-                                              params=query, authenticate=False)
+        # The server hands out the URL: signed when it requires signatures.
+        made = await server.request_json("GET", f"/api/image/{image_id}/url", params=query)
+        path = str(made["url"])
+        ext = path.split("?", 1)[0].rsplit(".", 1)[-1]
+        response, body = await server.request("GET", path, authenticate=False)
         return response, body
 
     response, body = await _with_server(reactor, options, fetch)

@@ -34,7 +34,7 @@ from imagehost.imaging.probe import SourceLimits
 from imagehost.service import Imagehost
 from imagehost.service.accounts import Accounts, check_new_user
 from imagehost.service.collector import GarbageCollector
-from imagehost.service.delivery import EAGER_PRESETS, Delivery
+from imagehost.service.delivery import Delivery
 from imagehost.service.errors import ValidationFailed
 from imagehost.service.images import Images
 from imagehost.service.library import Library, cursor_signing_key
@@ -42,6 +42,7 @@ from imagehost.service.pools import CpuPool, IoPool, Pools
 from imagehost.service.runtime_settings import RuntimeSettings
 from imagehost.service.sessions import BrowserSessions
 from imagehost.service.throttle import RateLimit
+from imagehost.service.transforms import DeliveryPolicy, ImageUrls, Presets, UrlSigner
 from imagehost.service.variant_cache import VariantCache
 from imagehost.service.views import ViewCounter
 from imagehost.storage import LocalStorage, Storage
@@ -69,7 +70,9 @@ def prepare_installation(config: Config, sweep: bool = True) -> bytes:
     daemon must not, as they may be the daemon's writes in flight.
     """
     _prepare_data_dir(config.data_dir)
+    delivery_rules(config)  # a bad [presets] entry stops the start with one line
     secret = _load_or_create_secret(config.secret_file)
+    _load_or_create_secret(config.url_signing_secret_file)
     build_storage(config).prepare(sweep)
     engine = create_engine(config.database_url)
     try:
@@ -238,13 +241,17 @@ def source_limits(config: Config) -> SourceLimits:
                         max_animation_pixels=image.max_animation_pixels)
 
 
-def eager_presets(config: Config) -> list[str]:
-    """``[delivery] eager_presets``, each a preset the delivery knows; ConfigError if not."""
+def delivery_rules(config: Config) -> tuple[Presets, DeliveryPolicy]:
+    """The presets and the signature policy of ``[presets]`` and ``[delivery]``;
+    ConfigError naming a bad preset, or an eager one that is no preset."""
+    presets = Presets.from_config(config.presets, config.image.max_dimension)
     for name in config.delivery.eager_presets:
-        if name not in EAGER_PRESETS:
+        if name not in presets:
             raise ConfigError(f"[delivery] eager_presets: unknown preset {name!r} "
-                              f"(known: {', '.join(EAGER_PRESETS)})")
-    return config.delivery.eager_presets
+                              f"(known: {', '.join(presets.names())})")
+    policy = DeliveryPolicy(require_signature=config.delivery.require_signature,
+                            presets_only=config.delivery.presets_only)
+    return presets, policy
 
 
 def build_imagehost(config: Config, reactor, secret: bytes, *, clock=None,
@@ -268,11 +275,14 @@ def build_imagehost(config: Config, reactor, secret: bytes, *, clock=None,
                       "login attempts from this address"),
             RateLimit(pools, "login-user", limits.logins_per_minute_per_user, time.time,
                       "login attempts for this user")))
+    presets, policy = delivery_rules(config)
+    urls = ImageUrls(UrlSigner(_load_or_create_secret(config.url_signing_secret_file)), policy)
     delivery = Delivery(pools, storage, VariantCache(storage, config.cache.max_size, pools.io),
                         ViewCounter(pools, clock=clock),
                         max_dimension=config.image.max_dimension, clock=clock,
-                        revalidate_after=config.cache.revalidate_after,
-                        eager_presets=eager_presets(config))
+                        revalidate_after=config.cache.revalidate_after, presets=presets,
+                        urls=urls, auto_avif=config.delivery.auto_avif,
+                        eager_presets=config.delivery.eager_presets)
     images = Images(pools, storage, settings, limits=source_limits(config), now=utc_now,
                     guest_limit=RateLimit(pools, "guest-upload-ip",
                                           limits.guest_uploads_per_minute_per_ip, time.time,

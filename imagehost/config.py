@@ -42,6 +42,14 @@ def _networks(text: str) -> list[str]:
 
 
 STORAGE_BACKENDS = ("local", "s3")
+SIGNATURE_MODES = ("off", "transforms", "all")
+
+
+def _signature_mode(text: str) -> str:
+    mode = text.strip().lower()
+    if mode not in SIGNATURE_MODES:
+        raise ValueError(f"must be one of {', '.join(SIGNATURE_MODES)}; got {text!r}")
+    return mode
 
 
 def _backend(text: str) -> str:
@@ -105,9 +113,13 @@ KEYS: tuple[Key, ...] = (
     Key("image", "max_dimension", int, 8192),
     Key("render", "threads", int, 0),
     Key("render", "queue_size", int, 64),
+    Key("delivery", "require_signature", _signature_mode, "off"),
+    Key("delivery", "signing_secret_file", str, ""),
+    Key("delivery", "presets_only", _bool, False),
+    Key("delivery", "auto_avif", _bool, False),
+    Key("delivery", "eager_presets", _list, ["thumbnail"]),
     Key("cache", "max_size", int, 1024 * 1000 * 1000),
     Key("cache", "revalidate_after", float, 5.0),
-    Key("delivery", "eager_presets", _list, ["thumbnail"]),
     Key("limits", "logins_per_minute_per_ip", int, 30),
     Key("limits", "logins_per_minute_per_user", int, 10),
     Key("limits", "guest_uploads_per_minute_per_ip", int, 60),
@@ -125,6 +137,10 @@ _BY_ENV_VAR = {k.env_var: k for k in KEYS}
 #: switch, and the test suite's own (``IMAGEHOST_TEST_*``).
 OTHER_ENV_VARS = ("IMAGEHOST_URL", "IMAGEHOST_API_KEY", "IMAGEHOST_DEBUG")
 _TEST_ENV_PREFIX = "IMAGEHOST_TEST_"
+#: ``[presets]`` holds names the operator chooses (each one a preset), not declared keys;
+#: ``IMAGEHOST_PRESETS_<NAME>`` defines one from the environment.
+PRESETS_SECTION = "presets"
+_PRESET_ENV_PREFIX = "IMAGEHOST_PRESETS_"
 
 
 # One frozen dataclass per section, so that ``config.server.max_body_size`` is checked
@@ -199,14 +215,18 @@ class RenderSection:
 
 
 @dataclass(frozen=True)
-class CacheSection:
-    max_size: int
-    revalidate_after: float
+class DeliverySection:
+    require_signature: str
+    signing_secret_file: str
+    presets_only: bool
+    auto_avif: bool
+    eager_presets: list[str]
 
 
 @dataclass(frozen=True)
-class DeliverySection:
-    eager_presets: list[str]
+class CacheSection:
+    max_size: int
+    revalidate_after: float
 
 
 @dataclass(frozen=True)
@@ -232,9 +252,8 @@ class AdminSection:
 SECTIONS: dict[str, type] = {
     "server": ServerSection, "database": DatabaseSection, "storage": StorageSection,
     "auth": AuthSection, "access": AccessSection, "image": ImageSection,
-    "render": RenderSection, "cache": CacheSection, "delivery": DeliverySection,
-    "limits": LimitsSection,
-    "metrics": MetricsSection, "admin": AdminSection,
+    "render": RenderSection, "delivery": DeliverySection, "cache": CacheSection,
+    "limits": LimitsSection, "metrics": MetricsSection, "admin": AdminSection,
 }
 
 
@@ -251,8 +270,12 @@ class Config:
     """Resolved configuration values: ``config.server.listen``, one frozen dataclass per
     section (``config.get("server", "listen")`` reads the same value by name)."""
 
-    def __init__(self, values: Mapping[tuple[str, str], Any]):
+    def __init__(self, values: Mapping[tuple[str, str], Any],
+                 presets: Mapping[str, str] | None = None):
         self._values = dict(values)
+        #: ``[presets]``: preset name -> its parameters as written (``w=300,h=300,crop=true``);
+        #: checked by ``imagehost.service.transforms.Presets.from_config``.
+        self.presets: dict[str, str] = dict(presets or {})
         for section, cls in SECTIONS.items():
             setattr(self, section, cls(**{f.name: self._values[(section, f.name)]
                                            for f in fields(cls)}))
@@ -264,8 +287,8 @@ class Config:
     access: AccessSection
     image: ImageSection
     render: RenderSection
-    cache: CacheSection
     delivery: DeliverySection
+    cache: CacheSection
     limits: LimitsSection
     metrics: MetricsSection
     admin: AdminSection
@@ -288,6 +311,13 @@ class Config:
         path = self.auth.secret_file
         return Path(path) if path else self.data_dir / "secret.key"
 
+    @property
+    def url_signing_secret_file(self) -> Path:
+        """The key of image URL signatures (``s=``): shared by every daemon, like the JWT
+        secret, and kept apart from it so that it can be given to a site that signs URLs."""
+        path = self.delivery.signing_secret_file
+        return Path(path) if path else self.data_dir / "url-signing.key"
+
     def render_threads(self) -> int:
         """Threads of the CPU pool: ``[render] threads``, or one per core."""
         return self.render.threads or os.cpu_count() or 1
@@ -301,9 +331,13 @@ def load_config(
     """Resolve every key: defaults, then the ini file, then the environment, then overrides."""
     environ = os.environ if environ is None else environ
     values = {(k.section, k.name): k.default for k in KEYS}
+    presets: dict[str, str] = {}
     if path is not None:
-        values.update(_read_ini(Path(path)))
+        values.update(_read_ini(Path(path), presets))
     for name, text in environ.items():
+        if name.startswith(_PRESET_ENV_PREFIX):
+            presets[name.removeprefix(_PRESET_ENV_PREFIX).lower()] = text
+            continue
         key = _env_key(name) if name.startswith("IMAGEHOST_") else None
         if key is not None:
             values[(key.section, key.name)] = _parse(key, text, name)
@@ -312,7 +346,7 @@ def load_config(
             values[(section, name)] = value
     if values[("storage", "backend")] == "s3" and not values[("storage", "s3_bucket")]:
         raise ConfigError("[storage] s3_bucket is required when backend = s3")
-    return Config(values)
+    return Config(values, presets)
 
 
 def _env_key(name: str) -> Key | None:
@@ -336,7 +370,8 @@ def _nearest(name: str, names: list[str]) -> str:
     return f"; did you mean {close[0]}?" if close else ""
 
 
-def _read_ini(path: Path) -> dict[tuple[str, str], Any]:
+def _read_ini(path: Path, presets: dict[str, str]) -> dict[tuple[str, str], Any]:
+    """The keys of the file; its ``[presets]`` (free names) go into ``presets``."""
     parser = configparser.ConfigParser(interpolation=None)
     try:
         with path.open(encoding="utf-8") as f:
@@ -349,6 +384,9 @@ def _read_ini(path: Path) -> dict[tuple[str, str], Any]:
         raise ConfigError(f"config file {path} is not an ini file: {_first_line(e)}") from e
     values = {}
     for section in parser.sections():
+        if section == PRESETS_SECTION:
+            presets.update(parser.items(section))
+            continue
         for name, text in parser.items(section):
             key = _BY_NAME.get((section, name))
             if key is None:

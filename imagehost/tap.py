@@ -14,12 +14,7 @@ from twisted.application import service
 from twisted.internet import endpoints
 from twisted.python import usage
 
-from imagehost.assembly import (
-    build_daemon,
-    eager_presets,
-    prepare_installation,
-    warn_if_no_users,
-)
+from imagehost.assembly import build_daemon, prepare_installation, warn_if_no_users
 from imagehost.config import Config, ConfigError, load_config
 from imagehost.daemon import CannotListen, endpoint_problem, os_problem
 from imagehost.db import printable_url
@@ -84,7 +79,6 @@ def options_config(options) -> Config:
             d.split(":", 1)[0] in ("tcp", "tcp6", "unix") for d in config.server.listen):
         raise ConfigError("--workers above 1 needs tcp, tcp6 or unix endpoints "
                           "(terminate TLS in front, e.g. nginx)")
-    eager_presets(config)  # ConfigError for a name that is no preset
     return config
 
 

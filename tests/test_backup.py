@@ -70,6 +70,8 @@ async def test_backup_during_uploads_restores_every_acknowledged_image_byte_exac
         backed_up = records(dest / "imagehost.db")
         assert set(before) <= backed_up == set(manifest["originals"])
         assert (dest / "secret.key").stat().st_mode & 0o777 == 0o600
+        assert (dest / "url-signing.key").stat().st_mode & 0o777 == 0o600
+        assert manifest["urlSigningSecret"] == "url-signing.key"
 
         # A second backup into the same folder copies only the new originals.
         second = await local_cli(live).json("backup", dest)
@@ -96,6 +98,9 @@ async def test_backup_during_uploads_restores_every_acknowledged_image_byte_exac
         # The restored secret is the old one: the old installation's tokens are valid.
         assert (restored_dir / "secret.key").read_bytes() == (
             tmp_path / "live" / "data" / "secret.key").read_bytes()
+        # So is the URL signing key: signed image URLs made before the backup still work.
+        assert (restored_dir / "url-signing.key").read_bytes() == (
+            tmp_path / "live" / "data" / "url-signing.key").read_bytes()
     finally:
         await restored.service.stopService()
 

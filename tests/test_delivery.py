@@ -407,16 +407,24 @@ async def test_overload_gets_fast_503_while_health_answers(make_server):
     assert time.monotonic() - started < 30
 
 
-def test_parse_variant_query_rules():
-    from imagehost.service.delivery import VariantQuery, parse_variant_query
+def test_transform_parameter_rules():
     from imagehost.service.errors import BadRequest
+    from imagehost.service.transforms import Transform, canonical_parameters, parse_transform
 
-    parsed = parse_variant_query({"width": ["10"], "h": ["20"], "crop": ["TRUE"],
-                                  "quality": ["5"], "v": ["x"]}, 100)
-    assert parsed == VariantQuery(10, 20, True, 5)
-    assert parse_variant_query({}, 100) == VariantQuery()
-    with pytest.raises(BadRequest):
-        parse_variant_query({"w": ["101"]}, 100)
+    parameters = canonical_parameters({"width": ["10"], "h": ["20"], "crop": ["TRUE"],
+                                       "quality": ["5"], "v": ["x"]})
+    assert parameters == {"w": "10", "h": "20", "crop": "TRUE", "q": "5"}
+    assert parse_transform(parameters, 100) == Transform(10, 20, True, quality=5)
+    assert parse_transform({}, 100) == Transform()
+    assert parse_transform({"crop": "smart"}, 100) == Transform(crop=True, smart=True)
+    assert parse_transform({"fp": "0.25,1"}, 100) == Transform(crop=True, focus=(250, 1000))
+    assert parse_transform({"dpr": "1.5", "w": "10"}, 100).scaled_size(100) == (15, None)
+    for bad in ({"w": "101"}, {"dpr": "5"}, {"dpr": "0"}, {"dpr": "2.25"}, {"fp": "1.1,0"},
+                {"fp": "0.5"}, {"crop": "smart", "fp": "0.5,0.5"}, {"crop": "false",
+                                                                    "gravity": "smart"},
+                {"format": "bmp"}, {"gravity": "north"}):
+        with pytest.raises(BadRequest):
+            parse_transform(bad, 100)
 
 
 @pytest_twisted.ensureDeferred

@@ -13,9 +13,9 @@ import pytest_twisted
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from imagehost.service.delivery import parse_variant_query
 from imagehost.service.errors import ServiceError
 from imagehost.service.forms import parse_upload_form
+from imagehost.service.transforms import canonical_parameters, parse_transform
 from imagehost.web.errors import status_of
 from tests.conftest import image_bytes
 
@@ -203,10 +203,11 @@ _query_values = st.lists(st.one_of(st.text(max_size=12), st.integers().map(str))
 
 @settings(max_examples=500, deadline=None)
 @given(st.dictionaries(st.sampled_from(["w", "h", "width", "height", "crop", "q", "quality",
-                                        "x"]), _query_values, max_size=6))
+                                        "gravity", "fp", "dpr", "format", "x"]),
+                       _query_values, max_size=6))
 def test_variant_query_parsing_accepts_or_says_400(query):
     try:
-        params = parse_variant_query(query, 8192)
+        params = parse_transform(canonical_parameters(query), 8192)
     except ServiceError as e:
         assert status_of(e) == 400
         return

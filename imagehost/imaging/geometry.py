@@ -51,11 +51,24 @@ class Geometry:
     ) -> Geometry:
         """The whole source resized to ``width`` x ``height``, or with ``crop``: the largest
         centred region with the output's aspect ratio (cover, then centre-crop)."""
+        return cls.anchored(src_width, src_height, width, height, crop, (0.5, 0.5))
+
+    @classmethod
+    def anchored(
+        cls, src_width: int, src_height: int, width: int, height: int, crop: bool,
+        anchor: tuple[float, float],
+    ) -> Geometry:
+        """Like :meth:`centred`, but the crop region is centred on ``anchor`` (fractions
+        of the source's width and height), moved inward as far as needed to stay inside."""
         if not crop:
             return cls(width, height, (0.0, 0.0, float(src_width), float(src_height)))
         scale = max(width / src_width, height / src_height)
         region_w, region_h = width / scale, height / scale
-        left, top = (src_width - region_w) / 2, (src_height - region_h) / 2
+        if anchor == (0.5, 0.5):  # the exact centre, as every variant before anchors had
+            left, top = (src_width - region_w) / 2, (src_height - region_h) / 2
+        else:
+            left = _clamp(anchor[0] * src_width - region_w / 2, src_width - region_w)
+            top = _clamp(anchor[1] * src_height - region_h / 2, src_height - region_h)
         return cls(width, height, (left, top, left + region_w, top + region_h))
 
     @property
@@ -81,10 +94,7 @@ class Geometry:
         )
 
     def transposed(self) -> Geometry:
-        """The same geometry with x and y swapped (for sources stored rotated by 90 degrees).
-
-        Valid for any transposition because the box is centred.
-        """
+        """The same geometry with x and y swapped (the box mirrored on the diagonal)."""
         left, top, right, bottom = self.box
         return Geometry(self.height, self.width, (top, left, bottom, right))
 
@@ -98,3 +108,8 @@ class Geometry:
     def is_noop(self, src_width: int, src_height: int) -> bool:
         """True when applying the geometry to a source of this size changes nothing."""
         return self.size == (src_width, src_height) and self.box == (0, 0, src_width, src_height)
+
+
+def _clamp(start: float, highest: float) -> float:
+    """``start`` kept within 0..``highest`` (where a region of the source may begin)."""
+    return min(max(start, 0.0), max(highest, 0.0))

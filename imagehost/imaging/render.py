@@ -16,6 +16,7 @@ from typing import IO, Any
 from PIL import Image, ImageCms
 
 from imagehost.imaging import orientation as exif
+from imagehost.imaging import smartcrop
 from imagehost.imaging.geometry import Geometry, crop_size, fit_size
 from imagehost.imaging.probe import (
     KNOWN_FORMATS,
@@ -74,6 +75,10 @@ class RenderSpec:
     crop: bool
     format: str
     quality: int | None
+    #: Crops only: the window follows the content (``crop=smart``) ...
+    smart: bool = False
+    #: ... or is centred on this point, in thousandths of the displayed width and height.
+    focus: tuple[int, int] | None = None
 
     @property
     def extension(self) -> str:
@@ -86,12 +91,17 @@ class RenderSpec:
         return _MIME_TYPES[self.format]
 
     def cache_key(self) -> str:
-        """Short stable name for this variant, usable in a filename: ``r1-640x480-c-q80.jpg``.
+        """Short stable name for this variant, usable in a filename: ``r1-640x480-c-q80.jpg``
+        (``-cs`` for a smart crop, ``-cf250-400`` for one around a focal point).
 
         The ``r`` prefix is RENDER_VERSION: bumping it gives every variant a new file name
         and ETag, so cached renders of an older pipeline are never served again.
         """
         crop = "-c" if self.crop else ""
+        if self.crop and self.smart:
+            crop += "s"
+        elif self.crop and self.focus is not None:
+            crop += f"f{self.focus[0]}-{self.focus[1]}"
         quality = "" if self.quality is None else f"-q{self.quality}"
         return f"r{RENDER_VERSION}-{self.width}x{self.height}{crop}{quality}.{self.extension}"
 
@@ -120,6 +130,8 @@ def plan_variant(
     crop: bool,
     out_ext: str,
     quality: int | None,
+    smart: bool = False,
+    focus: tuple[int, int] | None = None,
 ) -> RenderSpec:
     """Normalise a variant request for a source of display size ``src_width`` x ``src_height``.
 
@@ -127,7 +139,9 @@ def plan_variant(
     ``crop`` with both: cover and centre-crop to exactly w x h; with one: a square.
     Never enlarges (a crop box too large shrinks, keeping its aspect ratio). Quality is
     None for lossless outputs and for an untouched same-format original, else defaults
-    to 85. Raises ValueError for an unknown ``out_ext`` or non-positive numbers.
+    to 85. ``smart`` or ``focus`` (thousandths of the displayed width and height) place a
+    crop's window; they are dropped when nothing is cropped. Raises ValueError for an
+    unknown ``out_ext`` or non-positive numbers.
     """
     try:
         out_format = OUTPUT_FORMATS[out_ext][0]
@@ -137,16 +151,20 @@ def plan_variant(
     if quality is not None and not 1 <= quality <= 100:
         raise ValueError(f"quality must be within 1-100, got {quality}")
     out_w, out_h, cropped = _plan_size(src_width, src_height, width, height, crop)
-    spec = RenderSpec(out_w, out_h, cropped, out_format, None)
+    placement = {"smart": smart and cropped,
+                 "focus": focus if cropped and not smart else None}
+    spec = RenderSpec(out_w, out_h, cropped, out_format, None, **placement)
     if out_format in LOSSY_FORMATS and not spec.is_identity(src_width, src_height, src_format):
-        spec = RenderSpec(out_w, out_h, cropped, out_format, quality or DEFAULT_QUALITY)
+        spec = RenderSpec(out_w, out_h, cropped, out_format, quality or DEFAULT_QUALITY,
+                          **placement)
     return spec
 
 
 def plan_thumbnail(
     src_width: int, src_height: int, src_format: str, *, out_ext: str, quality: int | None = None
 ) -> RenderSpec:
-    """The spec of the ``THUMBNAIL_SIZE`` square cropped thumbnail (never enlarged)."""
+    """The spec of the ``THUMBNAIL_SIZE`` square cropped thumbnail (never enlarged): the
+    built-in default of the ``thumbnail`` preset."""
     return plan_variant(
         src_width,
         src_height,
@@ -216,7 +234,9 @@ def render_frames(
     to_srgb = _SrgbConverter(im.info.get("icc_profile"))
     loop = im.info.get("loop")
     frames, durations = [], []
-    for frame in _source_frames(im, animate):
+    for index, frame in enumerate(_source_frames(im, animate)):
+        if index == 0 and spec.smart:
+            geometry = _smart_geometry(frame, geometry)
         durations.append(int(frame.info.get("duration", 0)))
         out = to_srgb(exif.upright(_resample(_working_mode(frame), geometry), orientation))
         if out is frame and animate:
@@ -236,10 +256,21 @@ def _stored_geometry(im: Image.Image, spec: RenderSpec, orientation: int) -> Geo
     than transposing the full-size source first.
     """
     stored_w, stored_h = im.size
+    out_w, out_h = spec.width, spec.height
     if orientation in exif.SWAPS_AXES:
-        display = Geometry.centred(stored_h, stored_w, spec.width, spec.height, spec.crop)
-        return display.transposed()
-    return Geometry.centred(stored_w, stored_h, spec.width, spec.height, spec.crop)
+        out_w, out_h = out_h, out_w
+    if spec.focus is None:
+        return Geometry.centred(stored_w, stored_h, out_w, out_h, spec.crop)
+    focus = (spec.focus[0] / 1000, spec.focus[1] / 1000)
+    anchor = smartcrop.stored_anchor(focus, orientation)
+    return Geometry.anchored(stored_w, stored_h, out_w, out_h, spec.crop, anchor)
+
+
+def _smart_geometry(frame: Image.Image, geometry: Geometry) -> Geometry:
+    """Slide the crop window of ``geometry`` (in ``frame``'s pixels) onto the content."""
+    left, top, right, bottom = geometry.box
+    anchor = smartcrop.content_anchor(frame, (right - left, bottom - top))
+    return Geometry.anchored(*frame.size, geometry.width, geometry.height, True, anchor)
 
 
 def _draft(im: Image.Image, geometry: Geometry) -> Geometry:

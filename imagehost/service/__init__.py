@@ -54,7 +54,8 @@ class Imagehost:
         from datetime import UTC, datetime
 
         return Backups(self.pools, self.storage, database_url=config.database_url,
-                       secret_file=config.secret_file, now=lambda: datetime.now(UTC))
+                       secret_file=config.secret_file, now=lambda: datetime.now(UTC),
+                       url_signing_secret_file=config.url_signing_secret_file)
 
     @property
     def cpu_jobs(self) -> int:

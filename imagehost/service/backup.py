@@ -32,6 +32,8 @@ from imagehost.storage import Storage, atomic_write
 
 MANIFEST = "manifest.json"
 SQLITE_COPY, POSTGRESQL_DUMP, SECRET = "imagehost.db", "database.sql", "secret.key"
+#: The key of image URL signatures ([delivery] signing_secret_file), beside the JWT secret.
+URL_SIGNING_SECRET = "url-signing.key"
 FORMAT = 1
 
 __all__ = ["BackupFailed", "BackupReport", "Backups", "RestoreReport", "check_restore",
@@ -63,13 +65,14 @@ class Backups:
     """Takes backups of a running installation."""
 
     def __init__(self, pools: Pools, storage: Storage, *, database_url: str, secret_file: Path,
-                 now: Callable[[], datetime]):
+                 now: Callable[[], datetime], url_signing_secret_file: Path | None = None):
         self._db = pools.db
         self._cpu = pools.cpu
         self._io = pools.io
         self._storage = storage
         self._url = database_url
         self._secret = secret_file
+        self._url_secret = url_signing_secret_file
         self._now = now
 
     async def backup(self, dest: Path,
@@ -83,6 +86,7 @@ class Backups:
         if on_listed is not None:
             on_listed(originals)
         await self._io.run(_copy_secret, self._secret, dest / SECRET)
+        url_secret = await self._io.run(_copy_url_secret, self._url_secret, dest)
         entries = await in_lanes(self._cpu.threads, [
             partial(self._back_up_original, o, dest, earlier, report, on_copied)
             for o in originals])
@@ -91,6 +95,7 @@ class Backups:
         report.originals = len(originals) - len(report.dropped)
         manifest = {"format": FORMAT, "createdAt": started.isoformat(),
                     "database": report.database, "secret": SECRET,
+                    "urlSigningSecret": url_secret,
                     "originalsInBucket": report.in_bucket > 0,
                     "deletedDuringBackup": report.dropped,
                     "originals": {o.image_id: entry
@@ -189,6 +194,14 @@ def _unchanged(dest: Path, entry: dict[str, Any], earlier: dict[str, Any] | None
         return False
 
 
+def _copy_url_secret(source: Path | None, dest: Path) -> str | None:
+    """Copy the URL signing key if the installation has one; its name in the backup."""
+    if source is None or not source.exists():
+        return None
+    _copy_secret(source, dest / URL_SIGNING_SECRET)
+    return URL_SIGNING_SECRET
+
+
 def _copy_secret(source: Path, target: Path) -> None:
     data = source.read_bytes()
     fd = os.open(target.with_name(target.name + ".partial"),
@@ -236,7 +249,8 @@ def check_restore(source: Path, data_dir: Path, database_file: Path,
 
 
 def restore(source: Path, data_dir: Path, database_file: Path, secret_file: Path,
-            on_restored: Callable[[dict[str, Any]], None] | None = None) -> RestoreReport:
+            on_restored: Callable[[dict[str, Any]], None] | None = None,
+            url_signing_secret_file: Path | None = None) -> RestoreReport:
     """Rebuild a data directory from a backup folder, every original checked against
     the manifest (blocking). ``data_dir`` must be empty or not exist yet; if an original
     does not match, what was written is removed again."""
@@ -248,6 +262,9 @@ def restore(source: Path, data_dir: Path, database_file: Path, secret_file: Path
         shutil.copyfile(source / SQLITE_COPY, database_file)
         secret_file.parent.mkdir(parents=True, exist_ok=True)
         _copy_secret(source / manifest["secret"], secret_file)
+        if manifest.get("urlSigningSecret") and url_signing_secret_file is not None:
+            url_signing_secret_file.parent.mkdir(parents=True, exist_ok=True)
+            _copy_secret(source / manifest["urlSigningSecret"], url_signing_secret_file)
     except BaseException:
         _empty(data_dir)
         raise

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import shutil
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -35,67 +34,41 @@ from imagehost.imaging.render import (
     LOSSY_FORMATS,
     OUTPUT_FORMATS,
     RenderSpec,
-    plan_thumbnail,
     plan_variant,
     render_variant,
 )
 from imagehost.service.errors import BadRequest, NotFound
 from imagehost.service.pools import Pools
+from imagehost.service.transforms import (
+    AUTO,
+    PRESET_MAX_DIMENSION,
+    SIGNATURE_PARAMETER,
+    THUMBNAIL_PRESET,
+    DeliveryPolicy,
+    ImageUrls,
+    Presets,
+    Transform,
+    UrlSigner,
+    canonical_parameters,
+    parse_transform,
+)
 from imagehost.service.variant_cache import VariantCache
 from imagehost.service.views import ViewCounter
 from imagehost.storage import Storage, atomic_write
 
 _log = Logger()
 _FORMAT_BY_MIME = {mime: fmt for fmt, (mime, _ext) in KNOWN_FORMATS.items()}
-_DIGITS = re.compile(r"[0-9]{1,9}")  # fullmatch: "$" also matches before a final "\n"
-_CROP_VALUES = {"true": True, "1": True, "false": False, "0": False}
 _KNOWN_IMAGES = 10_000
-
-#: The eager preset every installation knows: the ``_thumbnail`` variant the grids show.
-THUMBNAIL_PRESET = "thumbnail"
-EAGER_PRESETS = (THUMBNAIL_PRESET,)
 
 
 @dataclass(frozen=True)
-class VariantQuery:
-    """Validated query parameters of an image URL (None = not given)."""
+class VariantRequest:
+    """A delivery URL, checked against the policy and resolved to what it asks: the
+    Transform (presets applied), the output extension (``auto`` before negotiation)."""
 
-    width: int | None = None
-    height: int | None = None
-    crop: bool = False
-    quality: int | None = None
-
-
-def parse_variant_query(query: Mapping[str, Sequence[str]], max_dimension: int) -> VariantQuery:
-    """Validate ``w``/``width``, ``h``/``height``, ``crop``, ``q``/``quality``; BadRequest if bad.
-
-    Other parameters (cache busters and the like) are ignored.
-    """
-    width = _integer(query, ("w", "width"), 1, max_dimension)
-    height = _integer(query, ("h", "height"), 1, max_dimension)
-    quality = _integer(query, ("q", "quality"), 1, 100)
-    crop_text = _single(query, ("crop",))
-    crop_text = "false" if crop_text is None else crop_text
-    if crop_text.lower() not in _CROP_VALUES:
-        raise BadRequest('"crop" must be true, false, 1 or 0.')
-    return VariantQuery(width, height, _CROP_VALUES[crop_text.lower()], quality)
-
-
-def _single(query: Mapping[str, Sequence[str]], names: tuple[str, ...]) -> str | None:
-    values = {value for name in names for value in query.get(name, ())}
-    if len(values) > 1:
-        raise BadRequest(f'"{names[0]}" is given more than once with different values.')
-    return values.pop() if values else None
-
-
-def _integer(query: Mapping[str, Sequence[str]], names: tuple[str, ...], low: int,
-             high: int) -> int | None:
-    text = _single(query, names)
-    if text is None:
-        return None
-    if not _DIGITS.fullmatch(text) or not low <= int(text) <= high:
-        raise BadRequest(f'"{names[0]}" must be an integer from {low} to {high}.')
-    return int(text)
+    transform: Transform
+    ext: str
+    negotiated: bool
 
 
 @dataclass(frozen=True)
@@ -108,6 +81,8 @@ class ImageContent:
     content_type: str
     etag: str
     last_modified: datetime
+    #: The format was chosen from the request's ``Accept`` (``.auto``): send ``Vary: Accept``.
+    negotiated: bool = False
 
 
 @dataclass(frozen=True)
@@ -129,7 +104,9 @@ class Delivery:
 
     def __init__(self, pools: Pools, storage: Storage, cache: VariantCache,
                  views: ViewCounter, *, max_dimension: int, clock,
-                 revalidate_after: float = 0.0, eager_presets: Sequence[str] = ()):
+                 revalidate_after: float = 0.0, presets: Presets | None = None,
+                 urls: ImageUrls | None = None, auto_avif: bool = False,
+                 eager_presets: Sequence[str] = ()):
         self._db = pools.db
         self._cpu = pools.cpu
         self._io = pools.io
@@ -137,6 +114,10 @@ class Delivery:
         self.cache = cache
         self.views = views
         self.max_dimension = max_dimension
+        self.presets = presets or Presets.from_config({}, max_dimension)
+        # Without a configured signer nothing needs signing; the key is then never used.
+        self.urls = urls or ImageUrls(UrlSigner(b""), DeliveryPolicy())
+        self.auto_avif = auto_avif
         self._flights: dict[tuple[str, str], list[Deferred]] = {}
         # Images seen recently, with the clock time until which they are trusted. Only
         # fields that never change for an id are used (size, type, hash, creation time),
@@ -165,11 +146,14 @@ class Delivery:
         await self.views.stop()
 
     async def locate(self, image_id: str, ext: str, *, thumbnail: bool,
-                     query: Mapping[str, Sequence[str]]) -> ImageContent:
-        """Resolve ``/image/{id}[_thumbnail].{ext}?query``; NotFound or BadRequest."""
-        if ext not in OUTPUT_FORMATS:
+                     query: Mapping[str, Sequence[str]],
+                     accepts: frozenset[str] = frozenset()) -> ImageContent:
+        """Resolve ``/image/{id}[_thumbnail].{ext}?query``; NotFound, BadRequest, or
+        SignatureInvalid / TransformNotAllowed (403s). ``accepts`` holds the image types
+        the client's ``Accept`` names (for ``.auto``)."""
+        if ext not in OUTPUT_FORMATS and ext != AUTO:
             raise NotFound("No such image.")
-        params = parse_variant_query(query, self.max_dimension)
+        request = self.resolve(image_id, ext, thumbnail=thumbnail, query=query)
         known = self._known_images.get(image_id)
         if known is not None and self._clock.seconds() < known[1]:
             # A delete through this daemon forgets the image at once (``forget``); one
@@ -177,14 +161,71 @@ class Delivery:
             # hit, a miss or the original needs no database read (a fifth of the GIL
             # time of an uncached render, bench/README.md).
             self._known_images.move_to_end(image_id)
-            return self._content(known[0], ext, params, thumbnail)
+            return self._content(known[0], request, accepts)
         image = await self._db.run(q.image_by_id, image_id)
         if image is None or image.mime_type not in _FORMAT_BY_MIME:
             if self._known_images.pop(image_id, None) is not None:
                 self._drop_local_variants(image_id)
             raise NotFound("No such image.")
         self._remember(image)
-        return self._content(image, ext, params, thumbnail)
+        return self._content(image, request, accepts)
+
+    def resolve(self, image_id: str, ext: str, *, thumbnail: bool,
+                query: Mapping[str, Sequence[str]]) -> VariantRequest:
+        """Check a URL against the policy (presets only, signature) and validate it.
+
+        The policy comes first: a refused URL learns nothing about its parameters.
+        """
+        parameters = canonical_parameters(query)
+        policy = self.urls.policy
+        policy.check_presets_only(parameters)
+        if policy.needs_signature(parameters):
+            name = f"{image_id}{'_thumbnail' if thumbnail else ''}.{ext}"
+            signatures = set(query.get(SIGNATURE_PARAMETER, ()))
+            self.urls.signer.verify(name, parameters,
+                                    signatures.pop() if len(signatures) == 1 else None)
+        transform = parse_transform(parameters, self.max_dimension)
+        preset_name = parameters.get("p")
+        if thumbnail:
+            if preset_name is not None:
+                raise BadRequest('A _thumbnail URL is the "thumbnail" preset: it takes no "p".')
+            preset_name = THUMBNAIL_PRESET
+        if preset_name is not None:
+            preset = self.presets.get(preset_name)
+            if preset is None:
+                raise BadRequest(f'There is no preset named "{preset_name}".')
+            # What the preset sets wins; the URL may add what it leaves open (q, dpr...).
+            merged = {name: value for name, value in parameters.items() if name != "p"}
+            transform = parse_transform(merged | dict(preset.parameters),
+                                        max(self.max_dimension, PRESET_MAX_DIMENSION))
+        out_ext = transform.format or ext
+        return VariantRequest(transform, out_ext, negotiated=out_ext == AUTO)
+
+    def display_url(self, image: ImageRecord, *, thumbnail: bool = False,
+                    prefix: str = "/image/") -> str:
+        """The URL a browser shows the image (or its thumbnail) at, signed if required."""
+        ext = EXTENSION_BY_MIME[image.mime_type]
+        return self.urls.path(image.id, ext, thumbnail=thumbnail, prefix=prefix)
+
+    def variant_url(self, image: ImageRecord, query: Mapping[str, Sequence[str]]) -> str:
+        """A URL of ``image`` with the transform ``query`` asks for (``format`` picks the
+        extension), signed if required; BadRequest or TransformNotAllowed as the URL
+        itself would get."""
+        parameters = canonical_parameters(query)
+        self.urls.policy.check_presets_only(parameters)
+        parse_transform(parameters, self.max_dimension)
+        preset = parameters.get("p")
+        if preset is not None and preset not in self.presets:
+            raise BadRequest(f'There is no preset named "{preset}".')
+        ext = parameters.pop("format", None) or EXTENSION_BY_MIME[image.mime_type]
+        return self.urls.path(image.id, ext, parameters)
+
+    async def url_of(self, image_id: str, query: Mapping[str, Sequence[str]]) -> str:
+        """``variant_url`` of the image with this id (the operator's CLI); NotFound."""
+        image = await self._db.run(q.image_by_id, image_id)
+        if image is None:
+            raise NotFound("No such image.")
+        return self.variant_url(image, query)
 
     def render_first_views(self, image: ImageRecord) -> Deferred[None]:
         """Render what a new image's first views ask for (the ``eager_presets``: its
@@ -225,14 +266,21 @@ class Delivery:
             if source == "MISS":
                 self.eager_renders += 1
 
-    def _preset(self, image: ImageRecord, preset: str) -> ImageContent | None:
-        """What an eager preset names for ``image``, in the image's own format."""
-        if image.mime_type not in _FORMAT_BY_MIME:
+    def _preset(self, image: ImageRecord, name: str) -> ImageContent | None:
+        """What ``?p=name`` (``_thumbnail`` for the thumbnail) asks of ``image``, in the
+        image's own format unless the preset names one; None for a preset whose format
+        depends on the client's ``Accept`` (nothing to render before a client asks)."""
+        preset = self.presets.get(name)
+        if preset is None or image.mime_type not in _FORMAT_BY_MIME:
             return None
-        ext = EXTENSION_BY_MIME[image.mime_type]
-        if preset == THUMBNAIL_PRESET:
-            return self._content(image, ext, VariantQuery(), thumbnail=True)
-        raise ValueError(f"unknown eager preset {preset!r}")
+        # As ``resolve`` does for the URL, without the signature: nobody asked yet.
+        transform = parse_transform(dict(preset.parameters),
+                                    max(self.max_dimension, PRESET_MAX_DIMENSION))
+        ext = transform.format or EXTENSION_BY_MIME[image.mime_type]
+        if ext == AUTO:
+            return None
+        return self._content(image, VariantRequest(transform, ext, negotiated=False),
+                             frozenset())
 
     def forget(self, image_id: str) -> None:
         """The image was deleted through this daemon: stop trusting what was remembered."""
@@ -251,15 +299,20 @@ class Delivery:
         d = self._io.run(shutil.rmtree, self._storage.variants_dir(image_id), True)
         d.addCallback(lambda _: self.cache.forget_image(image_id))
 
-    def _content(self, image: ImageRecord, ext: str, params: VariantQuery,
-                 thumbnail: bool) -> ImageContent:
+    def _content(self, image: ImageRecord, request: VariantRequest,
+                 accepts: frozenset[str]) -> ImageContent:
         original_ext = EXTENSION_BY_MIME[image.mime_type]
-        spec = _plan(image, ext, params, thumbnail)
+        ext = request.ext
+        if request.negotiated:
+            ext = negotiated_extension(accepts, _FORMAT_BY_MIME[image.mime_type],
+                                       avif=self.auto_avif)
+        spec = _plan(image, ext, request.transform, self.max_dimension)
         if spec is None:
             return ImageContent(image, original_ext, None, image.mime_type, f'"{image.sha256}"',
-                                image.created_at)
+                                image.created_at, request.negotiated)
         return ImageContent(image, original_ext, spec, spec.mime_type,
-                            f'"{image.sha256}-{spec.cache_key()}"', image.created_at)
+                            f'"{image.sha256}-{spec.cache_key()}"', image.created_at,
+                            request.negotiated)
 
     async def body(self, content: ImageContent, *, count_view: bool) -> Body:
         """The bytes of ``content``, rendering and caching a variant on a miss.
@@ -371,23 +424,30 @@ class Delivery:
                 waiter.callback(result)
 
 
-def _plan(image: ImageRecord, ext: str, params: VariantQuery,
-          thumbnail: bool) -> RenderSpec | None:
+def _plan(image: ImageRecord, ext: str, transform: Transform,
+          max_dimension: int) -> RenderSpec | None:
     """The variant to render, or None when the stored original is exactly what is asked."""
     src_format = _FORMAT_BY_MIME[image.mime_type]
-    if thumbnail:
-        spec = plan_thumbnail(image.width, image.height, src_format, out_ext=ext,
-                              quality=params.quality)
-    else:
-        spec = plan_variant(image.width, image.height, src_format, width=params.width,
-                            height=params.height, crop=params.crop, out_ext=ext,
-                            quality=params.quality)
-    if spec.format in LOSSY_FORMATS and spec.quality is None and params.quality is not None:
+    width, height = transform.scaled_size(max_dimension)
+    spec = plan_variant(image.width, image.height, src_format, width=width, height=height,
+                        crop=transform.crop, out_ext=ext, quality=transform.quality,
+                        smart=transform.smart, focus=transform.focus)
+    if spec.format in LOSSY_FORMATS and spec.quality is None and transform.quality is not None:
         # An explicit quality asks for a re-encode even at the original's size and format.
-        return dataclasses.replace(spec, quality=params.quality)
+        return dataclasses.replace(spec, quality=transform.quality)
     if spec.is_identity(image.width, image.height, src_format):
         return None
     return spec
+
+
+def negotiated_extension(accepts: frozenset[str], src_format: str, *, avif: bool) -> str:
+    """What ``.auto`` serves: AVIF when enabled and named in ``Accept``, else WebP when
+    named, else the original's format (an animated GIF stays a GIF rather than AVIF)."""
+    if avif and "image/avif" in accepts and src_format != "GIF":
+        return "avif"
+    if "image/webp" in accepts:
+        return "webp"
+    return KNOWN_FORMATS[src_format][1]
 
 
 def _render_unless_cached(path: Path, source: Path | bytes, spec: RenderSpec) -> bytes | None:

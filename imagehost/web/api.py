@@ -13,11 +13,12 @@ from twisted.logger import Logger
 from twisted.protocols.basic import FileSender
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
+from werkzeug.datastructures import MIMEAccept
 from werkzeug.exceptions import HTTPException
+from werkzeug.http import parse_accept_header
 from werkzeug.routing import RequestRedirect
 
 from imagehost.db.accounts import User
-from imagehost.imaging.probe import EXTENSION_BY_MIME
 from imagehost.service import Imagehost
 from imagehost.service.accounts import Principal, require_admin
 from imagehost.service.delivery import Body, ImageContent
@@ -215,11 +216,11 @@ class ImagehostAPI:
     @authenticated(jwt=False)
     async def external_upload(self, request: IRequest, principal: Principal) -> bytes:
         image = await self._upload(request, principal.user)
-        ext = EXTENSION_BY_MIME[image.mime_type]
+        delivery = self.imagehost.delivery
         return json_response(request, {
             "id": image.id,
-            "url": f"/api/image/{image.id}.{ext}",
-            "thumbnailUrl": f"/api/image/{image.id}_thumbnail.{ext}",
+            "url": delivery.display_url(image, prefix="/api/image/"),
+            "thumbnailUrl": delivery.display_url(image, thumbnail=True, prefix="/api/image/"),
         }, 201)
 
     def _upload(self, request: IRequest, owner: User | None):
@@ -235,7 +236,16 @@ class ImagehostAPI:
     async def image_detail(self, request: IRequest, principal: Principal,
                            image_id: str) -> bytes:
         image = await self.imagehost.library.detail(principal, image_id)
-        return json_response(request, library_json.detail_json(image))
+        url = self.imagehost.delivery.display_url(image)
+        return json_response(request, library_json.detail_json(image, url))
+
+    @app.route("/api/image/<string:image_id>/url", methods=["GET"])
+    @authenticated()
+    async def image_url(self, request: IRequest, principal: Principal,
+                        image_id: str) -> bytes:
+        image = await self.imagehost.library.detail(principal, image_id)
+        url = self.imagehost.delivery.variant_url(image, _query(request))
+        return json_response(request, {"url": url})
 
     @app.route("/api/images/<string:page>", methods=["GET"])
     @authenticated()
@@ -293,7 +303,7 @@ class ImagehostAPI:
         delivery = self.imagehost.delivery
         content = await delivery.locate(match["id"], match["ext"],
                                         thumbnail=bool(match["thumbnail"]),
-                                        query=_query(request))
+                                        query=_query(request), accepts=_accepted_images(request))
         _set_image_headers(request, content)
         if _etag_matches(request, content.etag):
             request.setResponseCode(304)
@@ -307,7 +317,20 @@ def _query(request: IRequest) -> dict[str, list[str]]:
             for name, values in request.args.items()}
 
 
+def _accepted_images(request: IRequest) -> frozenset[str]:
+    """The image types the ``Accept`` header names with a quality above 0. Wildcards do
+    not count: ``*/*`` says nothing about whether a client decodes WebP."""
+    header = request.getHeader(b"accept")
+    if not header:
+        return frozenset()
+    accept = parse_accept_header(header.decode("latin-1"), MIMEAccept)
+    return frozenset(value.lower() for value, quality in accept
+                     if quality > 0 and value.lower().startswith("image/") and "*" not in value)
+
+
 def _set_image_headers(request: IRequest, content: ImageContent) -> None:
+    if content.negotiated:
+        request.setHeader(b"Vary", b"Accept")
     request.setHeader(b"ETag", content.etag.encode())
     request.setHeader(b"Last-Modified",
                       format_datetime(content.last_modified, usegmt=True).encode())

@@ -22,6 +22,7 @@ from imagehost.service.errors import (
     Unauthorized,
     ValidationFailed,
 )
+from imagehost.service.transforms import SignatureInvalid, TransformNotAllowed
 from imagehost.storage.errors import StorageError, StorageUnavailable
 
 #: The seed's wire format names the framework exception of a 422; clients match on it.
@@ -43,6 +44,8 @@ STATUS_BY_ERROR: dict[type[Exception], WireError] = {
     BadRequest: WireError(400),
     Unauthorized: WireError(401),
     Forbidden: WireError(403),
+    SignatureInvalid: WireError(403),
+    TransformNotAllowed: WireError(403),
     NotFound: WireError(404),
     PayloadTooLarge: WireError(413),
     ValidationFailed: WireError(422, SYMFONY_TITLE),

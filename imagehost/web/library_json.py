@@ -7,7 +7,6 @@ from typing import Any
 
 from imagehost.db.images import ImageRecord
 from imagehost.db.library import LibraryEntry, Owner
-from imagehost.imaging.probe import EXTENSION_BY_MIME
 from imagehost.service.accounts import Principal
 from imagehost.service.library import Page, email_visible
 from imagehost.service.wire import iso
@@ -27,9 +26,9 @@ def history_date(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
-def detail_json(image: ImageRecord) -> dict[str, Any]:
-    """The flat object of ``GET /api/image/{id}/detail``."""
-    ext = EXTENSION_BY_MIME[image.mime_type]
+def detail_json(image: ImageRecord, url: str) -> dict[str, Any]:
+    """The flat object of ``GET /api/image/{id}/detail``; ``url`` is its display URL
+    (``Delivery.display_url``: signed when the installation requires it)."""
     return {
         "id": image.id,
         "fileName": image.file_name,
@@ -45,7 +44,7 @@ def detail_json(image: ImageRecord) -> dict[str, Any]:
         "height": image.height,
         # Uploads accept only types the renderer resizes, so every stored image does.
         "supportsResize": True,
-        "url": f"/image/{image.id}.{ext}",
+        "url": url,
     }
 
 

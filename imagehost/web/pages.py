@@ -29,7 +29,6 @@ from werkzeug.exceptions import HTTPException
 
 from imagehost.db.accounts import User
 from imagehost.service import Imagehost
-from imagehost.service import links as share
 from imagehost.service.accounts import Principal, require_admin
 from imagehost.service.errors import (
     BadRequest,
@@ -42,6 +41,7 @@ from imagehost.service.errors import (
 )
 from imagehost.service.forms import UploadForm
 from imagehost.service.library import parse_listing
+from imagehost.service.links import ImageLinks
 from imagehost.service.runtime_settings import ACCEPTABLE_TYPES
 from imagehost.service.sharex import sharex_uploader
 from imagehost.web import errors
@@ -165,7 +165,8 @@ class ImagehostPages:
         self._static = StaticFiles(_HERE / "static")
         self._templates = Environment(loader=FileSystemLoader(_HERE / "templates"),
                                       autoescape=True, trim_blocks=True, lstrip_blocks=True)
-        self._templates.globals.update(static=self._static.url, share=share)
+        self.share = ImageLinks(imagehost.delivery.urls, imagehost.delivery.presets)
+        self._templates.globals.update(static=self._static.url, share=self.share)
         self._templates.filters.update(megabytes=_megabytes, moment=_moment)
 
     def resource(self):
@@ -377,7 +378,7 @@ class ImagehostPages:
             return await self._upload_page(request, visit, errors.status_of(e),
                                            " ".join(messages))
         if _wants_json(request):
-            snippets = share.share_snippets(self.base_url(request), image, "original",
+            snippets = self.share.share_snippets(self.base_url(request), image, "original",
                                             "original")
             return _json(request, {"id": image.id, "page": f"/i/{image.id}", **snippets}, 201)
         return _redirect(request, f"/i/{image.id}")
@@ -442,12 +443,12 @@ class ImagehostPages:
     async def image_page(self, request: IRequest, visit: Visit, image_id: str) -> bytes:
         entry = await self.imagehost.library.viewable(visit.principal, image_id)
         image, base = entry.image, self.base_url(request)
-        size = _choice(_arg(request, "size"), share.SHARE_SIZES, "original")
-        fmt = _choice(_arg(request, "format"), share.SHARE_FORMATS, "original")
+        size = _choice(_arg(request, "size"), self.share.SHARE_SIZES, "original")
+        fmt = _choice(_arg(request, "format"), self.share.SHARE_FORMATS, "original")
         return self.render(
             request, "image.html", entry=entry, image=image, base=base, size=size, fmt=fmt,
-            snippets=share.share_snippets(base, image, size, fmt),
-            all_snippets=json.dumps(share.all_share_snippets(base, image)),
+            snippets=self.share.share_snippets(base, image, size, fmt),
+            all_snippets=json.dumps(self.share.all_share_snippets(base, image)),
             can_manage=visit.user is not None and (
                 visit.user.is_admin or visit.user.id == image.owner_id),
             oembed=f"{base}/oembed?" + urlencode({"url": f"{base}/i/{image.id}",
@@ -615,9 +616,9 @@ class ImagehostPages:
         if not path.startswith("/i/"):
             raise NotFound("No such image.")
         entry = await self.imagehost.library.viewable(None, path[3:])
-        picture, base = share.og_image(entry.image), self.base_url(request)
+        picture, base = self.share.og_image(entry.image), self.base_url(request)
         return _json(request, {
-            "version": "1.0", "type": "photo", "title": share.alt_text(entry.image),
+            "version": "1.0", "type": "photo", "title": self.share.alt_text(entry.image),
             "url": base + picture.path, "width": picture.width, "height": picture.height,
             "provider_name": "imagehost", "provider_url": base + "/"})
 
