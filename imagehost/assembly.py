@@ -33,12 +33,14 @@ from imagehost.imaging import memory
 from imagehost.imaging.probe import SourceLimits
 from imagehost.service import Imagehost
 from imagehost.service.accounts import Accounts, check_new_user
+from imagehost.service.administration import Administration, users_cursor_key
 from imagehost.service.collector import GarbageCollector
 from imagehost.service.delivery import Delivery
 from imagehost.service.errors import ValidationFailed
 from imagehost.service.images import Images
 from imagehost.service.library import Library, cursor_signing_key
 from imagehost.service.pools import CpuPool, IoPool, Pools
+from imagehost.service.quotas import Quotas
 from imagehost.service.runtime_settings import RuntimeSettings
 from imagehost.service.sessions import BrowserSessions
 from imagehost.service.throttle import RateLimit
@@ -275,6 +277,7 @@ def build_imagehost(config: Config, reactor, secret: bytes, *, clock=None,
                       "login attempts from this address"),
             RateLimit(pools, "login-user", limits.logins_per_minute_per_user, time.time,
                       "login attempts for this user")))
+    quotas = Quotas(pools, settings)
     presets, policy = delivery_rules(config)
     urls = ImageUrls(UrlSigner(_load_or_create_secret(config.url_signing_secret_file)), policy)
     delivery = Delivery(pools, storage, VariantCache(storage, config.cache.max_size, pools.io),
@@ -287,14 +290,17 @@ def build_imagehost(config: Config, reactor, secret: bytes, *, clock=None,
                     guest_limit=RateLimit(pools, "guest-upload-ip",
                                           limits.guest_uploads_per_minute_per_ip, time.time,
                                           "guest uploads from this address"),
-                    after_upload=delivery.render_first_views)
+                    quotas=quotas, after_upload=delivery.render_first_views)
     library = Library(pools, storage, now=utc_now, cursor_key=cursor_signing_key(secret),
                       on_delete=delivery.forget)
     sessions = BrowserSessions(pools, accounts, secret, ttl=config.auth.session_ttl,
                                now=utc_now)
+    administration = Administration(pools, accounts, quotas, library,
+                                    cursor_key=users_cursor_key(secret))
     return Imagehost(pools=pools, storage=storage, accounts=accounts, images=images,
                      settings=settings, library=library, delivery=delivery,
-                     garbage=GarbageCollector(pools, storage), sessions=sessions)
+                     garbage=GarbageCollector(pools, storage), sessions=sessions,
+                     quotas=quotas, administration=administration)
 
 
 # -- one daemon process ------------------------------------------------------------------

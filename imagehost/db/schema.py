@@ -29,6 +29,11 @@ users = sa.Table(
     # later duplicates that existed before).
     sa.Column("username_key", sa.String(128), nullable=False, unique=True, index=True),
     sa.Column("email_key", sa.String(320), nullable=False, unique=True, index=True),
+    # Own limits (NULL: the runtime settings' default; -1: unlimited); migration 0007.
+    sa.Column("quota_bytes", sa.BigInteger, nullable=True),
+    sa.Column("quota_images", sa.BigInteger, nullable=True),
+    # Access tokens carry it; raising it ends every token issued before.
+    sa.Column("token_generation", sa.Integer, nullable=False, server_default="0"),
 )
 
 refresh_tokens = sa.Table(
