@@ -51,6 +51,9 @@ from imagehost.storage import LocalStorage, Storage
 
 _log = Logger()
 
+#: How much lower than the reactor thread the CPU pool's threads are scheduled (nice).
+RENDER_NICENESS = 5
+
 #: Threads for file and S3 calls, beyond one per CPU thread (deletes, health checks,
 #: shares and cache writes wait on the network or the disk, not on a core).
 IO_THREADS_EXTRA = 10
@@ -229,7 +232,8 @@ def build_pools(config: Config, reactor) -> Pools:
     io_pool = ThreadPool(minthreads=1, maxthreads=io_threads(config), name="imagehost-io")
     return Pools(db=Database(engine, reactor, db_pool),
                  cpu=CpuPool(reactor, cpu_pool, config.render.queue_size,
-                             when_idle=memory.release_free_memory),
+                             when_idle=memory.release_free_memory,
+                             niceness=RENDER_NICENESS),
                  io=IoPool(reactor, io_pool))
 
 

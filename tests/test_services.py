@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,6 +14,7 @@ import pytest_twisted
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
 
 from imagehost.config import load_config
 from imagehost.db import images as image_queries
@@ -165,6 +169,23 @@ def test_a_full_background_queue_drops_jobs_but_never_refuses_requests():
     assert fired(fired_later) == 4
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
+@pytest_twisted.ensureDeferred
+async def test_cpu_threads_run_at_a_lower_priority_than_the_reactor(reactor):
+    threadpool = ThreadPool(minthreads=1, maxthreads=1, name="test-cpu")
+    pool = CpuPool(reactor, threadpool, queue_size=1, niceness=3)
+    pool.start()
+    try:
+        def nice() -> int:
+            return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+        ours = nice()
+        assert [await pool.submit(nice), await pool.submit(nice)] == [min(ours + 3, 19)] * 2
+        assert nice() == ours  # the reactor thread keeps its priority
+    finally:
+        pool.stop()
+
+
 def test_when_idle_runs_once_the_pool_has_been_idle_for_the_delay():
     clock = Clock()
     calls = []
@@ -240,6 +261,11 @@ async def test_a_miss_renders_once_and_then_hits_the_cache(tmp_path):
         assert hit.cache == "HIT" and hit.file.read() == fired(first).data
 
 
+def held_calls(cpu: HeldThreadPool) -> list[str]:
+    """The functions of the CPU jobs held, in order (each is wrapped by ``CpuPool._run``)."""
+    return [job[2][0].__name__ for job in cpu.held]
+
+
 def test_on_demand_renders_go_before_the_first_views_queued_earlier(tmp_path):
     cpu = HeldThreadPool(threads=1)
     parts = Parts(tmp_path, cpu=cpu)
@@ -253,12 +279,12 @@ def test_on_demand_renders_go_before_the_first_views_queued_earlier(tmp_path):
     first = Deferred.fromCoroutine(parts.delivery.body(wide, count_view=False))
     ahead = parts.delivery.render_first_views(record)  # queued while the thread is busy
     second = Deferred.fromCoroutine(parts.delivery.body(narrow, count_view=False))
-    assert [job[1].__name__ for job in cpu.held] == ["render_variant"]
+    assert held_calls(cpu) == ["render_variant"]
     cpu.release_one()  # the first request's render; next on the thread is the second's
-    assert [job[1].__name__ for job in cpu.held] == ["render_variant"]
+    assert held_calls(cpu) == ["render_variant"]
     cpu.release_one()
     assert fired(first).cache == fired(second).cache == "MISS"
-    assert [job[1].__name__ for job in cpu.held] == ["_render_unless_cached"]
+    assert held_calls(cpu) == ["_render_unless_cached"]
     cpu.release()
     fired(ahead)
     assert parts.delivery.eager_renders == 1

@@ -131,6 +131,7 @@ class Delivery:
         self.eager_renders = 0
         self._ahead: dict[str, Deferred[None]] = {}  # first views being rendered, by image
         self.hits = 0
+        self.immediate_hits = 0  # hits answered by ``cached_body``, without awaiting
         self.misses = 0
         self.renders = 0
         self.shared_hits = 0  # local misses another daemon had rendered (S3 storage)
@@ -151,17 +152,10 @@ class Delivery:
         """Resolve ``/image/{id}[_thumbnail].{ext}?query``; NotFound, BadRequest, or
         SignatureInvalid / TransformNotAllowed (403s). ``accepts`` holds the image types
         the client's ``Accept`` names (for ``.auto``)."""
-        if ext not in OUTPUT_FORMATS and ext != AUTO:
-            raise NotFound("No such image.")
-        request = self.resolve(image_id, ext, thumbnail=thumbnail, query=query)
-        known = self._known_images.get(image_id)
-        if known is not None and self._clock.seconds() < known[1]:
-            # A delete through this daemon forgets the image at once (``forget``); one
-            # through another daemon is noticed once the deadline passes. Until then a
-            # hit, a miss or the original needs no database read (a fifth of the GIL
-            # time of an uncached render, bench/README.md).
-            self._known_images.move_to_end(image_id)
-            return self._content(known[0], request, accepts)
+        request = self._request(image_id, ext, thumbnail, query)
+        remembered = self._remembered(image_id, request, accepts)
+        if remembered is not None:
+            return remembered
         image = await self._db.run(q.image_by_id, image_id)
         if image is None or image.mime_type not in _FORMAT_BY_MIME:
             if self._known_images.pop(image_id, None) is not None:
@@ -281,6 +275,46 @@ class Delivery:
             return None
         return self._content(image, VariantRequest(transform, ext, negotiated=False),
                              frozenset())
+
+    def locate_remembered(self, image_id: str, ext: str, *, thumbnail: bool,
+                          query: Mapping[str, Sequence[str]],
+                          accepts: frozenset[str] = frozenset()) -> ImageContent | None:
+        """``locate`` from memory alone, at once; None when the database must be asked.
+        Raises as ``locate``."""
+        return self._remembered(image_id, self._request(image_id, ext, thumbnail, query),
+                                accepts)
+
+    def _request(self, image_id: str, ext: str, thumbnail: bool,
+                 query: Mapping[str, Sequence[str]]) -> VariantRequest:
+        if ext not in OUTPUT_FORMATS and ext != AUTO:
+            raise NotFound("No such image.")
+        return self.resolve(image_id, ext, thumbnail=thumbnail, query=query)
+
+    def _remembered(self, image_id: str, request: VariantRequest,
+                    accepts: frozenset[str]) -> ImageContent | None:
+        known = self._known_images.get(image_id)
+        if known is None or self._clock.seconds() >= known[1]:
+            return None
+        # A delete through this daemon forgets the image at once (``forget``); one through
+        # another daemon is noticed once the deadline passes. Until then a hit, a miss or
+        # the original needs no database read (a fifth of the GIL time of an uncached
+        # render, bench/README.md).
+        self._known_images.move_to_end(image_id)
+        return self._content(known[0], request, accepts)
+
+    def cached_body(self, content: ImageContent, *, count_view: bool) -> Body | None:
+        """``body`` of a variant in this daemon's cache, at once; None when it is not
+        cached (or ``content`` is the original): then ``body`` produces it."""
+        if content.spec is None:
+            return None
+        cached = self.cache.open(self.cache.path(content.image.id, content.spec.cache_key()))
+        if cached is None:
+            return None
+        self.hits += 1
+        self.immediate_hits += 1
+        if count_view:
+            self.views.count(content.image.id)
+        return Body(size=cached.size, file=cached.file, cache="HIT")
 
     def forget(self, image_id: str) -> None:
         """The image was deleted through this daemon: stop trusting what was remembered."""

@@ -11,6 +11,9 @@ Tests build them around synchronous thread pools (``tests/support.py``).
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -40,11 +43,16 @@ class CpuPool:
 
     ``when_idle`` (e.g. ``imaging.memory.release_free_memory``) runs on a pool thread
     ``idle_delay`` seconds after the last job, unless another job came meanwhile.
+
+    Its threads run at a lower scheduling priority (``niceness`` more than the process)
+    than the reactor thread, so that when renders keep every core busy, cached hits and
+    other requests the reactor answers by itself still get a core at once instead of a
+    time slice after the renders (the overload figure in bench/README.md).
     """
 
     def __init__(self, reactor, threadpool: ThreadPool, queue_size: int, *,
                  background_queue_size: int = 256, when_idle: Callable[[], Any] | None = None,
-                 idle_delay: float = 2.0, clock=None):
+                 idle_delay: float = 2.0, clock=None, niceness: int = 0):
         self._reactor = reactor
         self._pool = threadpool
         self.threads = threadpool.max
@@ -61,9 +69,12 @@ class CpuPool:
         self._clock = reactor if clock is None else clock
         self._idle_call = None
         self.background_dropped = 0
+        self.niceness = niceness
+        self._lowered = threading.local()
 
     def start(self) -> None:
         self._pool.start()
+        self._schedule_idle()  # what building the daemon left free goes back too
 
     def stop(self) -> None:
         if self._idle_call is not None and self._idle_call.active():
@@ -123,8 +134,16 @@ class CpuPool:
             self._idle_call.cancel()
         self._running += 1
         self._running_background += job.background
-        d = deferToThreadPool(self._reactor, self._pool, job.fn, *job.args, **job.kwargs)
+        d = deferToThreadPool(self._reactor, self._pool, self._run, job.fn, *job.args,
+                              **job.kwargs)
         d.addBoth(self._finished, job)
+
+    def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn`` on a pool thread, which first lowers its own priority (once)."""
+        if self.niceness and not getattr(self._lowered, "done", False):
+            self._lowered.done = True
+            lower_thread_priority(self.niceness)
+        return fn(*args, **kwargs)
 
     def _finished(self, result, job: _Job) -> None:
         self._running -= 1
@@ -147,6 +166,17 @@ class CpuPool:
         self._idle_call = None
         if not self._running and self._pool.started:
             self._pool.callInThread(self._when_idle)
+
+
+def lower_thread_priority(niceness: int) -> None:
+    """Raise the calling thread's nice value by ``niceness`` (Linux gives each thread its
+    own; elsewhere this lowers the whole process, so it is skipped)."""
+    if sys.platform.startswith("linux"):
+        try:
+            tid = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + niceness)
+        except OSError:
+            pass  # a limit on nice values: run at the priority we have
 
 
 @dataclass
