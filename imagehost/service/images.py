@@ -55,10 +55,12 @@ class Images:
 
     def __init__(self, pools: Pools, storage: Storage, settings: RuntimeSettings, *,
                  limits: imaging.SourceLimits, now: Callable[[], datetime],
-                 guest_limit: RateLimit, quotas: Quotas, albums: Albums | None = None):
+                 guest_limit: RateLimit, quotas: Quotas, albums: Albums | None = None,
+                 after_upload: Callable[[ImageRecord], object] | None = None):
         self._guest_limit = guest_limit
         self._quotas = quotas
         self._albums = albums
+        self._after_upload = after_upload
         self.uploads = 0
         self.stored_bytes = 0
         self._db = pools.db
@@ -74,7 +76,9 @@ class Images:
                      check_form: Callable[[UploadForm], None] | None = None) -> ImageRecord:
         """Parse, validate, store and record an upload; ``owner`` None means a guest
         (rate limited per client address). ``check_form`` sees the parsed form first
-        (on the CPU pool) and may refuse it by raising a ServiceError."""
+        (on the CPU pool) and may refuse it by raising a ServiceError. ``after_upload``
+        (the first views, rendered ahead) starts before the record is returned and is not
+        awaited."""
         settings = await self._settings.current()
         if owner is None:
             if not settings.allow_guest_uploads:
@@ -96,6 +100,8 @@ class Images:
             except Exception:  # the album was deleted meanwhile: the image stays uploaded
                 _log.failure("Image {id} uploaded; adding it to album {album} failed",
                              id=image.id, album=album.id)
+        if self._after_upload is not None:
+            self._after_upload(image)
         return image
 
     async def _upload_album(self, form: UploadForm, owner: User | None) -> Album | None:
