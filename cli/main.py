@@ -188,6 +188,16 @@ def gc(options: GlobalOptions, older_than: float, dry_run: bool) -> None:
     go(local.collect_garbage, options, older_than, dry_run)
 
 
+@cli.command()
+@pass_options
+def placeholders(options: GlobalOptions) -> None:
+    """Compute the placeholder (BlurHash, dominant colour) of every image without one:
+    those stored before placeholders existed. Safe to run while the daemons serve."""
+    from imagehost_cli import local
+
+    go(local.placeholders, options)
+
+
 @cli.command("url")
 @click.argument("image_id")
 @click.option("--width", type=click.IntRange(min=1), help="Fit within this width.")

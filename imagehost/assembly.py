@@ -275,7 +275,7 @@ def build_imagehost(config: Config, reactor, secret: bytes, *, clock=None,
                         revalidate_after=config.cache.revalidate_after, presets=presets,
                         urls=urls, auto_avif=config.delivery.auto_avif)
     library = Library(pools, storage, now=utc_now, cursor_key=cursor_signing_key(secret),
-                      on_delete=delivery.forget)
+                      on_delete=delivery.forget, on_change=delivery.forget)
     sessions = BrowserSessions(pools, accounts, secret, ttl=config.auth.session_ttl,
                                now=utc_now)
     return Imagehost(pools=pools, storage=storage, accounts=accounts, images=images,

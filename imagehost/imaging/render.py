@@ -20,6 +20,7 @@ from imagehost.imaging import smartcrop
 from imagehost.imaging.geometry import Geometry, crop_size, fit_size
 from imagehost.imaging.probe import (
     KNOWN_FORMATS,
+    SOURCE_ONLY_FORMATS,
     CorruptImage,
     check_plausible_size,
 )
@@ -38,6 +39,7 @@ __all__ = [
 # URL extension -> (Pillow format, mime type): the stored formats, plus the .jpeg alias.
 OUTPUT_FORMATS: dict[str, tuple[str, str]] = {
     ext: (fmt, mime) for fmt, (mime, ext) in KNOWN_FORMATS.items()
+    if fmt not in SOURCE_ONLY_FORMATS
 } | {"jpeg": ("JPEG", "image/jpeg")}
 _EXTENSIONS = {fmt: ext for fmt, (_mime, ext) in KNOWN_FORMATS.items()}
 _MIME_TYPES = {fmt: mime for fmt, mime in OUTPUT_FORMATS.values()}

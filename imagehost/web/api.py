@@ -23,7 +23,7 @@ from imagehost.service import Imagehost
 from imagehost.service.accounts import Principal, require_admin
 from imagehost.service.delivery import Body, ImageContent
 from imagehost.service.errors import BadRequest, NotFound, Unauthorized, ValidationFailed
-from imagehost.service.library import parse_limit, parse_listing, parse_page
+from imagehost.service.library import UNCHANGED, parse_limit, parse_listing, parse_page
 from imagehost.service.wire import api_key_json, new_api_key_json, user_json
 from imagehost.web import errors, library_json
 from imagehost.web.metrics import CONTENT_TYPE, Metrics
@@ -280,7 +280,8 @@ class ImagehostAPI:
         body = json_object(request)
         await self.imagehost.library.edit(principal, image_id,
                                           description=body.get("description"),
-                                          is_public=body.get("isPublic"))
+                                          is_public=body.get("isPublic"),
+                                          focal_point=body.get("focalPoint", UNCHANGED))
         return no_content(request)
 
     @app.route("/api/image/<string:image_id>", methods=["DELETE"])
