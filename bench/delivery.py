@@ -50,33 +50,14 @@ def thumbor_with_opencv(executable: Path, log) -> bool:
     return done.returncode == 0
 
 
-def start_thumbor(executable: Path, image_root: Path, work: Path, threads: int,
-                  detectors: bool) -> servers.Server:
-    """thumbor without result storage, with AUTO_WEBP and (if it can) its detectors."""
-    port = servers.free_port()
-    conf = work / "thumbor-delivery.conf"
-    lines = [
-        "LOADER = 'thumbor.loaders.file_loader'",
-        f"FILE_LOADER_ROOT_PATH = {str(image_root)!r}",
-        "STORAGE = 'thumbor.storages.no_storage'",
-        f"ENGINE_THREADPOOL_SIZE = {threads}",
-        "ALLOW_UNSAFE_URL = True",
-        "AUTO_WEBP = True",
-        f"DETECTORS = {THUMBOR_DETECTORS if detectors else []!r}",
-    ]
-    conf.write_text("\n".join(lines) + "\n")
-    argv = [str(executable), "--ip=127.0.0.1", f"--port={port}", f"--conf={conf}",
-            "--log-level=warning"]
-    return servers.Server("thumbor", argv, port, work / "thumbor-delivery.out",
-                          ready_path="/healthcheck")
-
-
 def run(bench, log) -> dict:
     """Measure every row on imagehost and thumbor; the results for ``print_table``."""
     args = bench.args
     detectors = thumbor_with_opencv(bench.thumbor_exe, log)
-    th = bench.start(start_thumbor(bench.thumbor_exe, bench.photos.root, bench.work,
-                                   bench.threads, detectors))
+    extra = ("AUTO_WEBP = True", f"DETECTORS = {THUMBOR_DETECTORS if detectors else []!r}")
+    th = bench.start(servers.start_thumbor(bench.thumbor_exe, bench.photos.root, bench.work,
+                                           bench.threads, result_storage=False, extra=extra,
+                                           name="delivery"))
     sources = bench.photos.jpeg
     sequences: dict[str, list] = {}
     per_run = int(args.duration * args.max_rate)
