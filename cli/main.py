@@ -209,8 +209,9 @@ def placeholders(options: GlobalOptions) -> None:
 @click.option("--quality", type=click.IntRange(1, 100), help="Quality of lossy formats.")
 @click.option("--dpr", metavar="N", help="Device pixel ratio, 1 to 4 (multiplies the size).")
 @click.option("--format", "ext",
-              type=click.Choice(["jpg", "jpeg", "png", "webp", "gif", "avif", "auto"]),
-              help="Output format (default: the original's; auto: from the browser's Accept).")
+              type=click.Choice(["jpg", "jpeg", "png", "webp", "gif", "avif", "auto", "heic"]),
+              help="Output format (default: what a browser displays, JPEG for HEIC; auto: "
+                   "from the browser's Accept; heic: a HEIC original's own bytes).")
 @click.option("--preset", metavar="NAME", help="One of the [presets] of the configuration.")
 @pass_options
 def url(options: GlobalOptions, image_id: str, width: int | None, height: int | None,

@@ -54,6 +54,8 @@ async def test_a_heic_upload_is_served_as_browser_formats(daemon):  # noqa: F811
     download = await client.get(f"/image/{image_id}.heic")
     assert download.body == original and download.header("Content-Type") == "image/heic"
     assert (await client.get(f"/image/{image_id}.heic?w=100")).code == 400
+    made = (await admin.get(f"/api/image/{image_id}/url?format=heic")).json()["url"]
+    assert made == f"/image/{image_id}.heic"
     jpeg_id = await upload(admin, image_bytes())
     assert (await client.get(f"/image/{jpeg_id}.heic")).code == 404
 

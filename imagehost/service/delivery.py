@@ -268,7 +268,7 @@ class Delivery:
         """``.heic``: the stored original's bytes, for an image stored in that format."""
         if _FORMAT_BY_MIME[image.mime_type] != _SOURCE_ONLY_EXTENSIONS[request.ext]:
             raise NotFound("No such image.")
-        if request.transform != Transform():
+        if dataclasses.replace(request.transform, format=None) != Transform():
             raise BadRequest(f"Variants are not rendered as .{request.ext}: ask for .jpg, "
                              ".webp, .avif or .auto.")
         return ImageContent(image, request.ext, None, image.mime_type, f'"{image.sha256}"',
