@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import statistics
 import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
 import loadgen
@@ -66,6 +68,14 @@ def run(bench, log) -> dict:
         variants = sequences.setdefault(ih_pattern.split("?")[1], [
             (src, size, q) for q in QUALITIES for size in SIZES for src in sources])
         runs: dict[str, list] = {"imagehost": [], "thumbor": []}
+        # One request each first (not measured): thumbor loads its detectors' models on
+        # the first smart crop, imagehost its code paths.
+        (src, s, q), variants[:] = variants[0], variants[1:]
+        for base, path in ((bench.imagehost.base_url, ih_pattern.format(id=bench.ids[src], s=s,
+                                                                        q=q)),
+                           (th.base_url, th_pattern.format(
+                               src=src.relative_to(bench.photos.root), s=s, q=q))):
+            _warm_up(base + path, headers, log)
         for run in range(args.runs):
             log(f"delivery {name} c={CLIENTS} run {run + 1}/{args.runs}")
             if len(variants) < per_run:
@@ -90,6 +100,14 @@ def run(bench, log) -> dict:
                                             else "no OpenCV: thumbor's smart is a centre crop")}
 
 
+def _warm_up(url: str, headers: dict[str, str], log) -> None:
+    started = time.monotonic()
+    request = urllib.request.Request(url, headers=headers)
+    with urllib.request.urlopen(request, timeout=300) as response:
+        response.read()
+    log(f"warm-up {url.split('/', 3)[3][:60]}: {time.monotonic() - started:.2f} s")
+
+
 def _median(runs: list[dict]) -> dict:
     keys = [k for k, v in runs[0].items() if isinstance(v, (int, float))]
     return {k: statistics.median(r[k] for r in runs) for k in keys} | {"runs": runs}
@@ -106,8 +124,10 @@ def print_table(results: dict, console) -> None:
         table.add_column(column, justify="right")
     for row in results["rows"]:
         ih, th = row["imagehost"], row["thumbor"]
-        ratio = ih["rate"] / th["rate"] if th["rate"] else float("nan")
+        ratio = f"{ih['rate'] / th['rate']:.2f}" if th["rate"] else "n/a"
+        th_latency = (f"{th['p50_ms']:.0f}/{th['p99_ms']:.0f}" if th["requests"]
+                      else "none in time")
         table.add_row(row["variant"], str(row["clients"]), f"{ih['rate']:.1f}",
                       f"{ih['p50_ms']:.0f}/{ih['p99_ms']:.0f}", f"{th['rate']:.1f}",
-                      f"{th['p50_ms']:.0f}/{th['p99_ms']:.0f}", f"{ratio:.2f}")
+                      th_latency, ratio)
     console.print(table)

@@ -93,3 +93,22 @@ def test_the_probe_reads_heic_with_the_plugin(size):
     assert (info.format, info.mime_type, info.ext, info.width, info.height) == (
         "HEIF", "image/heic", "heic", *size)
     assert info.placeholder is not None
+
+
+def test_the_plugin_loads_only_when_a_heif_file_turns_up():
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, io\n"
+        "from imagehost.imaging.probe import SourceLimits, probe\n"
+        "from imagehost.imaging import render\n"
+        "from PIL import Image\n"
+        "png = io.BytesIO(); Image.new('RGB', (8, 8)).save(png, 'PNG')\n"
+        "probe(png.getvalue(), SourceLimits())\n"
+        "print('pillow_heif' in sys.modules)\n"
+        "probe(sys.stdin.buffer.read(), SourceLimits())\n"
+        "print('pillow_heif' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", script], input=heic_bytes((16, 16)),
+                          capture_output=True, check=True)
+    assert done.stdout.split() == [b"False", b"True"]

@@ -13,21 +13,9 @@ from dataclasses import dataclass
 import filetype
 from PIL import Image, UnidentifiedImageError
 
+from imagehost.imaging import heif, placeholder
 from imagehost.imaging import orientation as exif
-from imagehost.imaging import placeholder
 from imagehost.imaging.placeholder import Placeholder
-
-
-def _heif_plugin() -> bool:
-    """Teach Pillow HEIF through pillow-heif, where it is installed (its wheels cover the
-    usual platforms); without it HEIC uploads are an unknown type."""
-    try:
-        import pillow_heif
-    except ImportError:
-        return False
-    pillow_heif.register_heif_opener()
-    return True
-
 
 # Pillow format name -> (mime type, file extension of stored originals)
 KNOWN_FORMATS: dict[str, tuple[str, str]] = {
@@ -37,9 +25,10 @@ KNOWN_FORMATS: dict[str, tuple[str, str]] = {
     "GIF": ("image/gif", "gif"),
     "AVIF": ("image/avif", "avif"),
 }
-if _heif_plugin():
-    # What phones send. Every HEIF file (HEVC-coded .heic or another .heif) is recorded as
-    # image/heic. Served as is only as the original; browsers get rendered variants.
+if heif.available():
+    # What phones send (pillow-heif; without it HEIC uploads are an unknown type). Every
+    # HEIF file (HEVC-coded .heic or another .heif) is recorded as image/heic. Served as
+    # is only as the original; browsers get rendered variants.
     KNOWN_FORMATS["HEIF"] = ("image/heic", "heic")
 EXTENSION_BY_MIME = {mime: ext for mime, ext in KNOWN_FORMATS.values()}
 #: Formats stored and served as originals but never rendered into (no encoder in use).
@@ -133,6 +122,7 @@ def probe(data: bytes, limits: SourceLimits) -> ImageInfo:
     Pixel limits are checked from the header, before any decoding.
     """
     max_pixels = limits.max_pixels
+    heif.prepare(data[:16])
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -190,6 +180,7 @@ def check_plausible_size(image: Image.Image, size: int) -> None:
 def placeholder_of(data: bytes) -> Placeholder:
     """The placeholder of a stored original, exactly as its upload computed it (for images
     stored before placeholders)."""
+    heif.prepare(data[:16])
     with Image.open(io.BytesIO(data)) as image:
         orientation = exif.orientation(image)
         _draft_for_proof(image)

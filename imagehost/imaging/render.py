@@ -15,8 +15,8 @@ from typing import IO, Any
 
 from PIL import Image, ImageCms
 
+from imagehost.imaging import heif, smartcrop
 from imagehost.imaging import orientation as exif
-from imagehost.imaging import smartcrop
 from imagehost.imaging.geometry import Geometry, crop_size, fit_size
 from imagehost.imaging.probe import (
     KNOWN_FORMATS,
@@ -201,6 +201,8 @@ def render_variant(source: str | os.PathLike[str] | bytes, spec: RenderSpec) -> 
     Raises RenderError when the source cannot be decoded.
     """
     fp = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
+    heif.prepare(fp.read(16))
+    fp.seek(0)
     with fp, _open_image(fp) as im:
         size = len(source) if isinstance(source, bytes) else os.fstat(fp.fileno()).st_size
         with _decoding():
