@@ -11,9 +11,7 @@ from imagehost.service.backup import (
     BackupReport,
     RestoreReport,
     check_restore,
-    is_sqlite,
     restore,
-    sqlite_path,
 )
 from imagehost_cli.errors import CommandFailed
 from imagehost_cli.local import installation
@@ -81,23 +79,23 @@ def _say_backup(out: Output, report: BackupReport) -> None:
                       ids=(f"{kind} original (not backed up)",))
 
 
-async def run_restore(reactor, options: GlobalOptions, source: Path, data_dir: Path) -> None:
-    """Rebuild an installation in the empty ``data_dir`` from the backup in ``source``."""
+async def run_restore(reactor, options: GlobalOptions, source: Path, data_dir: Path,
+                      database_url: str | None = None) -> None:
+    """Rebuild an installation in the empty ``data_dir`` from the backup in ``source``
+    (and, for a PostgreSQL backup, in the empty database ``database_url`` or the
+    configured one)."""
     from imagehost.assembly import prepare_installation
 
     out = options.output()
-    config = options.config({("server", "data_dir"): str(data_dir)})
-    database_file = sqlite_path(config.database_url) if is_sqlite(config.database_url) else None
-    if database_file is None:
-        raise CommandFailed("restore rebuilds a SQLite installation, but the configuration "
-                            "names another database ([database] url).")
-    manifest = await deferToThread(check_restore, source, data_dir, database_file,
+    config = options.config({("server", "data_dir"): str(data_dir),
+                             ("database", "url"): database_url})
+    manifest = await deferToThread(check_restore, source, data_dir, config.database_url,
                                    config.secret_file)
     _check_storage(config, manifest)
     entries = manifest["originals"].values()
     with FileProgress(out, "Restoring", len(entries), sum(e["size"] for e in entries),
                       terminal_only=True) as advance:
-        report = await deferToThread(restore, source, data_dir, database_file,
+        report = await deferToThread(restore, source, data_dir, config.database_url,
                                      config.secret_file,
                                      lambda entry: reactor.callFromThread(advance, entry["size"]),
                                      config.url_signing_secret_file)

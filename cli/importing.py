@@ -41,6 +41,9 @@ async def run_import(reactor, options: GlobalOptions, paths: list[Path], usernam
                 importer.cancel()
                 summary = await running
     _report(out, summary, folders)
+    if summary.stopped_by:
+        raise CommandFailed(f"Import stopped after importing {len(summary.imported)} files: "
+                            f"{summary.stopped_by}")
     if summary.cancelled:
         raise CommandFailed(f"Interrupted after importing {len(summary.imported)} files; "
                             "nothing was left half-imported.")
@@ -75,6 +78,8 @@ def summary_json(summary: ImportSummary, folders: list[Path]) -> dict[str, Any]:
         result["dryRun"] = True
     if summary.cancelled:
         result["cancelled"] = True
+    if summary.stopped_by:
+        result["stoppedBy"] = summary.stopped_by
     return result
 
 
@@ -87,6 +92,8 @@ def _report(out: Output, summary: ImportSummary, folders: list[Path]) -> None:
             ("Rejected", len(summary.rejected)),
             *([("Not imported (interrupted)", len(summary.having(SKIPPED)))]
               if summary.cancelled else []),
+            *([("Not imported (quota)", len(summary.having(SKIPPED)))]
+              if summary.stopped_by else []),
         ], title="Import summary")
         if summary.duplicates:
             out.table(["Skipped file", "Same content as image"],

@@ -17,6 +17,7 @@ from twisted.internet.threads import deferToThread
 
 from imagehost.db.accounts import ApiKey, User
 from imagehost.service import Imagehost, wire
+from imagehost.service.quotas import own_limit_json, usage_json
 from imagehost.service.sharex import sharex_uploader
 from imagehost_cli.errors import CommandFailed
 from imagehost_cli.options import GlobalOptions
@@ -115,6 +116,48 @@ async def set_active(reactor, options: GlobalOptions, username: str, active: boo
     out = options.output()
     out.show({"username": username, "isActive": active}, lambda: out.say(
         f"{username} {'enabled' if active else 'disabled'}"))
+
+
+async def delete_user(reactor, options: GlobalOptions, username: str,
+                      hand_to: str | None) -> None:
+    from imagehost.service.administration import DELETE_IMAGES, HAND_OVER_IMAGES
+
+    async with installation(reactor, options) as host:
+        user = await host.accounts.user_named(username)
+        receiver = await host.accounts.user_named(hand_to) if hand_to else None
+        deleted = await host.administration.delete_user(
+            None, user.id, images=HAND_OVER_IMAGES if receiver else DELETE_IMAGES,
+            to=receiver.id if receiver else None)
+    out = options.output()
+    result = {"username": user.username, "id": user.id,
+              "deletedImages": len(deleted.removed), "handedOverImages": deleted.handed_over,
+              "handedTo": receiver.username if receiver else None}
+    out.show(result, lambda: out.say(
+        f"Deleted {user.username}; " + (f"{deleted.handed_over} images now belong to "
+                                         f"{receiver.username}" if receiver else
+                                         f"{len(deleted.removed)} images deleted")))
+
+
+async def user_quota(reactor, options: GlobalOptions, username: str,
+                     max_bytes: int | str | None, max_images: int | str | None) -> None:
+    async with installation(reactor, options) as host:
+        user = await host.accounts.user_named(username)
+        user = await host.quotas.set_own_limits(user, bytes=max_bytes, images=max_images)
+        usage, limits = await host.quotas.usage(user)
+    result = {"username": user.username, **usage_json(usage, limits),
+              "quota": {"bytes": own_limit_json(user.quota_bytes),
+                        "images": own_limit_json(user.quota_images)}}
+    out = options.output()
+
+    def limit(value: int | None, own: int | str, size: bool) -> str:
+        shown = "unlimited" if value is None else human_size(value) if size else str(value)
+        return f"{shown} (the default)" if own == "default" else shown
+
+    out.show(result, lambda: out.table(
+        ["", "In use", "Limit"],
+        [("Bytes", human_size(usage.bytes), limit(limits.bytes, result["quota"]["bytes"], True)),
+         ("Images", str(usage.images), limit(limits.images, result["quota"]["images"], False))],
+        title=f"Quota of {user.username}"))
 
 
 # -- API keys ---------------------------------------------------------------------

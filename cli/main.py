@@ -265,16 +265,21 @@ def backup(options: GlobalOptions, dest: Path) -> None:
 @click.option("--data-dir", "target", required=True,
               type=click.Path(file_okay=False, path_type=Path),
               help="The new data directory (empty or not existing yet).")
+@click.option("--database-url", metavar="URL",
+              help="For a backup of PostgreSQL: the empty database to load it into "
+                   "(default [database] url).")
 @pass_options
-def restore(options: GlobalOptions, source: Path, target: Path) -> None:
+def restore(options: GlobalOptions, source: Path, target: Path,
+            database_url: str | None) -> None:
     """Rebuild an installation from the backup in SOURCE into a new data directory.
 
     Every original is checked against its sha256 in the manifest; then a daemon
-    started on the new directory serves the library as it was.
+    started on the new directory serves the library as it was. A backup of PostgreSQL
+    is loaded with psql into an empty PostgreSQL database.
     """
     from imagehost_cli import backups
 
-    go(backups.run_restore, options, source, target)
+    go(backups.run_restore, options, source, target, database_url)
 
 
 # -- users ----------------------------------------------------------------------
@@ -341,6 +346,63 @@ def user_enable(options: GlobalOptions, username: str) -> None:
     from imagehost_cli import local
 
     go(local.set_active, options, username, True)
+
+
+@user.command("delete")
+@click.argument("username")
+@click.option("--delete-images", is_flag=True, help="Delete the user's images with them.")
+@click.option("--hand-images-to", metavar="USERNAME",
+              help="Give the user's images to this user instead.")
+@pass_options
+def user_delete(options: GlobalOptions, username: str, delete_images: bool,
+                hand_images_to: str | None) -> None:
+    """Delete a user with their API keys and logins; say what happens to their images."""
+    from imagehost_cli import local
+
+    if delete_images == bool(hand_images_to):
+        raise click.UsageError("say what happens to the images: --delete-images or "
+                               "--hand-images-to USERNAME (one of them)")
+    go(local.delete_user, options, username, hand_images_to)
+
+
+class OwnLimit(click.ParamType):
+    """A user's own limit: a number (bytes may end in kB, MB, GB), default or unlimited."""
+
+    name = "N|default|unlimited"
+    _NUMBER = re.compile(r"(\d+)\s*(kb|mb|gb|tb)?", re.IGNORECASE)
+    _UNITS = {None: 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+
+    def convert(self, value: Any, param, ctx) -> int | str:
+        text = str(value).strip().lower()
+        if text in ("default", "unlimited"):
+            return text
+        number = self._NUMBER.fullmatch(text)
+        if number is None:
+            self.fail(f"{value!r} is not a number (like 500MB), default or unlimited.",
+                      param, ctx)
+        amount, unit = number.groups()
+        return int(amount) * self._UNITS[unit]
+
+
+@user.command("quota")
+@click.argument("username")
+@click.option("--bytes", "max_bytes", type=OwnLimit(),
+              help="Bytes of originals USERNAME may store (500MB, unlimited, or default: "
+                   "the setting quota.userBytes).")
+@click.option("--images", "max_images", type=OwnLimit(),
+              help="Images USERNAME may have (a number, unlimited, or default: the setting "
+                   "quota.userImages).")
+@pass_options
+def user_quota(options: GlobalOptions, username: str, max_bytes: int | str | None,
+               max_images: int | str | None) -> None:
+    """Show USERNAME's usage and limits; with --bytes/--images, give them their own.
+
+    The defaults for every user without their own limits, and the guests' total, are the
+    settings quota.userBytes, quota.userImages, quota.guestBytes, quota.guestImages.
+    """
+    from imagehost_cli import local
+
+    go(local.user_quota, options, username, max_bytes, max_images)
 
 
 def _prompt_password() -> str:

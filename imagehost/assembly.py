@@ -32,12 +32,14 @@ from imagehost.db import accounts as account_queries
 from imagehost.imaging.probe import SourceLimits
 from imagehost.service import Imagehost
 from imagehost.service.accounts import Accounts, check_new_user
+from imagehost.service.administration import Administration, users_cursor_key
 from imagehost.service.collector import GarbageCollector
 from imagehost.service.delivery import Delivery
 from imagehost.service.errors import ValidationFailed
 from imagehost.service.images import Images
 from imagehost.service.library import Library, cursor_signing_key
 from imagehost.service.pools import CpuPool, IoPool, Pools
+from imagehost.service.quotas import Quotas
 from imagehost.service.runtime_settings import RuntimeSettings
 from imagehost.service.sessions import BrowserSessions
 from imagehost.service.throttle import RateLimit
@@ -263,10 +265,12 @@ def build_imagehost(config: Config, reactor, secret: bytes, *, clock=None,
                       "login attempts from this address"),
             RateLimit(pools, "login-user", limits.logins_per_minute_per_user, time.time,
                       "login attempts for this user")))
+    quotas = Quotas(pools, settings)
     images = Images(pools, storage, settings, limits=source_limits(config), now=utc_now,
                     guest_limit=RateLimit(pools, "guest-upload-ip",
                                           limits.guest_uploads_per_minute_per_ip, time.time,
-                                          "guest uploads from this address"))
+                                          "guest uploads from this address"),
+                    quotas=quotas)
     presets, policy = delivery_rules(config)
     urls = ImageUrls(UrlSigner(_load_or_create_secret(config.url_signing_secret_file)), policy)
     delivery = Delivery(pools, storage, VariantCache(storage, config.cache.max_size, pools.io),
@@ -278,9 +282,12 @@ def build_imagehost(config: Config, reactor, secret: bytes, *, clock=None,
                       on_delete=delivery.forget, on_change=delivery.forget)
     sessions = BrowserSessions(pools, accounts, secret, ttl=config.auth.session_ttl,
                                now=utc_now)
+    administration = Administration(pools, accounts, quotas, library,
+                                    cursor_key=users_cursor_key(secret))
     return Imagehost(pools=pools, storage=storage, accounts=accounts, images=images,
                      settings=settings, library=library, delivery=delivery,
-                     garbage=GarbageCollector(pools, storage), sessions=sessions)
+                     garbage=GarbageCollector(pools, storage), sessions=sessions,
+                     quotas=quotas, administration=administration)
 
 
 # -- one daemon process ------------------------------------------------------------------

@@ -80,20 +80,24 @@ def new_refresh_token() -> str:
 
 
 def issue_access_token(secret: bytes, algorithm: str, user_id: str, now: datetime,
-                       ttl: timedelta) -> str:
-    """A signed JWT naming ``user_id``, valid for ``ttl`` from ``now``."""
+                       ttl: timedelta, generation: int = 0) -> str:
+    """A signed JWT naming ``user_id``, valid for ``ttl`` from ``now``, issued under the
+    user's token ``generation`` (a newer one makes it worthless)."""
     claims = {"sub": user_id, "iat": now, "exp": now + ttl, "typ": _TOKEN_TYPE,
-              "jti": secrets.token_hex(8)}
+              "gen": generation, "jti": secrets.token_hex(8)}
     return jwt.encode(claims, secret, algorithm=algorithm)
 
 
-def decode_access_token(secret: bytes, algorithm: str, token: str) -> str:
-    """The user id in a valid access token; raises InvalidToken otherwise."""
+def decode_access_token(secret: bytes, algorithm: str, token: str) -> tuple[str, int]:
+    """The user id and token generation in a valid access token (0 for tokens from before
+    generations); raises InvalidToken otherwise."""
     try:
         claims = jwt.decode(token, secret, algorithms=[algorithm],
                             options={"require": ["exp", "iat", "sub"]})
     except jwt.PyJWTError as e:
         raise InvalidToken(str(e)) from e
-    if claims.get("typ") != _TOKEN_TYPE or not isinstance(claims["sub"], str):
+    generation = claims.get("gen", 0)
+    if (claims.get("typ") != _TOKEN_TYPE or not isinstance(claims["sub"], str)
+            or not isinstance(generation, int) or isinstance(generation, bool)):
         raise InvalidToken("not an access token")
-    return claims["sub"]
+    return claims["sub"], generation

@@ -41,6 +41,17 @@ def _networks(text: str) -> list[str]:
     return networks
 
 
+def _limit(text: str) -> int | None:
+    """A quota: a count of bytes or images, or empty (or ``unlimited``) for none."""
+    text = text.strip()
+    if text.lower() in ("", "unlimited"):
+        return None
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"must be 0 or more, or empty for unlimited; got {text!r}")
+    return value
+
+
 STORAGE_BACKENDS = ("local", "s3")
 SIGNATURE_MODES = ("off", "transforms", "all")
 
@@ -122,6 +133,10 @@ KEYS: tuple[Key, ...] = (
     Key("limits", "logins_per_minute_per_ip", int, 30),
     Key("limits", "logins_per_minute_per_user", int, 10),
     Key("limits", "guest_uploads_per_minute_per_ip", int, 60),
+    Key("quota", "user_bytes", _limit, None),
+    Key("quota", "user_images", _limit, None),
+    Key("quota", "guest_bytes", _limit, None),
+    Key("quota", "guest_images", _limit, None),
     Key("metrics", "allowed_networks", _networks, []),
     Key("metrics", "bearer_token", str, ""),
     Key("admin", "username", str, ""),
@@ -235,6 +250,14 @@ class LimitsSection:
 
 
 @dataclass(frozen=True)
+class QuotaSection:
+    user_bytes: int | None
+    user_images: int | None
+    guest_bytes: int | None
+    guest_images: int | None
+
+
+@dataclass(frozen=True)
 class MetricsSection:
     allowed_networks: list[str]
     bearer_token: str
@@ -251,7 +274,8 @@ SECTIONS: dict[str, type] = {
     "server": ServerSection, "database": DatabaseSection, "storage": StorageSection,
     "auth": AuthSection, "access": AccessSection, "image": ImageSection,
     "render": RenderSection, "delivery": DeliverySection, "cache": CacheSection,
-    "limits": LimitsSection, "metrics": MetricsSection, "admin": AdminSection,
+    "limits": LimitsSection, "quota": QuotaSection, "metrics": MetricsSection,
+    "admin": AdminSection,
 }
 
 
@@ -288,6 +312,7 @@ class Config:
     delivery: DeliverySection
     cache: CacheSection
     limits: LimitsSection
+    quota: QuotaSection
     metrics: MetricsSection
     admin: AdminSection
 

@@ -14,7 +14,7 @@ from tests.test_scaleout import bucket, keys, s3_endpoint, s3_sections, upload
 
 __all__ = ["bucket", "s3_endpoint"]  # fixtures used here
 
-UPLOADERS = 3
+UPLOADERS = 4  # the "4 clients upload continuously"
 
 
 class Uploaders:
@@ -136,21 +136,50 @@ async def refusals(server, tmp_path) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_backup_of_postgresql_uses_pg_dump_and_says_when_it_is_missing(
+async def test_backup_of_postgresql_uses_pg_dump_and_restores_with_psql(
         tmp_path, reactor, postgres):
+    dest = tmp_path / "backup"
     with postgres.database() as url:
         server = await start_server(tmp_path, reactor, {"database": {"url": url}})
         try:
-            image_id = await upload(await server.admin(), image_bytes("PNG"))
-            report = await local_cli(server).json("backup", tmp_path / "backup")
+            data = image_bytes("PNG")
+            image_id = await upload(await server.admin(), data)
+            report = await local_cli(server).json("backup", dest)
             assert (report["database"], report["copied"]) == ("database.sql", 1)
-            dump = (tmp_path / "backup" / "database.sql").read_text()
+            dump = (dest / "database.sql").read_text()
             assert "CREATE TABLE public.images" in dump and image_id in dump
             error = await local_cli(server, PATH=str(tmp_path / "empty")).fails(
-                "backup", tmp_path / "backup")
+                "backup", dest)
             assert error.startswith("pg_dump is not installed")
+            cli = Cli([])
+            target = tmp_path / "restored" / "data"
+            # Only into an empty PostgreSQL database, said with --database-url.
+            assert "not empty: restore into a new one" in await cli.fails(
+                "restore", dest, "--data-dir", target, "--database-url", url)
+            assert "holds a PostgreSQL dump: name the empty PostgreSQL database" in (
+                await cli.fails("restore", dest, "--data-dir", target))
         finally:
             await server.service.stopService()
+    with postgres.database() as new_url:
+        cli = Cli([])
+        assert (await Cli([], {"PATH": str(tmp_path / "empty")}).fails(
+            "restore", dest, "--data-dir", target, "--database-url", new_url)
+                ).startswith("psql is not installed")
+        assert not target.exists() or list(target.iterdir()) == []
+        restored_report = await cli.json("restore", dest, "--data-dir", target,
+                                         "--database-url", new_url)
+        assert restored_report["originals"] == 1
+        restored = await start_server(tmp_path / "restored", reactor,
+                                      {"database": {"url": new_url}})
+        try:
+            served = await restored.client.get(f"/image/{image_id}.png")
+            assert (served.code, served.body) == (200, data)
+            # The old installation's logins and secret work on the restored one.
+            assert (await (await restored.admin()).get(f"/api/image/{image_id}/detail")
+                    ).code == 200
+            assert (await local_cli(restored).json("verify", "--older-than", "0"))["clean"]
+        finally:
+            await restored.service.stopService()
 
 
 @pytest_twisted.ensureDeferred

@@ -238,7 +238,8 @@ async def test_settings_show_and_set_are_validated_like_the_admin_api(server):
         "access.allowGuestUploads: This value should be of type bool.")
     assert (await cmd.fails("settings", "set", "image.colour", "1")) == (
         "image.colour is not a setting; the settings are access.allowGuestUploads, "
-        "access.allowRegistration, image.maxSize, image.allowedMimeTypes.")
+        "access.allowRegistration, image.maxSize, image.allowedMimeTypes, quota.userBytes, "
+        "quota.userImages, quota.guestBytes, quota.guestImages.")
     assert "CATEGORY.NAME" in await cmd.fails("settings", "set", "maxSize", "1", code=2)
     assert (await cmd.json("settings", "show"))["image"]["maxSize"] == 1000
 

@@ -9,7 +9,7 @@ import re
 import pytest_twisted
 
 from imagehost.web.pages import CSP
-from tests.conftest import image_bytes
+from tests.conftest import ADMIN, image_bytes
 from tests.web_support import PageClient, csrf_of
 
 PAGES = ["/", "/login", "/explore", "/no-such-page", "/i/00000000-0000-0000-0000-000000000000"]
@@ -408,6 +408,35 @@ async def test_changing_the_password_keeps_this_browser_and_ends_the_others(serv
     assert (await here.get("/account")).code == 200
     assert (await elsewhere.get("/account")).code == 303
     await PageClient(server.base_url).login("admin", "new-password-1")
+
+
+@pytest_twisted.ensureDeferred
+async def test_users_delete_their_own_account_from_the_account_page(server):
+    await server.imagehost.accounts.create_user("carol", "carol@example.com", "carol-password")
+    browser = _client(server)
+    await browser.login("carol", "carol-password")
+    image_id = await _uploaded(browser)
+    page = await browser.get("/account")
+    assert b'action="/account/delete"' in page.body
+    for forged in ({"deletePassword": "carol-password"},
+                   {"deletePassword": "carol-password", "csrf": "0" * 64}):
+        assert (await browser.post("/account/delete", forged)).code == 403
+    wrong = await browser.submit("/account", "/account/delete", {"deletePassword": "nope"})
+    assert wrong.code == 422 and b"current password is not right" in wrong.body
+    assert (await server.client.get(f"/image/{image_id}.jpg")).code == 200
+    deleted = await browser.submit("/account", "/account/delete",
+                                   {"deletePassword": "carol-password"})
+    assert (deleted.code, deleted.header("location")) == (303, "/")
+    assert (await browser.get("/account")).code == 303
+    assert (await server.client.get(f"/image/{image_id}.jpg")).code == 404
+    refused = await server.client.post_json("/api/auth/login", {
+        "username": "carol", "password": "carol-password"})
+    assert refused.code == 401
+    # The only administrator is told to make another one first.
+    admin = _client(server)
+    await admin.login()
+    only = await admin.submit("/account", "/account/delete", {"deletePassword": ADMIN[1]})
+    assert only.code == 403 and b"only administrator" in only.body
 
 
 @pytest_twisted.ensureDeferred

@@ -21,6 +21,7 @@ from imagehost.service.errors import NotFound, Overloaded
 from imagehost.service.images import Images
 from imagehost.service.library import Library
 from imagehost.service.pools import CpuPool
+from imagehost.service.quotas import Quotas
 from imagehost.service.runtime_settings import RuntimeSettings, Settings
 from imagehost.service.throttle import RateLimit
 from imagehost.service.variant_cache import VariantCache
@@ -59,7 +60,8 @@ class Parts:
         self.images = Images(self.pools, self.storage, self.settings,
                              limits=_limits(self.config), now=lambda: NOW,
                              guest_limit=RateLimit(self.pools, "guest", 0, self.clock.seconds,
-                                                   "guest uploads"))
+                                                   "guest uploads"),
+                             quotas=Quotas(self.pools, self.settings))
         self.cache = VariantCache(self.storage, 10**9, self.pools.io)
         self.delivery = Delivery(self.pools, self.storage, self.cache,
                                  ViewCounter(self.pools, self.clock), max_dimension=4096,

@@ -7,7 +7,8 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from imagehost.db.schema import api_keys, refresh_tokens, users
+from imagehost.db.quotas import lock_owner
+from imagehost.db.schema import api_keys, images, refresh_tokens, users
 from imagehost.db.types import identity_key
 
 
@@ -21,6 +22,9 @@ class User:
     is_admin: bool
     is_active: bool
     created_at: datetime
+    quota_bytes: int | None = None  # own limits: None the default, -1 unlimited
+    quota_images: int | None = None
+    token_generation: int = 0  # access tokens of an older generation are refused
 
     @property
     def roles(self) -> list[str]:
@@ -175,3 +179,56 @@ def revoke_refresh_family(conn: sa.Connection, family_id: str, now: datetime) ->
         .values(revoked_at=now)
     )
     conn.execute(query)
+
+
+@dataclass(frozen=True)
+class UserPage:
+    """One page of the users, oldest first."""
+
+    users: list[User]
+    more: bool  # users follow the last one
+    total: int
+
+
+def users_page(conn: sa.Connection, limit: int,
+               after: tuple[datetime, str] | None = None) -> UserPage:
+    """Up to ``limit`` users in the order they were created, after (created_at, id)."""
+    query = _USERS.order_by(users.c.created_at, users.c.id).limit(limit + 1)
+    if after is not None:
+        query = query.where(sa.tuple_(users.c.created_at, users.c.id) > sa.tuple_(*after))
+    rows = [User(**r) for r in conn.execute(query).mappings()]
+    return UserPage(rows[:limit], len(rows) > limit, user_count(conn))
+
+
+@dataclass(frozen=True)
+class DeletedUser:
+    """What went with a deleted user: the images removed (id, mime type) or handed over."""
+
+    removed: list[tuple[str, str]]
+    handed_over: int
+
+
+def delete_user(conn: sa.Connection, user_id: str, hand_to: str | None) -> DeletedUser | None:
+    """Delete a user with their API keys, tokens and sessions; their images go to
+    ``hand_to`` or, when it is None, are deleted (their files are the caller's to remove).
+    None if there is no such user.
+
+    Must be the first function of its transaction: the user is locked first (see
+    ``imagehost.db.quotas.lock_owner``), so an upload racing the delete either lands before
+    it (and is deleted or handed over with the rest) or fails on the missing user; it
+    never becomes a guest upload through ``ON DELETE SET NULL``.
+    """
+    lock_owner(conn, user_id)
+    if user_by_id(conn, user_id) is None:
+        return None
+    owned = images.c.owner_id == user_id
+    removed: list[tuple[str, str]] = []
+    handed_over = 0
+    if hand_to is None:
+        removed = [(r.id, r.mime_type) for r in conn.execute(
+            sa.select(images.c.id, images.c.mime_type).where(owned))]
+        conn.execute(images.delete().where(owned))
+    else:
+        handed_over = conn.execute(images.update().where(owned).values(owner_id=hand_to)).rowcount
+    conn.execute(users.delete().where(users.c.id == user_id))
+    return DeletedUser(removed, handed_over)

@@ -32,6 +32,11 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
+def printable(url: str) -> str:
+    """A database URL without its password, for messages."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
 def sqlite_path(url: str) -> Path:
     """The database file of a ``sqlite:///…`` URL."""
     return Path(make_url(url).database or "")
@@ -54,16 +59,27 @@ def snapshot_sqlite(url: str, target: Path) -> None:
     os.replace(temp, target)
 
 
-def dump_postgresql(url: str, target: Path) -> None:
-    """``pg_dump`` the PostgreSQL database at ``url`` into ``target`` (plain SQL)."""
-    pg_dump = shutil.which("pg_dump")
-    if pg_dump is None:
-        raise DatabaseCopyFailed("pg_dump is not installed (it comes with the PostgreSQL "
-                                 "client package); it is needed to back up PostgreSQL.")
+def _libpq(url: str) -> tuple[str, dict[str, str]]:
+    """A SQLAlchemy URL as libpq takes it (no driver, no password) and the environment
+    that passes the password (never on a command line, where ``ps`` shows it)."""
     parsed = make_url(url)
     env = {**os.environ, "PGPASSWORD": parsed.password or ""}
-    libpq = parsed.set(drivername="postgresql", password=None).render_as_string(
-        hide_password=False)
+    return parsed.set(drivername="postgresql", password=None).render_as_string(
+        hide_password=False), env
+
+
+def _client(name: str, purpose: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        raise DatabaseCopyFailed(f"{name} is not installed (it comes with the PostgreSQL "
+                                 f"client package); it is needed to {purpose}.")
+    return found
+
+
+def dump_postgresql(url: str, target: Path) -> None:
+    """``pg_dump`` the PostgreSQL database at ``url`` into ``target`` (plain SQL)."""
+    pg_dump = _client("pg_dump", "back up PostgreSQL")
+    libpq, env = _libpq(url)
     temp = target.with_name(target.name + ".partial")
     done = subprocess.run([pg_dump, "--no-owner", "--file", str(temp), libpq], env=env,
                           capture_output=True, text=True, check=False)
@@ -72,6 +88,32 @@ def dump_postgresql(url: str, target: Path) -> None:
         reason = (done.stderr.strip().splitlines() or ["failed"])[-1]
         raise DatabaseCopyFailed(f"pg_dump failed: {reason}")
     os.replace(temp, target)
+
+
+def postgresql_is_empty(url: str) -> bool:
+    """True when the PostgreSQL database at ``url`` has no tables (a restore's target)."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return not sa.inspect(conn).get_table_names()
+    except sa.exc.OperationalError as e:
+        raise DatabaseCopyFailed(f"cannot connect to {printable(url)}: "
+                                 f"{str(e.orig).strip().splitlines()[0]}") from e
+    finally:
+        engine.dispose()
+
+
+def load_postgresql(url: str, dump: Path) -> None:
+    """Load a ``pg_dump`` file into the (empty) PostgreSQL database at ``url`` with psql,
+    in one transaction: on an error nothing of it stays."""
+    psql = _client("psql", "restore a PostgreSQL backup")
+    libpq, env = _libpq(url)
+    done = subprocess.run([psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction",
+                           "-f", str(dump), "-d", libpq], env=env, capture_output=True,
+                          text=True, check=False)
+    if done.returncode != 0:
+        reason = (done.stderr.strip().splitlines() or ["failed"])[-1]
+        raise DatabaseCopyFailed(f"psql failed to load {dump.name}: {reason}")
 
 
 def originals_in(database_file: Path) -> list[RecordedOriginal]:

@@ -29,6 +29,11 @@ users = sa.Table(
     # later duplicates that existed before).
     sa.Column("username_key", sa.String(128), nullable=False, unique=True, index=True),
     sa.Column("email_key", sa.String(320), nullable=False, unique=True, index=True),
+    # Own limits (NULL: the runtime settings' default; -1: unlimited); migration 0007.
+    sa.Column("quota_bytes", sa.BigInteger, nullable=True),
+    sa.Column("quota_images", sa.BigInteger, nullable=True),
+    # Access tokens carry it; raising it ends every token issued before.
+    sa.Column("token_generation", sa.Integer, nullable=False, server_default="0"),
 )
 
 refresh_tokens = sa.Table(
@@ -83,7 +88,7 @@ images = sa.Table(
     sa.Column("focal_x", sa.Integer, nullable=True),
     sa.Column("focal_y", sa.Integer, nullable=True),
     # Painted before the image arrives (NULL until ``imagehost placeholders`` for images
-    # stored before migration 0007).
+    # stored before migration 0008).
     sa.Column("blurhash", sa.String(64), nullable=True),
     sa.Column("dominant_color", sa.String(7), nullable=True),
     sa.Index("ix_images_owner_id_created_at_id", "owner_id", "created_at", "id"),

@@ -7,7 +7,7 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from imagehost.db.accounts import USER_COLUMNS, User, update_user
-from imagehost.db.schema import browser_sessions, users
+from imagehost.db.schema import browser_sessions, refresh_tokens, users
 
 
 def insert_session(conn: sa.Connection, token_hash: str, user_id: str, created_at: datetime,
@@ -37,8 +37,15 @@ def delete_user_sessions(conn: sa.Connection, user_id: str) -> None:
     conn.execute(browser_sessions.delete().where(browser_sessions.c.user_id == user_id))
 
 
-
-def update_user_ending_sessions(conn: sa.Connection, user_id: str, **values) -> None:
-    """Change a user (password, active flag) and end every browser session of theirs."""
-    update_user(conn, user_id, **values)
+def update_user_ending_logins(conn: sa.Connection, user_id: str, now: datetime,
+                              **values) -> bool:
+    """Change a user (password, active flag) and end every login of theirs on every
+    daemon: browser sessions, refresh tokens, and access tokens (their generation goes
+    up). API keys stay; they work while the user is active. False if no such user."""
+    changed = update_user(conn, user_id, token_generation=users.c.token_generation + 1,
+                          **values)
     delete_user_sessions(conn, user_id)
+    conn.execute(refresh_tokens.update().where(refresh_tokens.c.user_id == user_id,
+                                               refresh_tokens.c.revoked_at.is_(None))
+                 .values(revoked_at=now))
+    return changed

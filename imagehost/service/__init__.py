@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from imagehost.db import ping
 from imagehost.db.accounts import User
 from imagehost.service.accounts import Accounts, check_new_user
+from imagehost.service.administration import Administration
 from imagehost.service.backup import Backups
 from imagehost.service.collector import GarbageCollector
 from imagehost.service.delivery import Delivery
@@ -15,6 +16,7 @@ from imagehost.service.images import Images
 from imagehost.service.integrity import Integrity
 from imagehost.service.library import Library
 from imagehost.service.pools import Pools
+from imagehost.service.quotas import Quotas
 from imagehost.service.runtime_settings import RuntimeSettings
 from imagehost.service.sessions import BrowserSessions
 from imagehost.storage import Storage
@@ -34,6 +36,8 @@ class Imagehost:
     delivery: Delivery
     garbage: GarbageCollector  # orphan files (imagehost gc)
     sessions: BrowserSessions  # logins of the web pages
+    quotas: Quotas  # usage and limits of users and guests
+    administration: Administration  # user administration, deleting one's own account
 
     def start(self) -> None:
         """Start the thread pools."""

@@ -94,24 +94,53 @@ class Accounts:
         return await self._db.run(q.list_users)
 
     async def set_password(self, username: str, password: str) -> None:
-        if len(password) < PASSWORD_MIN:
-            raise ValidationFailed.one("password", _password_message())
-        user = await self.user_named(username)
-        password_hash = await self._cpu.submit(auth.hash_password, password)
-        await self._db.run(session_queries.update_user_ending_sessions, user.id,
-                           password_hash=password_hash)
+        """Set a user's password (CLI, admin): every login of theirs ends."""
+        await self.reset_password(await self.user_named(username), password)
 
-    async def change_password(self, user: User, current: str, new: str) -> None:
+    async def reset_password(self, user: User, password: object,
+                             prop: str = "password") -> None:
+        """Give ``user`` a new password; their browser sessions, refresh tokens and access
+        tokens end on every daemon (API keys stay)."""
+        if not isinstance(password, str) or len(password) < PASSWORD_MIN:
+            raise ValidationFailed.one(prop, _password_message())
+        password_hash = await self._cpu.submit(auth.hash_password, password)
+        if not await self._db.run(session_queries.update_user_ending_logins, user.id,
+                                  self._now(), password_hash=password_hash):
+            raise NotFound("No such user.")
+
+    async def change_password(self, user: User, current: object, new: object, *,
+                              props: tuple[str, str] = ("current", "password")) -> None:
         """A user's own password change: the current one must be right. Ends every
-        browser session of the user."""
-        if not await self._cpu.submit(auth.verify_password, current, user.password_hash):
-            raise ValidationFailed.one("current", "The current password is not right.")
-        await self.set_password(user.username, new)
+        login of the user (the caller starts a new one). ``props`` name the two fields
+        in violations."""
+        await self.check_password(user, current, props[0])
+        await self.reset_password(user, new, props[1])
+
+    async def check_password(self, user: User, password: object, prop: str) -> None:
+        """ValidationFailed on ``prop`` unless ``password`` is ``user``'s (a confirmation)."""
+        if not isinstance(password, str) or not await self._cpu.submit(
+                auth.verify_password, password, user.password_hash):
+            raise ValidationFailed.one(prop, "The current password is not right.")
 
     async def set_active(self, username: str, active: bool) -> None:
-        """Enable or disable a user; disabling ends their browser sessions."""
-        user = await self.user_named(username)
-        await self._db.run(session_queries.update_user_ending_sessions, user.id, is_active=active)
+        """Enable or disable a user by name."""
+        await self.set_user_active(await self.user_named(username), active)
+
+    async def set_user_active(self, user: User, active: bool) -> None:
+        """Enable or disable a user; disabling ends every login of theirs at once, and
+        their API keys stop working while they are disabled."""
+        if active:
+            await self._db.run(q.update_user, user.id, is_active=True)
+        else:
+            await self._db.run(session_queries.update_user_ending_logins, user.id,
+                               self._now(), is_active=False)
+
+    async def tokens_for(self, user_id: str) -> TokenPair:
+        """A new login (token pair) for an active user, e.g. after their password change."""
+        user = await self.user(user_id)
+        if not user.is_active:
+            raise Unauthorized("Invalid credentials.")
+        return await self._issue(user, family_id=str(uuid.uuid4()))
 
     # -- sessions ----------------------------------------------------------
 
@@ -170,7 +199,7 @@ class Accounts:
             token_hash=auth.sha256_hex(refresh), created_at=now,
             expires_at=now + self._refresh_ttl, used_at=None, revoked_at=None))
         access = auth.issue_access_token(self._secret, self._algorithm, user.id, now,
-                                         self._access_ttl)
+                                         self._access_ttl, user.token_generation)
         return TokenPair(access, refresh)
 
     async def authenticate(self, authorization: str | None, *, jwt: bool = True,
@@ -187,11 +216,11 @@ class Accounts:
         if not jwt:
             raise Unauthorized("An API key is required.")
         try:
-            user_id = auth.decode_access_token(self._secret, self._algorithm, token)
+            user_id, generation = auth.decode_access_token(self._secret, self._algorithm, token)
         except auth.InvalidToken as e:
             raise Unauthorized("Invalid or expired access token.") from e
         user = await self._db.run(q.user_by_id, user_id)
-        if user is None or not user.is_active:
+        if user is None or not user.is_active or generation != user.token_generation:
             raise Unauthorized("Invalid or expired access token.")
         return Principal(user)
 

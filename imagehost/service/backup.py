@@ -232,43 +232,80 @@ class RestoreReport:
     in_bucket: int = 0
 
 
-def check_restore(source: Path, data_dir: Path, database_file: Path,
+def check_restore(source: Path, data_dir: Path, database_url: str,
                   secret_file: Path) -> dict[str, Any]:
-    """The manifest of ``source`` if it can be restored into ``data_dir``, else
-    BackupFailed saying why (blocking)."""
+    """The manifest of ``source`` if it can be restored into ``data_dir`` and the database
+    at ``database_url`` (a new SQLite file, or an empty PostgreSQL database for a backup
+    of one), else BackupFailed saying why (blocking)."""
     manifest = read_manifest(source)
-    if manifest["database"] != SQLITE_COPY:
-        raise BackupFailed(f"{source} holds a PostgreSQL dump: load {source / POSTGRESQL_DUMP} "
-                           "with psql into an empty database, then run imagehost init.")
     if data_dir.exists() and any(data_dir.iterdir()):
         raise BackupFailed(f"{data_dir} is not empty: restore into a new data directory.")
-    for path in (database_file, secret_file):
-        if path.exists():
-            raise BackupFailed(f"{path} exists already: restore needs a new installation.")
+    _check_database(source, manifest, database_url)
+    if secret_file.exists():
+        raise BackupFailed(f"{secret_file} exists already: restore needs a new installation.")
     return manifest
 
 
-def restore(source: Path, data_dir: Path, database_file: Path, secret_file: Path,
+def _check_database(source: Path, manifest: dict[str, Any], database_url: str) -> None:
+    shown = db_backup.printable(database_url)
+    if manifest["database"] == SQLITE_COPY:
+        if not is_sqlite(database_url):
+            raise BackupFailed(f"{source} holds a SQLite database, but the configuration "
+                               f"names {shown}: restore it without [database] url.")
+        if sqlite_path(database_url).exists():
+            raise BackupFailed(f"{sqlite_path(database_url)} exists already: restore needs "
+                               "a new installation.")
+        return
+    if is_sqlite(database_url):
+        raise BackupFailed(f"{source} holds a PostgreSQL dump: name the empty PostgreSQL "
+                           "database to load it into with --database-url (or [database] "
+                           "url).")
+    try:
+        empty = db_backup.postgresql_is_empty(database_url)
+    except db_backup.DatabaseCopyFailed as e:
+        raise BackupFailed(e.message) from e
+    if not empty:
+        raise BackupFailed(f"the database {shown} is not empty: restore into a new one.")
+
+
+def restore(source: Path, data_dir: Path, database_url: str, secret_file: Path,
             on_restored: Callable[[dict[str, Any]], None] | None = None,
             url_signing_secret_file: Path | None = None) -> RestoreReport:
-    """Rebuild a data directory from a backup folder, every original checked against
-    the manifest (blocking). ``data_dir`` must be empty or not exist yet; if an original
-    does not match, what was written is removed again."""
-    manifest = check_restore(source, data_dir, database_file, secret_file)
+    """Rebuild a data directory and its database from a backup folder, every original
+    checked against the manifest (blocking). ``data_dir`` must be empty or not exist yet;
+    if an original does not match, what was written is removed again, and the database
+    is written only after every original was."""
+    manifest = check_restore(source, data_dir, database_url, secret_file)
     data_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []  # secrets written outside data_dir, removed on a failure
     try:
         report = _restore_originals(source, data_dir, manifest, on_restored)
-        database_file.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source / SQLITE_COPY, database_file)
         secret_file.parent.mkdir(parents=True, exist_ok=True)
         _copy_secret(source / manifest["secret"], secret_file)
+        written.append(secret_file)
         if manifest.get("urlSigningSecret") and url_signing_secret_file is not None:
             url_signing_secret_file.parent.mkdir(parents=True, exist_ok=True)
             _copy_secret(source / manifest["urlSigningSecret"], url_signing_secret_file)
+            written.append(url_signing_secret_file)
+        _restore_database(source, manifest, database_url)
     except BaseException:
         _empty(data_dir)
+        for path in written:
+            path.unlink(missing_ok=True)
         raise
     return report
+
+
+def _restore_database(source: Path, manifest: dict[str, Any], database_url: str) -> None:
+    if manifest["database"] == SQLITE_COPY:
+        database_file = sqlite_path(database_url)
+        database_file.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source / SQLITE_COPY, database_file)
+        return
+    try:
+        db_backup.load_postgresql(database_url, source / POSTGRESQL_DUMP)
+    except db_backup.DatabaseCopyFailed as e:
+        raise BackupFailed(e.message) from e
 
 
 def _empty(folder: Path) -> None:

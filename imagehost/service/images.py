@@ -16,6 +16,7 @@ from imagehost.imaging import probe as imaging
 from imagehost.service.errors import Forbidden, ValidationFailed
 from imagehost.service.forms import UploadForm, parse_upload_form
 from imagehost.service.pools import Pools
+from imagehost.service.quotas import Quotas
 from imagehost.service.runtime_settings import RuntimeSettings, Settings
 from imagehost.service.throttle import RateLimit
 from imagehost.storage import Storage
@@ -47,8 +48,9 @@ class Images:
 
     def __init__(self, pools: Pools, storage: Storage, settings: RuntimeSettings, *,
                  limits: imaging.SourceLimits, now: Callable[[], datetime],
-                 guest_limit: RateLimit):
+                 guest_limit: RateLimit, quotas: Quotas):
         self._guest_limit = guest_limit
+        self._quotas = quotas
         self.uploads = 0
         self.stored_bytes = 0
         self._db = pools.db
@@ -72,10 +74,11 @@ class Images:
             await self._guest_limit.hit(client)
         form, checked = await self._cpu.submit(self._check_form, body, content_type, settings,
                                                check_form)
+        await self._quotas.precheck(owner, checked.size, settings)
         stored = await self._put(form.image, checked)
         return await self.record(stored, owner=owner, original_name=form.file_name,
                                  description=form.description,
-                                 is_public=form.is_public or owner is None)
+                                 is_public=form.is_public or owner is None, settings=settings)
 
     def _check_form(self, body: BinaryIO, content_type: str | None, settings: Settings,
                     check_form: Callable[[UploadForm], None] | None):
@@ -97,10 +100,12 @@ class Images:
         """Validate image bytes as an upload would, without storing them."""
         return await self._cpu.submit(validate_image, data, settings, self._limits)
 
-    async def store(self, data: bytes, settings: Settings,
-                    sha256: str | None = None) -> StoredOriginal:
-        """Validate image bytes and write the original; record it with ``record``."""
+    async def store(self, data: bytes, settings: Settings, sha256: str | None = None, *,
+                    owner: User | None = None) -> StoredOriginal:
+        """Validate image bytes and write the original (QuotaExceeded first if ``owner``
+        is full already); record it with ``record``."""
         checked = await self._cpu.submit(self.check, data, settings, sha256)
+        await self._quotas.precheck(owner, checked.size, settings)
         return await self._put(data, checked)
 
     async def _put(self, data: bytes, checked: CheckedImage) -> StoredOriginal:
@@ -113,12 +118,15 @@ class Images:
         return await self._db.run(q.image_by_owner_and_hash, owner.id, sha256)
 
     async def record(self, stored: StoredOriginal, *, owner: User | None, original_name: str,
-                     description: str, is_public: bool) -> ImageRecord:
-        """Insert the record of a stored original; the file is removed if that fails.
+                     description: str, is_public: bool,
+                     settings: Settings | None = None) -> ImageRecord:
+        """Insert the record of a stored original; the file is removed if that fails,
+        or if the image would take its owner over a quota (QuotaExceeded).
 
         ``original_name`` is the client's file name ("" for none); the record's
         ``file_name`` is ``{id}.{ext}``, the extension from the content.
         """
+        settings = settings or await self._settings.current()
         info = stored.info
         image = ImageRecord(
             id=stored.image_id, owner_id=owner.id if owner else None,
@@ -130,7 +138,7 @@ class Images:
             blurhash=info.placeholder.blurhash if info.placeholder else None,
             dominant_color=info.placeholder.dominant_color if info.placeholder else None)
         try:
-            await self._db.run(q.insert_image, image)
+            await self._quotas.insert(image, owner, settings)
         except BaseException:
             await self.discard(stored)
             raise

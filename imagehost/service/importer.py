@@ -20,6 +20,7 @@ from imagehost.db.accounts import User
 from imagehost.service import Imagehost
 from imagehost.service.errors import ValidationFailed
 from imagehost.service.images import check_size
+from imagehost.service.quotas import QuotaExceeded
 from imagehost.service.runtime_settings import Settings
 
 IMPORTED = "imported"
@@ -46,6 +47,7 @@ class ImportSummary:
     outcomes: list[ImportOutcome] = field(default_factory=list)
     dry_run: bool = False
     cancelled: bool = False
+    stopped_by: str | None = None  # the quota message that stopped the import
 
     def having(self, status: str) -> list[ImportOutcome]:
         return [o for o in self.outcomes if o.status == status]
@@ -129,6 +131,7 @@ class Importer:
         self._on_outcome = on_outcome or (lambda outcome: None)
         self._first_copies: dict[str, _FirstCopy] = {}
         self._cancelled = False
+        self._stopped_by: str | None = None
         self._turns: list[Deferred] = []
 
     def cancel(self) -> None:
@@ -150,7 +153,9 @@ class Importer:
 
         await gatherResults([Deferred.fromCoroutine(lane()) for _ in range(self._jobs)])
         return ImportSummary([outcomes[i] for i in range(len(files))],
-                             dry_run=self._dry_run, cancelled=self._cancelled)
+                             dry_run=self._dry_run,
+                             cancelled=self._cancelled and self._stopped_by is None,
+                             stopped_by=self._stopped_by)
 
     async def _import_one(self, index: int, path: Path, settings: Settings) -> ImportOutcome:
         size = file_size(path)
@@ -200,12 +205,20 @@ class Importer:
         if self._dry_run:
             await images.validate(data, settings)
             return ImportOutcome(path, IMPORTED, len(data))
-        stored = await images.store(data, settings, sha256=digest)
-        if self._cancelled:
-            await images.discard(stored)
-            return ImportOutcome(path, SKIPPED, len(data))
-        image = await images.record(stored, owner=self._owner, original_name=path.name,
-                                         description="", is_public=self._is_public)
+        try:
+            stored = await images.store(data, settings, sha256=digest, owner=self._owner)
+            if self._cancelled:
+                await images.discard(stored)
+                return ImportOutcome(path, SKIPPED, len(data))
+            image = await images.record(stored, owner=self._owner, original_name=path.name,
+                                        description="", is_public=self._is_public,
+                                        settings=settings)
+        except QuotaExceeded as e:
+            # The owner is full: no later file can fit either, so the import stops here
+            # (files already in flight finish).
+            self._stopped_by = self._stopped_by or e.message
+            self.cancel()
+            return ImportOutcome(path, SKIPPED, len(data), reason=e.message)
         return ImportOutcome(path, IMPORTED, len(data), image_id=image.id)
 
 

@@ -231,7 +231,7 @@ class Library:
 
     async def backfill_placeholders(self) -> PlaceholderBackfill:
         """Compute the placeholder of every image that has none (stored before migration
-        0007): each original read on the I/O pool, decoded on the CPU pool."""
+        0008): each original read on the I/O pool, decoded on the CPU pool."""
         report = PlaceholderBackfill()
         for original in await self._db.run(image_queries.images_without_placeholder):
             try:
@@ -267,10 +267,23 @@ class Library:
         except Exception:
             _log.failure("Image {id} deleted; removing its files failed", id=image_id)
 
+    async def remove_deleted(self, removed: Sequence[tuple[str, str]]) -> None:
+        """Forget images whose records are gone (id, mime type) and remove their files
+        (a user's deletion); a file that cannot be removed is left to ``imagehost gc``."""
+        for image_id, mime_type in removed:
+            self._on_delete(image_id)
+            try:
+                await self._io.run(self._remove, image_id, mime_type, False)
+            except Exception:
+                _log.failure("Image {id} deleted; removing its files failed", id=image_id)
+
     def _remove_files(self, image: ImageRecord, preserve_original: bool) -> None:
-        self._storage.delete_variants(image.id)
+        self._remove(image.id, image.mime_type, preserve_original)
+
+    def _remove(self, image_id: str, mime_type: str, preserve_original: bool) -> None:
+        self._storage.delete_variants(image_id)
         if not preserve_original:
-            self._storage.delete_original(image.id, EXTENSION_BY_MIME[image.mime_type])
+            self._storage.delete_original(image_id, EXTENSION_BY_MIME[mime_type])
 
     async def _manageable(self, viewer: Principal, image_id: str) -> ImageRecord:
         image = await self._db.run(image_queries.image_by_id, image_id)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from imagehost.config import Config
+from imagehost.db.quotas import MAX_LIMIT, Limits
 from imagehost.db.settings import store_settings, stored_settings
 from imagehost.imaging.probe import EXTENSION_BY_MIME
 from imagehost.service.errors import ValidationFailed, Violation
@@ -29,7 +30,12 @@ SETTINGS = (
     Setting("access", "allowRegistration", "allow_registration", True),
     Setting("image", "maxSize", "max_size", True),
     Setting("image", "allowedMimeTypes", "allowed_mime_types", True),
+    Setting("quota", "userBytes", "user_bytes", False),
+    Setting("quota", "userImages", "user_images", False),
+    Setting("quota", "guestBytes", "guest_bytes", False),
+    Setting("quota", "guestImages", "guest_images", False),
 )
+_CATEGORIES = tuple(dict.fromkeys(s.category for s in SETTINGS))
 #: Every type an operator may accept (allowedMimeTypes picks from these).
 ACCEPTABLE_TYPES = tuple(EXTENSION_BY_MIME)
 _BY_API_NAME = {(s.category, s.name): s for s in SETTINGS}
@@ -56,6 +62,17 @@ class Settings:
     @property
     def allowed_mime_types(self) -> list[str]:
         return self.values[("image", "allowedMimeTypes")]
+
+    @property
+    def user_quota(self) -> Limits:
+        """The limits of every user without their own."""
+        return Limits(self.values[("quota", "userBytes")], self.values[("quota", "userImages")])
+
+    @property
+    def guest_quota(self) -> Limits:
+        """The limits of all guest uploads together."""
+        return Limits(self.values[("quota", "guestBytes")],
+                      self.values[("quota", "guestImages")])
 
     def tree(self, public_only: bool = False) -> dict[str, dict[str, Any]]:
         """The settings as the API shows them: ``{category: {name: value}}``."""
@@ -90,8 +107,10 @@ class RuntimeSettings:
         await self._db.run(store_settings, category, checked)
 
     def validate(self, category: Any, values: Any) -> dict[str, Any]:
-        if not isinstance(category, str) or category not in {s.category for s in SETTINGS}:
-            raise ValidationFailed.one("category", 'The category must be "access" or "image".')
+        if not isinstance(category, str) or category not in _CATEGORIES:
+            names = ", ".join(f'"{c}"' for c in _CATEGORIES[:-1])
+            raise ValidationFailed.one(
+                "category", f'The category must be {names} or "{_CATEGORIES[-1]}".')
         if not isinstance(values, dict) or not values:
             raise ValidationFailed.one("settings", "This value should be a non-empty object.")
         violations = []
@@ -113,6 +132,11 @@ class RuntimeSettings:
             if not isinstance(value, int) or _is_bool(value) or not 0 < value <= cap:
                 return f"This value should be an integer between 1 and {cap}."
             return None
+        if category == "quota":
+            if value is None or (isinstance(value, int) and not _is_bool(value)
+                                 and 0 <= value <= MAX_LIMIT):
+                return None
+            return f"This value should be null (unlimited) or an integer from 0 to {MAX_LIMIT}."
         if (not isinstance(value, list) or not value
                 or any(not isinstance(v, str) or v not in EXTENSION_BY_MIME for v in value)):
             allowed = ", ".join(f'"{m}"' for m in EXTENSION_BY_MIME)

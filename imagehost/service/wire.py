@@ -6,6 +6,8 @@ from datetime import datetime
 from typing import Any
 
 from imagehost.db.accounts import ApiKey, User
+from imagehost.service.administration import ManagedUser
+from imagehost.service.quotas import own_limit_json, usage_json
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -31,3 +33,13 @@ def new_api_key_json(key: str, record: ApiKey) -> dict[str, Any]:
     """A key just created: the only time its secret is shown."""
     return {"key": key, "keyId": record.id, "name": record.name,
             "expiresAt": iso(record.expires_at)}
+
+
+def managed_user_json(managed: ManagedUser) -> dict[str, Any]:
+    """A user as the admin API shows them: whether they may log in, what they store, the
+    limits in force and their own limits ("default", "unlimited" or a number)."""
+    user = managed.user
+    return {**user_json(user), "isActive": user.is_active,
+            "usage": usage_json(managed.usage, managed.limits),
+            "quota": {"bytes": own_limit_json(user.quota_bytes),
+                      "images": own_limit_json(user.quota_images)}}

@@ -24,7 +24,8 @@ from imagehost.service.accounts import Principal, require_admin
 from imagehost.service.delivery import Body, ImageContent
 from imagehost.service.errors import BadRequest, NotFound, Unauthorized, ValidationFailed
 from imagehost.service.library import UNCHANGED, parse_limit, parse_listing, parse_page
-from imagehost.service.wire import api_key_json, new_api_key_json, user_json
+from imagehost.service.quotas import usage_json
+from imagehost.service.wire import api_key_json, managed_user_json, new_api_key_json, user_json
 from imagehost.web import errors, library_json
 from imagehost.web.metrics import CONTENT_TYPE, Metrics
 from imagehost.web.responses import json_object, json_response, no_content
@@ -40,8 +41,9 @@ _IMAGE_NAME = re.compile(
 )
 
 
-def authenticated(*, jwt: bool = True, api_key: bool = True):
-    """Route decorator: resolve the caller (401 if none) and pass it as ``principal``."""
+def authenticated(*, jwt: bool = True, api_key: bool = True, admin: bool = False):
+    """Route decorator: resolve the caller (401 if none; 403 if ``admin`` and they are
+    not one) and pass it as ``principal``."""
 
     def decorate(route):
         @functools.wraps(route)
@@ -49,6 +51,8 @@ def authenticated(*, jwt: bool = True, api_key: bool = True):
             header = request.getHeader(b"authorization")
             principal = await self.imagehost.accounts.authenticate(
                 header.decode("latin-1") if header else None, jwt=jwt, api_key=api_key)
+            if admin:
+                require_admin(principal)
             return await route(self, request, principal, *args, **kwargs)
 
         return wrapper
@@ -154,6 +158,30 @@ class ImagehostAPI:
     async def current_user(self, request: IRequest, principal: Principal) -> bytes:
         return json_response(request, {"data": user_json(principal.user)})
 
+    @app.route("/api/user/usage", methods=["GET"])
+    @authenticated()
+    async def current_usage(self, request: IRequest, principal: Principal) -> bytes:
+        usage, limits = await self.imagehost.quotas.usage(principal.user)
+        return json_response(request, {"data": usage_json(usage, limits)})
+
+    @app.route("/api/user/password", methods=["POST"])
+    @authenticated(api_key=False)
+    async def change_own_password(self, request: IRequest, principal: Principal) -> bytes:
+        """Old and new password; every other login ends, the caller gets a new pair."""
+        body = json_object(request)
+        accounts = self.imagehost.accounts
+        await accounts.change_password(principal.user, body.get("currentPassword"),
+                                       body.get("newPassword"),
+                                       props=("currentPassword", "newPassword"))
+        return json_response(request, _token_pair(await accounts.tokens_for(principal.user.id)))
+
+    @app.route("/api/user", methods=["DELETE"])
+    @authenticated(api_key=False)
+    async def delete_own_account(self, request: IRequest, principal: Principal) -> bytes:
+        body = json_object(request)
+        await self.imagehost.administration.delete_own(principal.user, body.get("password"))
+        return no_content(request)
+
     @app.route("/api/user/api-keys", methods=["POST"])
     @authenticated(api_key=False)
     async def create_api_key(self, request: IRequest, principal: Principal) -> bytes:
@@ -198,6 +226,65 @@ class ImagehostAPI:
         body = json_object(request)
         await self.imagehost.settings.update(body.get("category"), body.get("settings"))
         return no_content(request)
+
+    # -- user administration -------------------------------------------------
+
+    @app.route("/api/admin/users", methods=["GET"])
+    @authenticated(api_key=False, admin=True)
+    async def list_users(self, request: IRequest, principal: Principal) -> bytes:
+        listed = await self.imagehost.administration.list_users(
+            _arg(request, "limit"), _arg(request, "cursor"))
+        return json_response(request, {
+            "data": [managed_user_json(m) for m in listed.users],
+            "meta": {"size": len(listed.users), "total": listed.total,
+                     "nextCursor": listed.next_cursor}})
+
+    @app.route("/api/admin/users", methods=["POST"])
+    @authenticated(api_key=False, admin=True)
+    async def create_user(self, request: IRequest, principal: Principal) -> bytes:
+        created = await self.imagehost.administration.create_user(json_object(request))
+        return json_response(request, {"data": managed_user_json(created)}, 201)
+
+    @app.route("/api/admin/users/<string:user_id>", methods=["GET"])
+    @authenticated(api_key=False, admin=True)
+    async def managed_user(self, request: IRequest, principal: Principal,
+                           user_id: str) -> bytes:
+        managed = await self.imagehost.administration.managed(user_id)
+        return json_response(request, {"data": managed_user_json(managed)})
+
+    @app.route("/api/admin/users/<string:user_id>", methods=["PATCH"])
+    @authenticated(api_key=False, admin=True)
+    async def change_user(self, request: IRequest, principal: Principal,
+                          user_id: str) -> bytes:
+        body = json_object(request)
+        changed = await self.imagehost.administration.change_user(
+            principal.user, user_id, roles=body.get("roles"), is_active=body.get("isActive"),
+            quota=body.get("quota"))
+        return json_response(request, {"data": managed_user_json(changed)})
+
+    @app.route("/api/admin/users/<string:user_id>/password", methods=["POST"])
+    @authenticated(api_key=False, admin=True)
+    async def reset_password(self, request: IRequest, principal: Principal,
+                             user_id: str) -> bytes:
+        body = json_object(request)
+        await self.imagehost.administration.reset_password(user_id, body.get("password"))
+        return no_content(request)
+
+    @app.route("/api/admin/users/<string:user_id>", methods=["DELETE"])
+    @authenticated(api_key=False, admin=True)
+    async def delete_user(self, request: IRequest, principal: Principal,
+                          user_id: str) -> bytes:
+        body = json_object(request)
+        deleted = await self.imagehost.administration.delete_user(
+            principal.user, user_id, images=body.get("images"), to=body.get("to"))
+        return json_response(request, {"deletedImages": len(deleted.removed),
+                                       "handedOverImages": deleted.handed_over})
+
+    @app.route("/api/admin/guests/usage", methods=["GET"])
+    @authenticated(api_key=False, admin=True)
+    async def guest_usage(self, request: IRequest, principal: Principal) -> bytes:
+        usage, limits = await self.imagehost.quotas.usage(None)
+        return json_response(request, {"data": usage_json(usage, limits)})
 
     # -- uploads -----------------------------------------------------------
 

@@ -22,6 +22,7 @@ from imagehost.service.errors import (
     Unauthorized,
     ValidationFailed,
 )
+from imagehost.service.quotas import QuotaExceeded
 from imagehost.service.transforms import SignatureInvalid, TransformNotAllowed
 from imagehost.storage.errors import StorageError, StorageUnavailable
 
@@ -49,6 +50,7 @@ STATUS_BY_ERROR: dict[type[Exception], WireError] = {
     NotFound: WireError(404),
     PayloadTooLarge: WireError(413),
     ValidationFailed: WireError(422, SYMFONY_TITLE),
+    QuotaExceeded: WireError(422, SYMFONY_TITLE),
     RateLimited: WireError(429),
     Overloaded: WireError(503),
     StorageUnavailable: WireError(503),

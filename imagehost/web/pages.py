@@ -521,6 +521,18 @@ class ImagehostPages:
         self._set_cookie(request, SESSION_COOKIE, started.token, self.sessions.ttl_seconds)
         return _redirect(request, "/account?done=password")
 
+    @app.route("/account/delete", methods=["POST"])
+    @page(login=True, form=True)
+    async def delete_account(self, request: IRequest, visit: Visit) -> bytes:
+        """Delete one's own account and images, confirmed with the password."""
+        try:
+            await self.imagehost.administration.delete_own(
+                visit.user, visit.field("deletePassword"), prop="deletePassword")
+        except ValidationFailed as e:
+            return await self._account_page(request, visit, 422, violations=_by_property(e))
+        self._clear_cookie(request, SESSION_COOKIE)
+        return _redirect(request, "/")
+
     @app.route("/account/keys", methods=["POST"])
     @page(login=True, form=True)
     async def create_api_key(self, request: IRequest, visit: Visit) -> bytes:

@@ -5,15 +5,15 @@ All four columns are nullable: existing images have no focal point, and their
 placeholders come from ``imagehost placeholders`` (a backfill on the CPU pool: computing
 them here would decode every original inside the migration).
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007"
-down_revision = "0006"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
