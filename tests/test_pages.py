@@ -460,6 +460,9 @@ async def test_admin_settings_and_users(server):
     assert bad.code == 422 and b"between 1 and" in bad.body
     made = await browser.submit("/admin", "/admin/users", {
         "username": "frank", "email": "frank@example.com", "password": "frank-password"})
+    frank = await server.imagehost.accounts.user_named("frank")
+    await server.imagehost.quotas.set_own_limits(frank, bytes=2_500_000, images=10)
+    assert b"0 of 10 images, 0 of 2.5 MB" in (await browser.get("/admin")).body
     assert made.code == 303
     frank = _client(server)
     await frank.login("frank", "frank-password")

@@ -576,7 +576,9 @@ class ImagehostPages:
     async def _admin_page(self, request: IRequest, status: int = 200, **context: Any) -> bytes:
         settings = await self.imagehost.settings.current()
         users = await self.imagehost.accounts.list_users()
+        usage = await self.imagehost.quotas.usage_of(users)
         return self.render(request, "admin.html", status, settings=settings, users=users,
+                           usage=usage,
                            mime_types=ACCEPTABLE_TYPES,
                            violations=context.pop("violations", {}),
                            fields=context.pop("fields", {}), **context)
