@@ -622,6 +622,19 @@ class ImagehostPages:
         await self.imagehost.accounts.set_active(username, visit.field("active") == "true")
         return _redirect(request, "/admin?done=user")
 
+    @app.route("/admin/users/<string:username>/delete", methods=["POST"])
+    @page(login=True, admin=True, form=True)
+    async def admin_delete_user(self, request: IRequest, visit: Visit, username: str) -> bytes:
+        """Delete a user (not oneself); the form says what happens to their images."""
+        target = await self.imagehost.accounts.user_named(username)
+        images, _, to = visit.field("images").partition(":")
+        try:
+            await self.imagehost.administration.delete_user(visit.user, target.id,
+                                                            images=images, to=to or None)
+        except ValidationFailed as e:
+            return await self._admin_page(request, 422, violations=_by_property(e))
+        return _redirect(request, "/admin?done=deleted")
+
     @app.route("/oembed", methods=["GET"])
     @page()
     async def oembed(self, request: IRequest, visit: Visit) -> bytes:
@@ -732,7 +745,7 @@ def _by_property(error: ValidationFailed) -> dict[str, str]:
 
 _NOTICES = {"password": "Your password was changed; other browsers were logged out.",
             "revoked": "The API key was revoked.", "settings": "The settings were saved.",
-            "user": "The user was saved."}
+            "user": "The user was saved.", "deleted": "The user was deleted."}
 
 
 def _bytes_from_megabytes(text: str) -> int:
