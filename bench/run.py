@@ -35,6 +35,7 @@ import photos  # noqa: E402
 import report  # noqa: E402
 import servers  # noqa: E402
 
+PARTS = ("uncached", "cached", "firstview", "overload", "upload", "memory")
 SIZES = range(512, 399, -1)  # all use the same JPEG draft scale for 4 MP sources
 QUALITIES = (80, 79, 81, 78, 82, 77, 83, 76, 84, 75, 85)
 _THUMBOR_FORMAT = {"jpg": "jpeg", "webp": "webp"}
@@ -96,7 +97,13 @@ class Bench:
         self.wrk = loadgen.ensure_wrk(log)
         self.thumbor_exe = servers.ensure_thumbor(self.cache / "thumbor-venv", log)
         self.started: list[servers.Server] = []
-        self.results: dict = {"uncached": [], "cached": {}, "upload": {}, "memory": {}}
+        self.results: dict = {"uncached": [], "cached": {}, "firstview": {}, "overload": {},
+                              "upload": {}, "memory": {}}
+
+    def processes(self) -> dict[str, str]:
+        """The ``--workers`` setting when the command line gives one; else the default."""
+        workers = self.args.workers
+        return {} if workers is None else {"server_workers": str(workers)}
 
     def start(self, server: servers.Server) -> servers.Server:
         self.started.append(server)
@@ -115,10 +122,11 @@ class Bench:
     # -- 1. uncached renders -----------------------------------------------------
 
     def start_imagehost(self) -> None:
-        """The imagehost under test, with every 4 MP source uploaded over HTTP."""
-        processes = {"server_workers": str(self.args.workers)} if self.args.workers > 1 else {}
+        """The imagehost under test, as the README starts it (``--workers N`` only when
+        given), with every 4 MP source uploaded over HTTP."""
         self.imagehost = self.start(servers.start_imagehost(self.work / "data", self.work,
-                                                            **processes))
+                                                            **self.processes()))
+        self.results["processes"] = len(self.imagehost.tree())
         self.ids = self.upload_all(self.imagehost.base_url,
                                    sorted(set(self.photos.jpeg + self.photos.mixed)))
 
@@ -219,23 +227,77 @@ class Bench:
             raise RuntimeError("thumbor's result storage stayed empty")
         st = self.start(servers.start_static(static_dir, self.work))
         st_paths = [f"/{self.ids[s]}.jpg" for s in sources]
-        runs: dict[str, list] = {"imagehost": [], "thumbor": [], "static": []}
-        for server, paths in ((ih, ih_paths), (th, th_paths), (st, st_paths)):
+        # One process alone: a second daemon on the same installation, --workers 1.
+        one = self.start(servers.start_imagehost(self.work / "data", self.work,
+                                                 server_workers="1"))
+        runs: dict[str, list] = {"imagehost": [], "imagehost_1": [], "thumbor": [],
+                                 "static": []}
+        targets = [("imagehost", ih, ih_paths), ("imagehost_1", one, ih_paths),
+                   ("thumbor", th, th_paths), ("static", st, st_paths)]
+        for _name, server, paths in targets:
             self.gets(server, paths, args.connections, 1)  # warm up
         for run in range(args.runs):
             log(f"cached c={args.connections} run {run + 1}/{args.runs}")
-            targets = [("imagehost", ih, ih_paths), ("thumbor", th, th_paths),
-                       ("static", st, st_paths)]
-            for name, server, paths in targets[run % 3:] + targets[:run % 3]:
+            shift = run % len(targets)
+            for name, server, paths in targets[shift:] + targets[:shift]:
                 runs[name].append(self.gets(server, paths, args.connections, args.duration,
-                                            count_cache=name == "imagehost"))
-            if runs["imagehost"][-1]["misses"]:
-                raise RuntimeError(f"imagehost cached run had misses: {runs['imagehost'][-1]}")
+                                            count_cache=name.startswith("imagehost")))
+                if name.startswith("imagehost") and runs[name][-1]["misses"]:
+                    raise RuntimeError(f"{name} cached run had misses: {runs[name][-1]}")
         self.results["cached"] = {"connections": args.connections,
                                   "mean_size": statistics.mean(sizes),
                                   **{n: median_of(r) for n, r in runs.items()}}
         th.stop()
         st.stop()
+        one.stop()
+
+    # -- first views and overload ---------------------------------------------------
+
+    def firstview(self) -> None:
+        """Upload 4 MP JPEGs one by one; one second after each 201, ask for its thumbnail
+        (rendered ahead, so it should be a hit) and for a variant of the same size that
+        nothing rendered ahead (a miss, for comparison)."""
+        ih = self.imagehost
+        rows = []
+        # The uploads of the set-up queued their own thumbnails: let them finish first.
+        time.sleep(5)
+        for src in self.photos.jpeg[: self.args.firstviews]:
+            image_id = servers.upload(ih.base_url, src)
+            time.sleep(1.0)
+            rows.append({"thumbnail": timed_get(ih, f"/image/{image_id}_thumbnail.jpg"),
+                         "other": timed_get(ih, f"/image/{image_id}.jpg?w=300&h=300"
+                                                f"&crop=true&q=84")})
+        log(f"first views: {sum(r['thumbnail']['cache'] == 'HIT' for r in rows)}/{len(rows)} "
+            "thumbnails were hits")
+        self.results["firstview"] = {
+            "uploads": len(rows),
+            "hits": sum(r["thumbnail"]["cache"] == "HIT" for r in rows),
+            "thumbnail_ms": statistics.median(r["thumbnail"]["ms"] for r in rows),
+            "miss_ms": statistics.median(r["other"]["ms"] for r in rows), "rows": rows}
+
+    def overload(self) -> None:
+        """Cached hits (8 connections) alone, then while 32 more connections ask for
+        uncached renders of 14 MP sources (every one a distinct variant)."""
+        args = self.args
+        ih = self.imagehost
+        big_ids = self.upload_all(ih.base_url, self.photos.big)
+        hit_paths = [imagehost_path(self.ids, s, 512, 80, "jpg") for s in self.photos.jpeg]
+        for path in hit_paths:
+            urllib.request.urlopen(ih.base_url + path).read()  # renders, caches
+        renders = [f"/image/{big_ids[s]}.jpg?w={w}&h={w}&q={q}" for q in QUALITIES
+                   for w in range(1000, 600, -1) for s in self.photos.big]
+        runs: dict[str, list] = {"alone": [], "under": [], "renders": []}
+        for run in range(args.runs):
+            log(f"overload run {run + 1}/{args.runs}")
+            runs["alone"].append(self.gets(ih, hit_paths, 8, args.duration, count_cache=True))
+            chunk = renders[run::args.runs]
+            with ThreadPoolExecutor(1) as pool:
+                load = pool.submit(self.gets, ih, chunk, 32, args.duration + 2)
+                time.sleep(1)  # the renders are under way
+                runs["under"].append(self.gets(ih, hit_paths, 8, args.duration,
+                                               count_cache=True))
+                runs["renders"].append(load.result())
+        self.results["overload"] = {name: median_of(r) for name, r in runs.items()}
 
     # -- 3. uploads --------------------------------------------------------------
 
@@ -261,12 +323,15 @@ class Bench:
 
     def memory(self) -> None:
         big, huge = self.photos.big, self.photos.huge
-        ih = self.start(servers.start_imagehost(self.work / "data-memory", self.work))
+        data = self.work / "data-memory"
+        ih = self.start(servers.start_imagehost(data, self.work, **self.processes()))
         ids = self.upload_all(ih.base_url, big + huge)
         # Measured from a fresh start, as thumbor is: the uploads and the first start's
         # migrations are set-up, not part of the burst (a restarted daemon skips Alembic).
         ih.stop()
-        ih = self.start(servers.start_imagehost(self.work / "data-memory", self.work))
+        ih = self.start(servers.start_imagehost(data, self.work, **self.processes()))
+        time.sleep(2)  # the workers are up and idle
+        idle = [servers._status_kb(pid, "VmRSS") * 1024 for pid in ih.tree()]
         th = self.start(servers.start_thumbor(self.thumbor_exe, self.photos.root, self.work,
                                               self.threads, result_storage=False))
         burst = [(src, 512 - n, 80) for n in range(self.args.burst) for src in big]
@@ -279,13 +344,15 @@ class Bench:
         ih_huge = self.burst(ih, [imagehost_path(ids, s, z, q, "jpg") for s, z, q in burst])
         self.results["memory"] = {"imagehost_14mp": ih_big, "thumbor_14mp": th_big,
                                   "imagehost_48mp": ih_huge,
-                                  "render_threads": self.threads}
+                                  "render_threads": self.threads,
+                                  "idle_rss_per_process": idle}
         ih.stop()
         th.stop()
 
     def burst(self, server, paths: list[str]) -> dict:
-        """Peak RSS (VmHWM, reset just before) while ``paths`` are fetched 8 at a time."""
-        idle = server.rss()
+        """Peak RSS (VmHWM, reset just before) of the process tree while ``paths`` are
+        fetched 8 at a time, and its RSS in the 10 s after."""
+        idle = server.tree_rss()
         server.reset_peak()
         started = time.monotonic()
 
@@ -297,8 +364,26 @@ class Bench:
             answers = list(pool.map(fetch, paths))
         if any(status != 200 for status, _ in answers):
             raise RuntimeError(f"{server.name}: failed renders in the memory burst")
-        return {"idle_rss": idle, "peak_rss": server.peak_rss(), "renders": len(paths),
-                "seconds": time.monotonic() - started}
+        seconds = time.monotonic() - started
+        peak = server.tree_peak_rss()
+        after, returned = [], None
+        done = time.monotonic()
+        while time.monotonic() - done < 10:
+            after.append(server.tree_rss())
+            if returned is None and after[-1] <= idle + 30 * 1e6:
+                returned = time.monotonic() - done
+            time.sleep(0.25)
+        return {"idle_rss": idle, "peak_rss": peak, "renders": len(paths), "seconds": seconds,
+                "rss_after": after[0], "rss_10s": after[-1], "return_seconds": returned}
+
+
+def timed_get(server, path: str) -> dict:
+    """One GET: status, X-Cache and milliseconds."""
+    started = time.monotonic()
+    with urllib.request.urlopen(server.base_url + path, timeout=60) as response:
+        response.read()
+        return {"status": response.status, "cache": response.headers.get("X-Cache"),
+                "ms": (time.monotonic() - started) * 1000}
 
 
 def machine() -> dict:
@@ -321,14 +406,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="runs per measurement (median)")
     parser.add_argument("--duration", type=float, default=6.0, help="seconds per run")
     parser.add_argument("--connections", type=int, default=32, help="for cached hits")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="imagehost processes (twistd imagehost --workers N)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="imagehost processes (twistd imagehost --workers N); default: "
+                             "the default install, as the README starts it")
+    parser.add_argument("--firstviews", type=int, default=5,
+                        help="uploads whose first thumbnail view is timed")
     parser.add_argument("--burst", type=int, default=8, help="renders per 14/48 MP source")
     parser.add_argument("--max-rate", type=float, default=150.0,
                         help="distinct variants prepared per second of an uncached run")
     parser.add_argument("--profile", action="store_true",
                         help="also record imagehost with py-spy under uncached load")
-    parser.add_argument("--only", choices=("uncached", "cached", "upload", "memory"),
+    parser.add_argument("--only", choices=PARTS,
                         action="append", help="run only these parts (repeatable)")
     parser.add_argument("--nice", type=int, default=0,
                         help="renice the benchmark and every server it starts by this much "
@@ -349,12 +437,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     info = machine()
     bench = Bench(args)
-    parts = args.only or ["uncached", "cached", "upload", "memory"]
+    parts = args.only or list(PARTS)
     error = None
     try:
-        if {"uncached", "cached", "upload"} & set(parts):
+        if set(PARTS[:-1]) & set(parts):
             bench.start_imagehost()
-        for part in ("uncached", "cached", "upload", "memory"):
+        for part in PARTS:
             if part in parts:
                 getattr(bench, {"upload": "uploads"}.get(part, part))()
     except Exception as e:  # keep what was measured, say what failed

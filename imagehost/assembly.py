@@ -29,6 +29,7 @@ from imagehost.db import (
     upgrade,
 )
 from imagehost.db import accounts as account_queries
+from imagehost.imaging import memory
 from imagehost.imaging.probe import SourceLimits
 from imagehost.service import Imagehost
 from imagehost.service.accounts import Accounts, check_new_user
@@ -49,6 +50,9 @@ from imagehost.service.views import ViewCounter
 from imagehost.storage import LocalStorage, Storage
 
 _log = Logger()
+
+#: How much lower than the reactor thread the CPU pool's threads are scheduled (nice).
+RENDER_NICENESS = 5
 
 #: Threads for file and S3 calls, beyond one per CPU thread (deletes, health checks,
 #: shares and cache writes wait on the network or the disk, not on a core).
@@ -213,7 +217,13 @@ def build_storage(config: Config, max_connections: int = 10) -> Storage:
 
 
 def build_pools(config: Config, reactor) -> Pools:
-    """The DB, CPU and I/O pools (created, not started)."""
+    """The DB, CPU and I/O pools (created, not started).
+
+    Also fixes the allocator's mmap threshold for this process, so decoded images go
+    back to the system when freed, and trims the heap once renders go idle
+    (``imagehost.imaging.memory``).
+    """
+    memory.map_large_buffers()
     engine = create_engine(config.database_url, config.database.pool_size)
     db_pool = ThreadPool(minthreads=1, maxthreads=db_threads(engine, config.database.pool_size),
                          name="imagehost-db")
@@ -221,7 +231,9 @@ def build_pools(config: Config, reactor) -> Pools:
     cpu_pool = ThreadPool(minthreads=cpu_threads, maxthreads=cpu_threads, name="imagehost-cpu")
     io_pool = ThreadPool(minthreads=1, maxthreads=io_threads(config), name="imagehost-io")
     return Pools(db=Database(engine, reactor, db_pool),
-                 cpu=CpuPool(reactor, cpu_pool, config.render.queue_size),
+                 cpu=CpuPool(reactor, cpu_pool, config.render.queue_size,
+                             when_idle=memory.release_free_memory,
+                             niceness=RENDER_NICENESS),
                  io=IoPool(reactor, io_pool))
 
 
@@ -237,8 +249,12 @@ def source_limits(config: Config) -> SourceLimits:
 
 def delivery_rules(config: Config) -> tuple[Presets, DeliveryPolicy]:
     """The presets and the signature policy of ``[presets]`` and ``[delivery]``;
-    ConfigError naming a bad preset."""
+    ConfigError naming a bad preset, or an eager one that is no preset."""
     presets = Presets.from_config(config.presets, config.image.max_dimension)
+    for name in config.delivery.eager_presets:
+        if name not in presets:
+            raise ConfigError(f"[delivery] eager_presets: unknown preset {name!r} "
+                              f"(known: {', '.join(presets.names())})")
     policy = DeliveryPolicy(require_signature=config.delivery.require_signature,
                             presets_only=config.delivery.presets_only)
     return presets, policy
@@ -266,18 +282,19 @@ def build_imagehost(config: Config, reactor, secret: bytes, *, clock=None,
             RateLimit(pools, "login-user", limits.logins_per_minute_per_user, time.time,
                       "login attempts for this user")))
     quotas = Quotas(pools, settings)
-    images = Images(pools, storage, settings, limits=source_limits(config), now=utc_now,
-                    guest_limit=RateLimit(pools, "guest-upload-ip",
-                                          limits.guest_uploads_per_minute_per_ip, time.time,
-                                          "guest uploads from this address"),
-                    quotas=quotas)
     presets, policy = delivery_rules(config)
     urls = ImageUrls(UrlSigner(_load_or_create_secret(config.url_signing_secret_file)), policy)
     delivery = Delivery(pools, storage, VariantCache(storage, config.cache.max_size, pools.io),
                         ViewCounter(pools, clock=clock),
                         max_dimension=config.image.max_dimension, clock=clock,
                         revalidate_after=config.cache.revalidate_after, presets=presets,
-                        urls=urls, auto_avif=config.delivery.auto_avif)
+                        urls=urls, auto_avif=config.delivery.auto_avif,
+                        eager_presets=config.delivery.eager_presets)
+    images = Images(pools, storage, settings, limits=source_limits(config), now=utc_now,
+                    guest_limit=RateLimit(pools, "guest-upload-ip",
+                                          limits.guest_uploads_per_minute_per_ip, time.time,
+                                          "guest uploads from this address"),
+                    quotas=quotas, after_upload=delivery.render_first_views)
     library = Library(pools, storage, now=utc_now, cursor_key=cursor_signing_key(secret),
                       on_delete=delivery.forget)
     sessions = BrowserSessions(pools, accounts, secret, ttl=config.auth.session_ttl,

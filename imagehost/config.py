@@ -52,6 +52,17 @@ def _limit(text: str) -> int | None:
     return value
 
 
+def parse_workers(text: str) -> int | str:
+    """``auto`` (one process per core) or a number of processes."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    if not text.strip().isdigit():
+        raise ValueError(f"must be a number of processes or auto; got {text!r}")
+    return int(text)
+
+
+#: Endpoint types whose connections twistd can hand to worker processes.
+HANDOFF_ENDPOINTS = ("tcp", "tcp6", "unix")
 STORAGE_BACKENDS = ("local", "s3")
 SIGNATURE_MODES = ("off", "transforms", "all")
 
@@ -90,7 +101,7 @@ KEYS: tuple[Key, ...] = (
     Key("server", "public_url", str, "http://localhost:8080"),
     Key("server", "max_body_size", int, 64 * 1000 * 1000),
     Key("server", "shutdown_timeout", float, 10.0),
-    Key("server", "workers", int, 1),
+    Key("server", "workers", parse_workers, "auto"),
     Key("server", "access_log", str, ""),
     Key("server", "max_header_size", int, 16384),
     Key("server", "max_uri_length", int, 8192),
@@ -128,6 +139,7 @@ KEYS: tuple[Key, ...] = (
     Key("delivery", "signing_secret_file", str, ""),
     Key("delivery", "presets_only", _bool, False),
     Key("delivery", "auto_avif", _bool, False),
+    Key("delivery", "eager_presets", _list, ["thumbnail"]),
     Key("cache", "max_size", int, 1024 * 1000 * 1000),
     Key("cache", "revalidate_after", float, 5.0),
     Key("limits", "logins_per_minute_per_ip", int, 30),
@@ -169,7 +181,7 @@ class ServerSection:
     public_url: str
     max_body_size: int
     shutdown_timeout: float
-    workers: int
+    workers: int | str
     access_log: str
     max_header_size: int
     max_uri_length: int
@@ -234,6 +246,7 @@ class DeliverySection:
     signing_secret_file: str
     presets_only: bool
     auto_avif: bool
+    eager_presets: list[str]
 
 
 @dataclass(frozen=True)
@@ -340,6 +353,17 @@ class Config:
         secret, and kept apart from it so that it can be given to a site that signs URLs."""
         path = self.delivery.signing_secret_file
         return Path(path) if path else self.data_dir / "url-signing.key"
+
+    def processes(self) -> int:
+        """Processes serving connections: ``[server] workers``; ``auto`` is one per core,
+        or 1 when an endpoint cannot be handed to workers (ssl: TLS is terminated in
+        front when there are several)."""
+        workers = self.server.workers
+        if workers != "auto":
+            return int(workers)
+        if not all(d.split(":", 1)[0] in HANDOFF_ENDPOINTS for d in self.server.listen):
+            return 1
+        return os.cpu_count() or 1
 
     def render_threads(self) -> int:
         """Threads of the CPU pool: ``[render] threads``, or one per core."""

@@ -15,7 +15,7 @@ from twisted.internet import endpoints
 from twisted.python import usage
 
 from imagehost.assembly import build_daemon, prepare_installation, warn_if_no_users
-from imagehost.config import Config, ConfigError, load_config
+from imagehost.config import HANDOFF_ENDPOINTS, Config, ConfigError, load_config, parse_workers
 from imagehost.daemon import CannotListen, endpoint_problem, os_problem
 from imagehost.db import printable_url
 from imagehost.processes import WorkerProcesses
@@ -28,8 +28,9 @@ class Options(usage.Options):
     optParameters = [
         ["data-dir", "d", None, "Data directory (default ./data, or [server] data_dir)."],
         ["config", "c", None, "Configuration file (ini); see etc/imagehost.ini."],
-        ["workers", "w", None, "Processes serving the listening sockets (default 1, or "
-         "[server] workers); tcp and unix endpoints only when above 1.", int],
+        ["workers", "w", None, "Processes serving the listening sockets: a number, or auto "
+         "(the default, or [server] workers): one per core. tcp and unix endpoints only "
+         "when above 1."],
     ]
 
     def __init__(self):
@@ -68,15 +69,21 @@ def operator_mistake(message: str) -> SystemExit:
 
 
 def options_config(options) -> Config:
+    workers = options.get("workers")
+    if workers is not None:
+        try:
+            workers = parse_workers(workers)
+        except ValueError as e:
+            raise usage.UsageError(f"--workers {workers!r} is neither a number nor auto") from e
     config = load_config(options["config"], overrides={
         ("server", "data_dir"): options["data-dir"],
         ("server", "listen"): options["listen"] or None,
-        ("server", "workers"): options.get("workers"),
+        ("server", "workers"): workers,
     })
-    if config.server.workers < 1:
+    if config.processes() < 1:
         raise ConfigError("the number of workers must be at least 1")
-    if config.server.workers > 1 and not all(
-            d.split(":", 1)[0] in ("tcp", "tcp6", "unix") for d in config.server.listen):
+    if config.processes() > 1 and not all(
+            d.split(":", 1)[0] in HANDOFF_ENDPOINTS for d in config.server.listen):
         raise ConfigError("--workers above 1 needs tcp, tcp6 or unix endpoints "
                           "(terminate TLS in front, e.g. nginx)")
     return config
@@ -113,10 +120,10 @@ def makeService(options, reactor=None) -> service.MultiService:
         daemon.listen(reactor, config.server.listen)
     except CannotListen as e:
         raise operator_mistake(str(e)) from e
-    if config.server.workers > 1:
+    if config.processes() > 1:
         arguments = ["--data-dir", str(config.data_dir.absolute())]
         if options["config"]:
             arguments += ["--config", str(Path(options["config"]).absolute())]
-        WorkerProcesses(reactor, config.server.workers - 1, daemon.listeners, daemon.site,
+        WorkerProcesses(reactor, config.processes() - 1, daemon.listeners, daemon.site,
                         arguments, config.server.shutdown_timeout).setServiceParent(daemon)
     return daemon

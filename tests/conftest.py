@@ -121,7 +121,10 @@ async def start_server(tmp_path: Path, reactor, sections: dict | None = None) ->
     """Start a daemon through the twistd plugin's Options and makeService."""
     from imagehost.tap import Options, makeService
 
-    ini = {"admin": {"username": ADMIN[0], "password": ADMIN[1], "email": ADMIN[2]}}
+    # One process: the tests look into this daemon's objects (workers=auto would start
+    # one more process per core, whose state a test cannot see).
+    ini = {"admin": {"username": ADMIN[0], "password": ADMIN[1], "email": ADMIN[2]},
+           "server": {"workers": "1"}}
     for section, values in (sections or {}).items():
         ini.setdefault(section, {}).update(values)
     config_file = write_ini(tmp_path / "imagehost.ini", ini)

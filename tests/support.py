@@ -37,6 +37,9 @@ class ImmediateThreadPool:
     def stop(self) -> None:
         self.started = False
 
+    def callInThread(self, fn, *args, **kwargs) -> None:  # noqa: N802
+        self.callInThreadWithCallback(lambda _ok, _result: None, fn, *args, **kwargs)
+
     def callInThreadWithCallback(self, on_result, fn, *args, **kwargs) -> None:  # noqa: N802
         try:
             result = fn(*args, **kwargs)
@@ -55,6 +58,11 @@ class HeldThreadPool(ImmediateThreadPool):
 
     def callInThreadWithCallback(self, on_result, fn, *args, **kwargs) -> None:  # noqa: N802
         self.held.append((on_result, fn, args, kwargs))
+
+    def release_one(self) -> None:
+        """Run the job held longest."""
+        on_result, fn, args, kwargs = self.held.pop(0)
+        super().callInThreadWithCallback(on_result, fn, *args, **kwargs)
 
     def release(self) -> None:
         while self.held:

@@ -1,5 +1,7 @@
 """Configuration precedence, the documented example file, and the twistd options."""
 
+import os
+
 import pytest
 from twisted.python import usage
 
@@ -70,6 +72,33 @@ def test_options_default_to_port_8080_and_data(monkeypatch):
     options.parseOptions([])
     assert options.config.get("server", "listen") == ["tcp:8080"]
     assert options.config.get("server", "data_dir") == "./data"
+    assert options.config.get("server", "workers") == "auto"
+    assert options.config.processes() == (os.cpu_count() or 1)
+
+
+@pytest.mark.parametrize("argv, processes", [
+    (["--workers", "3"], 3),
+    (["--workers", "auto"], os.cpu_count() or 1),
+])
+def test_workers_is_a_number_or_auto(monkeypatch, argv, processes):
+    for key in KEYS:
+        monkeypatch.delenv(key.env_var, raising=False)
+    options = Options()
+    options.parseOptions(argv)
+    assert options.config.processes() == processes
+
+
+def test_auto_is_one_process_when_tls_cannot_be_handed_to_workers():
+    listen = ["tcp:8080", "ssl:8443:privateKey=key.pem:certKey=cert.pem"]
+    config = load_config(environ={}, overrides={("server", "listen"): listen})
+    assert (config.server.workers, config.processes()) == ("auto", 1)
+
+
+def test_workers_that_are_neither_a_number_nor_auto_are_usage_errors():
+    with pytest.raises(usage.UsageError, match="neither a number nor auto"):
+        Options().parseOptions(["--workers", "many"])
+    with pytest.raises(ConfigError, match="number of processes or auto"):
+        load_config(environ={"IMAGEHOST_SERVER_WORKERS": "many"})
 
 
 @pytest.mark.parametrize("argv, message", [

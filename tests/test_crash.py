@@ -27,8 +27,9 @@ def start_daemon(data_dir: Path, port: int, log: Path) -> subprocess.Popen:
                IMAGEHOST_ADMIN_PASSWORD=ADMIN["password"],
                IMAGEHOST_LIMITS_LOGINS_PER_MINUTE_PER_IP="0")
     daemon = subprocess.Popen(
-        TWISTD + ["-n", "--pidfile=", "imagehost", "--listen", f"tcp:{port}:interface=127.0.0.1",
-                  "--data-dir", str(data_dir)],
+        # One process: SIGKILL must take the whole daemon down at once.
+        TWISTD + ["-n", "--pidfile=", "imagehost", "--workers", "1", "--listen",
+                  f"tcp:{port}:interface=127.0.0.1", "--data-dir", str(data_dir)],
         cwd=data_dir.parent, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
     wait_for_health(f"http://127.0.0.1:{port}")
     return daemon

@@ -225,3 +225,30 @@ async def test_access_log_to_a_file_is_written_in_batches_and_at_stop(tmp_path, 
     assert len(lines) == 2
     assert re.fullmatch(r'\S+Z 127\.0\.0\.1 "GET /health" 200 2 [\d.]+ms "probe/1"', lines[0])
     assert '"GET /nope" 404' in lines[1]
+
+
+@pytest_twisted.ensureDeferred
+async def test_access_log_through_twistds_log_is_one_event_per_second(tmp_path, reactor):
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    from tests.conftest import start_server
+
+    events = []
+
+    def observe(event) -> None:
+        if event.get("log_namespace") == "imagehost.access":
+            events.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        server = await start_server(tmp_path, reactor)
+        for path in ("/health", "/nope", "/health"):
+            await server.client.get(path, headers={"User-Agent": "probe/1"})
+        await server.service.stopService()
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    # twistd writes (and flushes) its log once per event: the lines come as one batch.
+    lines = "\n".join(formatEvent(e) for e in events).splitlines()
+    assert len(events) <= 2 and len(lines) == 3, events
+    assert re.fullmatch(r'127\.0\.0\.1 "GET /health" 200 2 [\d.]+ms "probe/1"', lines[0])
+    assert '"GET /nope" 404' in lines[1]

@@ -77,6 +77,14 @@ async def upload(client, data: bytes) -> str:
     return response.json()["id"]
 
 
+async def upload_settled(server, client, data: bytes) -> str:
+    """Upload, then wait until the thumbnail rendered ahead (``[delivery] eager_presets``)
+    is in the cache, so that a test can count cache files exactly."""
+    image_id = await upload(client, data)
+    await server.imagehost.delivery.rendered_ahead(image_id)
+    return image_id
+
+
 # -- variants ----------------------------------------------------------------
 
 VARIANTS = [
@@ -138,7 +146,7 @@ async def test_quality_changes_the_encoding(server, admin):
 @pytest_twisted.ensureDeferred
 async def test_same_format_without_transform_is_the_original_bytes(server, admin):
     original = noise_bytes("PNG", (120, 90))
-    image_id = await upload(admin, original)
+    image_id = await upload_settled(server, admin, original)
     for path in (f"/image/{image_id}.png", f"/api/image/{image_id}.png",
                  f"/image/{image_id}.png?w=5000", f"/image/{image_id}.png?w=120&h=90",
                  f"/image/{image_id}.png?crop=false&cachebuster=7"):
@@ -146,7 +154,8 @@ async def test_same_format_without_transform_is_the_original_bytes(server, admin
         assert response.code == 200, path
         assert response.body == original, path
         assert response.header("X-Cache") is None, path
-    assert cached_files(server.data_dir, image_id) == []
+    # Nothing was rendered for these requests; the one file is the eager thumbnail.
+    assert [p.name for p in cached_files(server.data_dir, image_id)] == ["r1-90x90-c.png"]
     jpeg = image_bytes("JPEG", (64, 48))
     jpeg_id = await upload(admin, jpeg)
     assert (await server.client.get(f"/image/{jpeg_id}.jpeg")).body == jpeg
@@ -196,19 +205,20 @@ async def test_max_dimension_is_configurable(make_server):
 
 @pytest_twisted.ensureDeferred
 async def test_second_request_is_a_cache_hit(server, admin):
-    image_id = await upload(admin, image_bytes("JPEG", (400, 300)))
+    image_id = await upload_settled(server, admin, image_bytes("JPEG", (400, 300)))
     delivery = server.imagehost.delivery
     first = await server.client.get(f"/image/{image_id}.webp?w=100")
     second = await server.client.get(f"/image/{image_id}.webp?w=100")
     assert (first.header("X-Cache"), second.header("X-Cache")) == ("MISS", "HIT")
     assert first.body == second.body
     assert (delivery.misses, delivery.hits, delivery.renders) == (1, 1, 1)
-    assert [p.name for p in cached_files(server.data_dir, image_id)] == ["r1-100x75-q85.webp"]
+    assert sorted(p.name for p in cached_files(server.data_dir, image_id)) == [
+        "r1-100x75-q85.webp", "r1-300x300-c-q85.jpg"]  # and the eager thumbnail
 
 
 @pytest_twisted.ensureDeferred
 async def test_equivalent_parameters_share_one_entry(server, admin):
-    image_id = await upload(admin, image_bytes("JPEG", (400, 300)))
+    image_id = await upload_settled(server, admin, image_bytes("JPEG", (400, 300)))
     delivery = server.imagehost.delivery
     same_as_original = [".png", ".png?w=5000", ".png?width=400", ".png?w=400&h=300",
                         ".png?h=300&crop=0", ".png?w=800&h=600&crop=true", ".png?q=40"]
@@ -223,7 +233,7 @@ async def test_equivalent_parameters_share_one_entry(server, admin):
     for suffix in small:
         assert (await server.client.get(f"/image/{image_id}{suffix}")).code == 200
     assert delivery.renders == 2
-    assert len(cached_files(server.data_dir, image_id)) == 2
+    assert len(cached_files(server.data_dir, image_id)) == 3  # and the eager thumbnail
 
 
 @pytest_twisted.ensureDeferred
@@ -243,7 +253,7 @@ async def test_identical_concurrent_misses_render_once(server, admin):
 async def test_eviction_keeps_the_cache_under_its_bound(make_server):
     max_size = 60_000
     server = await make_server({"cache": {"max_size": max_size}})
-    image_id = await upload(await server.admin(), noise_bytes("PNG", (200, 150)))
+    image_id = await upload_settled(server, await server.admin(), noise_bytes("PNG", (200, 150)))
     delivery = server.imagehost.delivery
     sizes = []
     for width in range(100, 112):
@@ -265,13 +275,14 @@ async def test_eviction_keeps_the_cache_under_its_bound(make_server):
 @pytest_twisted.ensureDeferred
 async def test_restart_finds_the_cache_on_disk(tmp_path, reactor):
     server = await start_server(tmp_path, reactor)
-    image_id = await upload(await server.admin(), image_bytes("JPEG", (400, 300)))
+    image_id = await upload_settled(server, await server.admin(),
+                                    image_bytes("JPEG", (400, 300)))
     assert (await server.client.get(f"/image/{image_id}.png?w=50")).header("X-Cache") == "MISS"
     await server.service.stopService()
     server = await start_server(tmp_path, reactor)
     try:
         await server.service.lifecycle.delivery_started  # the startup scan
-        assert len(server.imagehost.delivery.cache) == 1
+        assert len(server.imagehost.delivery.cache) == 2  # and the eager thumbnail
         response = await server.client.get(f"/image/{image_id}.png?w=50")
         assert response.header("X-Cache") == "HIT"
     finally:
@@ -280,7 +291,7 @@ async def test_restart_finds_the_cache_on_disk(tmp_path, reactor):
 
 @pytest_twisted.ensureDeferred
 async def test_delete_removes_variants(server, admin):
-    image_id = await upload(admin, image_bytes("JPEG", (400, 300)))
+    image_id = await upload_settled(server, admin, image_bytes("JPEG", (400, 300)))
     urls = [f"/image/{image_id}.png?w=50", f"/api/image/{image_id}_thumbnail.jpg",
             f"/image/{image_id}.jpg"]
     for url in urls:
@@ -425,3 +436,38 @@ async def test_large_originals_and_variants_stream_intact(server, admin):
     cached = await server.client.get(f"/image/{image_id}.png?w=1499")
     assert (rendered.header("X-Cache"), cached.header("X-Cache")) == ("MISS", "HIT")
     assert cached.body == rendered.body and len(cached.body) > 1_000_000
+
+
+# -- first views -------------------------------------------------------------
+
+@pytest_twisted.ensureDeferred
+async def test_the_first_thumbnail_view_a_second_after_an_upload_is_a_cache_hit(
+        server, admin, reactor):
+    photo = large_photo((2304, 1728))  # a 4 MP JPEG
+    image_id = await upload(admin, photo)
+    thumbnail = server.data_dir / "cache" / image_id[0:2] / image_id / "r1-300x300-c-q85.jpg"
+    deadline = time.monotonic() + 1.0
+    while not thumbnail.exists() and time.monotonic() < deadline:
+        await deferToThread(time.sleep, 0.05)
+    response = await server.client.get(f"/api/image/{image_id}_thumbnail.jpg")
+    assert (response.code, response.header("X-Cache")) == (200, "HIT")
+    assert decoded(response.body).size == (300, 300)
+    assert server.imagehost.delivery.renders == 0  # no request rendered anything
+
+
+@pytest_twisted.ensureDeferred
+async def test_without_eager_presets_the_first_view_renders(make_server):
+    server = await make_server({"delivery": {"eager_presets": ""}})
+    image_id = await upload(await server.admin(), image_bytes("JPEG", (400, 300)))
+    await server.imagehost.delivery.rendered_ahead(image_id)
+    assert cached_files(server.data_dir) == []
+    response = await server.client.get(f"/image/{image_id}_thumbnail.jpg")
+    assert response.header("X-Cache") == "MISS"
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_unknown_eager_preset_is_one_clear_line(tmp_path, reactor):
+    with pytest.raises(SystemExit) as stopped:
+        await start_server(tmp_path, reactor, {"delivery": {"eager_presets": "thumb"}})
+    assert str(stopped.value) == (
+        "imagehost: [delivery] eager_presets: unknown preset 'thumb' (known: thumbnail)")

@@ -146,6 +146,15 @@ async def test_upload_on_one_daemon_then_list_render_edit_delete_on_the_other(pa
     served = await pair.b.client.get(f"/image/{image_id}.jpg")
     assert (served.code, served.body) == (200, original)
 
+    # A rendered the thumbnail after the upload and shared it: B serves it from the bucket.
+    await pair.a.imagehost.delivery.rendered_ahead(image_id)
+    assert pair.a.imagehost.delivery.eager_renders == 1
+    await eventually(reactor, lambda: keys(pair.endpoint, pair.bucket,
+                                           f"variants/{image_id}/") == {
+        f"variants/{image_id}/r1-300x300-c-q85.jpg"})
+    thumbnail = await pair.b.client.get(f"/image/{image_id}_thumbnail.jpg")
+    assert (thumbnail.code, thumbnail.header("X-Cache")) == (200, "SHARED")
+
     # B renders and shares the variant; A takes it from the bucket without rendering.
     url = f"/image/{image_id}.webp?w=100"
     on_b = await pair.b.client.get(url)
@@ -153,7 +162,7 @@ async def test_upload_on_one_daemon_then_list_render_edit_delete_on_the_other(pa
     assert width_of(on_b.body) == 100
     # Sharing does not hold up the answer: the object arrives in the bucket just after.
     await eventually(reactor, lambda: len(
-        keys(pair.endpoint, pair.bucket, f"variants/{image_id}/")) == 1)
+        keys(pair.endpoint, pair.bucket, f"variants/{image_id}/")) == 2)
     on_a = await pair.a.client.get(url)
     assert (on_a.code, on_a.header("X-Cache"), on_a.body) == (200, "SHARED", on_b.body)
     assert (pair.a.imagehost.delivery.renders, pair.a.imagehost.delivery.shared_hits) == (0, 1)

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,6 +14,7 @@ import pytest_twisted
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
 
 from imagehost.config import load_config
 from imagehost.db import images as image_queries
@@ -115,13 +119,94 @@ def test_a_full_cpu_pool_answers_with_a_failed_deferred_not_an_exception():
     refused = pool.submit(lambda: 3)  # must not raise: callers expect a Deferred
     with pytest.raises(Overloaded):
         fired(refused)
-    assert pool.pending == 2 and len(held.held) == 2
+    # One job per thread is on the thread pool; the other waits in the CpuPool's own
+    # queue (so that requests can overtake background jobs there).
+    assert pool.pending == 2 and len(held.held) == 1
     held.release()
     assert (fired(running), fired(waiting)) == (1, 2)
     assert pool.pending == 0
     after = pool.submit(lambda: 4)
     held.release()
     assert fired(after) == 4
+
+
+def test_requests_start_before_background_jobs_that_waited_longer():
+    held = HeldThreadPool(threads=1)
+    pool = CpuPool(ImmediateReactor(), held, queue_size=4)
+    order = []
+    first = pool.submit(order.append, "request 1")
+    background = pool.submit_background(order.append, "background")
+    second = pool.submit(order.append, "request 2")  # queued after the background job
+    held.release()
+    assert order == ["request 1", "request 2", "background"]
+    assert [fired(d) for d in (first, second, background)] == [None, None, None]
+
+
+def test_background_jobs_run_one_at_a_time_and_leave_a_thread_for_requests():
+    held = HeldThreadPool(threads=2)
+    pool = CpuPool(ImmediateReactor(), held, queue_size=4)
+    for n in range(3):
+        pool.submit_background(lambda n=n: n)
+    assert len(held.held) == 1  # one background job; the other thread stays free
+    pool.submit(lambda: "request")
+    assert len(held.held) == 2  # the request did not wait
+    pool.submit(lambda: "request")
+    assert len(held.held) == 2  # both threads busy: this one waits, first in line
+    held.release()
+    assert pool.pending == 0 and not held.held
+
+
+def test_a_full_background_queue_drops_jobs_but_never_refuses_requests():
+    held = HeldThreadPool(threads=1)
+    pool = CpuPool(ImmediateReactor(), held, queue_size=1, background_queue_size=1)
+    pool.submit(lambda: 1)
+    pool.submit_background(lambda: 2)
+    with pytest.raises(Overloaded):
+        fired(pool.submit_background(lambda: 3))
+    assert pool.background_dropped == 1
+    fired_later = pool.submit(lambda: 4)
+    held.release()
+    assert fired(fired_later) == 4
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
+@pytest_twisted.ensureDeferred
+async def test_cpu_threads_run_at_a_lower_priority_than_the_reactor(reactor):
+    threadpool = ThreadPool(minthreads=1, maxthreads=1, name="test-cpu")
+    pool = CpuPool(reactor, threadpool, queue_size=1, niceness=3)
+    pool.start()
+    try:
+        def nice() -> int:
+            return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+        ours = nice()
+        assert [await pool.submit(nice), await pool.submit(nice)] == [min(ours + 3, 19)] * 2
+        assert nice() == ours  # the reactor thread keeps its priority
+    finally:
+        pool.stop()
+
+
+def test_when_idle_runs_once_the_pool_has_been_idle_for_the_delay():
+    clock = Clock()
+    calls = []
+    held = HeldThreadPool(threads=1)
+    pool = CpuPool(ImmediateReactor(), held, queue_size=4, when_idle=lambda: calls.append(1),
+                   idle_delay=2.0, clock=clock)
+    pool.start()
+    pool.submit(lambda: 1)
+    clock.advance(5)
+    assert calls == []  # still busy
+    held.release()
+    clock.advance(1.5)
+    pool.submit(lambda: 2)  # busy again before the delay was over
+    held.release()
+    clock.advance(1.5)
+    assert calls == []
+    clock.advance(0.5)
+    held.release()  # when_idle itself runs on a pool thread
+    assert calls == [1]
+    clock.advance(10)
+    assert calls == [1]  # once per idle period
 
 
 # -- images --------------------------------------------------------------------------------
@@ -174,6 +259,40 @@ async def test_a_miss_renders_once_and_then_hits_the_cache(tmp_path):
     hit = await parts.delivery.body(content, count_view=False)
     with hit.file:
         assert hit.cache == "HIT" and hit.file.read() == fired(first).data
+
+
+def held_calls(cpu: HeldThreadPool) -> list[str]:
+    """The functions of the CPU jobs held, in order (each is wrapped by ``CpuPool._run``)."""
+    return [job[2][0].__name__ for job in cpu.held]
+
+
+def test_on_demand_renders_go_before_the_first_views_queued_earlier(tmp_path):
+    cpu = HeldThreadPool(threads=1)
+    parts = Parts(tmp_path, cpu=cpu)
+    parts.delivery.eager_presets = ("thumbnail",)
+    uploading = Deferred.fromCoroutine(parts.upload(image_bytes("PNG", (800, 600))))
+    cpu.release()  # the upload's validation
+    image_id = fired(uploading)
+    record = fired(parts.db.run(image_queries.image_by_id, image_id))
+    wide, narrow = fired(_png_variant(parts, image_id, 400)), fired(_png_variant(parts, image_id,
+                                                                                  200))
+    first = Deferred.fromCoroutine(parts.delivery.body(wide, count_view=False))
+    ahead = parts.delivery.render_first_views(record)  # queued while the thread is busy
+    second = Deferred.fromCoroutine(parts.delivery.body(narrow, count_view=False))
+    assert held_calls(cpu) == ["render_variant"]
+    cpu.release_one()  # the first request's render; next on the thread is the second's
+    assert held_calls(cpu) == ["render_variant"]
+    cpu.release_one()
+    assert fired(first).cache == fired(second).cache == "MISS"
+    assert held_calls(cpu) == ["_render_unless_cached"]
+    cpu.release()
+    fired(ahead)
+    assert parts.delivery.eager_renders == 1
+    thumbnail = fired(Deferred.fromCoroutine(parts.delivery.locate(
+        image_id, "png", thumbnail=True, query={})))
+    hit = fired(Deferred.fromCoroutine(parts.delivery.body(thumbnail, count_view=False)))
+    with hit.file:
+        assert hit.cache == "HIT"
 
 
 @pytest_twisted.ensureDeferred

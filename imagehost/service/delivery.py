@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -105,7 +105,8 @@ class Delivery:
     def __init__(self, pools: Pools, storage: Storage, cache: VariantCache,
                  views: ViewCounter, *, max_dimension: int, clock,
                  revalidate_after: float = 0.0, presets: Presets | None = None,
-                 urls: ImageUrls | None = None, auto_avif: bool = False):
+                 urls: ImageUrls | None = None, auto_avif: bool = False,
+                 eager_presets: Sequence[str] = ()):
         self._db = pools.db
         self._cpu = pools.cpu
         self._io = pools.io
@@ -126,7 +127,11 @@ class Delivery:
         self._known_images: OrderedDict[str, tuple[ImageRecord, float]] = OrderedDict()
         self._clock = clock
         self.revalidate_after = revalidate_after
+        self.eager_presets = tuple(eager_presets)
+        self.eager_renders = 0
+        self._ahead: dict[str, Deferred[None]] = {}  # first views being rendered, by image
         self.hits = 0
+        self.immediate_hits = 0  # hits answered by ``cached_body``, without awaiting
         self.misses = 0
         self.renders = 0
         self.shared_hits = 0  # local misses another daemon had rendered (S3 storage)
@@ -147,17 +152,10 @@ class Delivery:
         """Resolve ``/image/{id}[_thumbnail].{ext}?query``; NotFound, BadRequest, or
         SignatureInvalid / TransformNotAllowed (403s). ``accepts`` holds the image types
         the client's ``Accept`` names (for ``.auto``)."""
-        if ext not in OUTPUT_FORMATS and ext != AUTO:
-            raise NotFound("No such image.")
-        request = self.resolve(image_id, ext, thumbnail=thumbnail, query=query)
-        known = self._known_images.get(image_id)
-        if known is not None and self._clock.seconds() < known[1]:
-            # A delete through this daemon forgets the image at once (``forget``); one
-            # through another daemon is noticed once the deadline passes. Until then a
-            # hit, a miss or the original needs no database read (a fifth of the GIL
-            # time of an uncached render, bench/README.md).
-            self._known_images.move_to_end(image_id)
-            return self._content(known[0], request, accepts)
+        request = self._request(image_id, ext, thumbnail, query)
+        remembered = self._remembered(image_id, request, accepts)
+        if remembered is not None:
+            return remembered
         image = await self._db.run(q.image_by_id, image_id)
         if image is None or image.mime_type not in _FORMAT_BY_MIME:
             if self._known_images.pop(image_id, None) is not None:
@@ -222,6 +220,101 @@ class Delivery:
         if image is None:
             raise NotFound("No such image.")
         return self.variant_url(image, query)
+
+    def render_first_views(self, image: ImageRecord) -> Deferred[None]:
+        """Render what a new image's first views ask for (the ``eager_presets``: its
+        thumbnail by default) into the cache, on the CPU pool's background lane, so that
+        requests go first. Nobody waits for it: failures are logged, and a request for a
+        variant that is not rendered yet renders it as usual."""
+        self._remember(image)
+        d = Deferred.fromCoroutine(self._render_ahead(image))
+        d.addErrback(lambda f: _log.warn("Cannot render the first views of {id}: {error}",
+                                         id=image.id, error=f.getErrorMessage()))
+        self._ahead[image.id] = d
+        d.addBoth(self._rendered_ahead, image.id)
+        return d
+
+    def _rendered_ahead(self, result, image_id: str):
+        self._ahead.pop(image_id, None)
+        return result
+
+    def rendered_ahead(self, image_id: str) -> Deferred[None]:
+        """Fires once the first views of ``image_id`` rendered ahead are in the cache (at
+        once when none are under way)."""
+        ahead = self._ahead.get(image_id)
+        if ahead is None:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        ahead.addBoth(lambda result: (d.callback(None), result)[1])
+        return d
+
+    async def _render_ahead(self, image: ImageRecord) -> None:
+        for preset in self.eager_presets:
+            content = self._preset(image, preset)
+            if content is None or content.spec is None:
+                continue
+            path = self.cache.path(image.id, content.spec.cache_key())
+            if (image.id, path.name) in self._flights:
+                continue  # a request is rendering it already
+            _data, source = await self._produce(content, path, background=True)
+            if source == "MISS":
+                self.eager_renders += 1
+
+    def _preset(self, image: ImageRecord, name: str) -> ImageContent | None:
+        """What ``?p=name`` (``_thumbnail`` for the thumbnail) asks of ``image``, in the
+        image's own format unless the preset names one; None for a preset whose format
+        depends on the client's ``Accept`` (nothing to render before a client asks)."""
+        preset = self.presets.get(name)
+        if preset is None or image.mime_type not in _FORMAT_BY_MIME:
+            return None
+        # As ``resolve`` does for the URL, without the signature: nobody asked yet.
+        transform = parse_transform(dict(preset.parameters),
+                                    max(self.max_dimension, PRESET_MAX_DIMENSION))
+        ext = transform.format or EXTENSION_BY_MIME[image.mime_type]
+        if ext == AUTO:
+            return None
+        return self._content(image, VariantRequest(transform, ext, negotiated=False),
+                             frozenset())
+
+    def locate_remembered(self, image_id: str, ext: str, *, thumbnail: bool,
+                          query: Mapping[str, Sequence[str]],
+                          accepts: frozenset[str] = frozenset()) -> ImageContent | None:
+        """``locate`` from memory alone, at once; None when the database must be asked.
+        Raises as ``locate``."""
+        return self._remembered(image_id, self._request(image_id, ext, thumbnail, query),
+                                accepts)
+
+    def _request(self, image_id: str, ext: str, thumbnail: bool,
+                 query: Mapping[str, Sequence[str]]) -> VariantRequest:
+        if ext not in OUTPUT_FORMATS and ext != AUTO:
+            raise NotFound("No such image.")
+        return self.resolve(image_id, ext, thumbnail=thumbnail, query=query)
+
+    def _remembered(self, image_id: str, request: VariantRequest,
+                    accepts: frozenset[str]) -> ImageContent | None:
+        known = self._known_images.get(image_id)
+        if known is None or self._clock.seconds() >= known[1]:
+            return None
+        # A delete through this daemon forgets the image at once (``forget``); one through
+        # another daemon is noticed once the deadline passes. Until then a hit, a miss or
+        # the original needs no database read (a fifth of the GIL time of an uncached
+        # render, bench/README.md).
+        self._known_images.move_to_end(image_id)
+        return self._content(known[0], request, accepts)
+
+    def cached_body(self, content: ImageContent, *, count_view: bool) -> Body | None:
+        """``body`` of a variant in this daemon's cache, at once; None when it is not
+        cached (or ``content`` is the original): then ``body`` produces it."""
+        if content.spec is None:
+            return None
+        cached = self.cache.open(self.cache.path(content.image.id, content.spec.cache_key()))
+        if cached is None:
+            return None
+        self.hits += 1
+        self.immediate_hits += 1
+        if count_view:
+            self.views.count(content.image.id)
+        return Body(size=cached.size, file=cached.file, cache="HIT")
 
     def forget(self, image_id: str) -> None:
         """The image was deleted through this daemon: stop trusting what was remembered."""
@@ -305,10 +398,12 @@ class Delivery:
         d.addBoth(self._landed, key)
         return waiter
 
-    async def _produce(self, content: ImageContent, path: Path) -> tuple[bytes, str]:
+    async def _produce(self, content: ImageContent, path: Path,
+                       background: bool = False) -> tuple[bytes, str]:
         """Take the variant another daemon shared, or render it on the CPU pool (and share
         it, without holding up the answer); then write this daemon's cache file on the I/O
-        pool. Returns the bytes and ``"SHARED"`` or ``"MISS"``."""
+        pool. Returns the bytes and ``"SHARED"`` or ``"MISS"``. ``background`` renders on
+        the pool's background lane (after every waiting request)."""
         image_id, ext, spec = content.image.id, content.original_ext, content.spec
         assert spec is not None
         key = spec.cache_key()
@@ -320,7 +415,13 @@ class Delivery:
                 await self._keep(path, shared)
                 return shared, "SHARED"
             original = await self._io.run(self._storage.read_original, image_id, ext)
-        data = await self._cpu.submit(render_variant, original, spec)
+        if background:
+            data = await self._cpu.submit_background(_render_unless_cached, path, original,
+                                                     spec)
+            if data is None:
+                return b"", "HIT"  # a request rendered it while this one waited
+        else:
+            data = await self._cpu.submit(render_variant, original, spec)
         if remote:
             self._share(image_id, key, data)
         await self._keep(path, data)
@@ -381,6 +482,13 @@ def negotiated_extension(accepts: frozenset[str], src_format: str, *, avif: bool
     if "image/webp" in accepts:
         return "webp"
     return KNOWN_FORMATS[src_format][1]
+
+
+def _render_unless_cached(path: Path, source: Path | bytes, spec: RenderSpec) -> bytes | None:
+    """``render_variant``, or None when the cache file exists already (blocking)."""
+    if path.exists():
+        return None
+    return render_variant(source, spec)
 
 
 def _write_cache_file(path: Path, data: bytes) -> bool:

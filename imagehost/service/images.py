@@ -48,9 +48,11 @@ class Images:
 
     def __init__(self, pools: Pools, storage: Storage, settings: RuntimeSettings, *,
                  limits: imaging.SourceLimits, now: Callable[[], datetime],
-                 guest_limit: RateLimit, quotas: Quotas):
+                 guest_limit: RateLimit, quotas: Quotas,
+                 after_upload: Callable[[ImageRecord], object] | None = None):
         self._guest_limit = guest_limit
         self._quotas = quotas
+        self._after_upload = after_upload
         self.uploads = 0
         self.stored_bytes = 0
         self._db = pools.db
@@ -66,7 +68,9 @@ class Images:
                      check_form: Callable[[UploadForm], None] | None = None) -> ImageRecord:
         """Parse, validate, store and record an upload; ``owner`` None means a guest
         (rate limited per client address). ``check_form`` sees the parsed form first
-        (on the CPU pool) and may refuse it by raising a ServiceError."""
+        (on the CPU pool) and may refuse it by raising a ServiceError. ``after_upload``
+        (the first views, rendered ahead) starts before the record is returned and is not
+        awaited."""
         settings = await self._settings.current()
         if owner is None:
             if not settings.allow_guest_uploads:
@@ -76,9 +80,12 @@ class Images:
                                                check_form)
         await self._quotas.precheck(owner, checked.size, settings)
         stored = await self._put(form.image, checked)
-        return await self.record(stored, owner=owner, original_name=form.file_name,
-                                 description=form.description,
-                                 is_public=form.is_public or owner is None, settings=settings)
+        image = await self.record(stored, owner=owner, original_name=form.file_name,
+                                  description=form.description,
+                                  is_public=form.is_public or owner is None, settings=settings)
+        if self._after_upload is not None:
+            self._after_upload(image)
+        return image
 
     def _check_form(self, body: BinaryIO, content_type: str | None, settings: Settings,
                     check_form: Callable[[UploadForm], None] | None):

@@ -11,12 +11,17 @@ Tests build them around synchronous thread pools (``tests/support.py``).
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, DeferredSemaphore, FirstError, fail, gatherResults
 from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from imagehost.db import Database
@@ -26,19 +31,55 @@ T = TypeVar("T")
 
 
 class CpuPool:
-    """``threads`` threads; at most ``queue_size`` jobs waiting beyond the running ones."""
+    """``threads`` threads; at most ``queue_size`` requests waiting beyond the running ones.
 
-    def __init__(self, reactor, threadpool: ThreadPool, queue_size: int):
+    Jobs wait here, not in the thread pool's own queue, in two lanes: requests
+    (``submit``) always start first; background jobs (``submit_background``: renders
+    nobody waits for yet, such as the thumbnail made after an upload) start only when no
+    request is waiting, one at a time, and, when there are several threads, only while
+    one is left free for a request arriving meanwhile. So a background job can hold up a
+    request by at most the rest of one job, and only when requests are not keeping the
+    pool busy anyway.
+
+    ``when_idle`` (e.g. ``imaging.memory.release_free_memory``) runs on a pool thread
+    ``idle_delay`` seconds after the last job, unless another job came meanwhile.
+
+    Its threads run at a lower scheduling priority (``niceness`` more than the process)
+    than the reactor thread, so that when renders keep every core busy, cached hits and
+    other requests the reactor answers by itself still get a core at once instead of a
+    time slice after the renders (the overload figure in bench/README.md).
+    """
+
+    def __init__(self, reactor, threadpool: ThreadPool, queue_size: int, *,
+                 background_queue_size: int = 256, when_idle: Callable[[], Any] | None = None,
+                 idle_delay: float = 2.0, clock=None, niceness: int = 0):
         self._reactor = reactor
         self._pool = threadpool
         self.threads = threadpool.max
         self.queue_size = queue_size
-        self.pending = 0
+        self.background_queue_size = background_queue_size
+        self.pending = 0  # requests running or waiting
+        self._requests: deque[_Job] = deque()
+        self._background: deque[_Job] = deque()
+        self._running = 0
+        self._running_background = 0
+        self._dispatching = False
+        self._when_idle = when_idle
+        self._idle_delay = idle_delay
+        self._clock = reactor if clock is None else clock
+        self._idle_call = None
+        self.background_dropped = 0
+        self.niceness = niceness
+        self._lowered = threading.local()
 
     def start(self) -> None:
         self._pool.start()
+        self._schedule_idle()  # what building the daemon left free goes back too
 
     def stop(self) -> None:
+        if self._idle_call is not None and self._idle_call.active():
+            self._idle_call.cancel()
+        self._idle_call = None
         self._pool.stop()
 
     def submit(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
@@ -46,13 +87,105 @@ class CpuPool:
         if self.pending >= self.threads + self.queue_size:
             return fail(Overloaded())
         self.pending += 1
-        d = deferToThreadPool(self._reactor, self._pool, fn, *args, **kwargs)
-        d.addBoth(self._done)
-        return d
+        job = _Job(fn, args, kwargs)
+        job.result.addBoth(self._request_done)
+        self._requests.append(job)
+        self._dispatch()
+        return job.result
 
-    def _done(self, result):
+    def submit_background(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
+        """Run ``fn`` when the pool has nothing better to do; fails with Overloaded when
+        ``background_queue_size`` jobs are waiting already (the job is dropped)."""
+        if len(self._background) >= self.background_queue_size:
+            self.background_dropped += 1
+            return fail(Overloaded())
+        job = _Job(fn, args, kwargs, background=True)
+        self._background.append(job)
+        self._dispatch()
+        return job.result
+
+    def _request_done(self, result):
         self.pending -= 1
         return result
+
+    def _next_job(self) -> _Job | None:
+        if self._running >= self.threads:
+            return None
+        if self._requests:
+            return self._requests.popleft()
+        spare = self.threads - self._running - (1 if self.threads > 1 else 0)
+        if self._background and self._running_background == 0 and spare > 0:
+            return self._background.popleft()
+        return None
+
+    def _dispatch(self) -> None:
+        if self._dispatching:  # a synchronous pool (tests) finishes jobs as they start
+            return
+        self._dispatching = True
+        try:
+            while (job := self._next_job()) is not None:
+                self._start(job)
+        finally:
+            self._dispatching = False
+        self._schedule_idle()
+
+    def _start(self, job: _Job) -> None:
+        if self._idle_call is not None and self._idle_call.active():
+            self._idle_call.cancel()
+        self._running += 1
+        self._running_background += job.background
+        d = deferToThreadPool(self._reactor, self._pool, self._run, job.fn, *job.args,
+                              **job.kwargs)
+        d.addBoth(self._finished, job)
+
+    def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn`` on a pool thread, which first lowers its own priority (once)."""
+        if self.niceness and not getattr(self._lowered, "done", False):
+            self._lowered.done = True
+            lower_thread_priority(self.niceness)
+        return fn(*args, **kwargs)
+
+    def _finished(self, result, job: _Job) -> None:
+        self._running -= 1
+        self._running_background -= job.background
+        self._dispatch()
+        if isinstance(result, Failure):
+            job.result.errback(result)
+        else:
+            job.result.callback(result)
+
+    def _schedule_idle(self) -> None:
+        if self._when_idle is None or self._running or self._requests or self._background:
+            return
+        if self._idle_call is not None and self._idle_call.active():
+            self._idle_call.reset(self._idle_delay)
+            return
+        self._idle_call = self._clock.callLater(self._idle_delay, self._went_idle)
+
+    def _went_idle(self) -> None:
+        self._idle_call = None
+        if not self._running and self._pool.started:
+            self._pool.callInThread(self._when_idle)
+
+
+def lower_thread_priority(niceness: int) -> None:
+    """Raise the calling thread's nice value by ``niceness`` (Linux gives each thread its
+    own; elsewhere this lowers the whole process, so it is skipped)."""
+    if sys.platform.startswith("linux"):
+        try:
+            tid = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + niceness)
+        except OSError:
+            pass  # a limit on nice values: run at the priority we have
+
+
+@dataclass
+class _Job:
+    fn: Callable[..., Any]
+    args: tuple
+    kwargs: dict
+    background: bool = False
+    result: Deferred = field(default_factory=Deferred)
 
 
 class IoPool:
