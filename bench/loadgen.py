@@ -39,8 +39,10 @@ def ensure_wrk(log=print) -> str:
 
 
 def run_gets(wrk: str, base_url: str, paths: list[str], *, connections: int,
-             duration: float, count_cache: bool = False) -> dict:
-    """GET ``paths`` for ``duration`` seconds over ``connections`` keep-alive connections."""
+             duration: float, count_cache: bool = False,
+             headers: dict[str, str] | None = None) -> dict:
+    """GET ``paths`` for ``duration`` seconds over ``connections`` keep-alive connections,
+    each request with ``headers``."""
     threads = min(2, connections)
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
         f.write("\n".join(paths) + "\n")
@@ -48,7 +50,9 @@ def run_gets(wrk: str, base_url: str, paths: list[str], *, connections: int,
         env = {**os.environ, "WRK_COUNT_CACHE": "1" if count_cache else "0"}
         result = subprocess.run(
             [wrk, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s",
-             "--timeout", "30s", "-s", str(HERE / "paths.lua"), base_url, "--", f.name,
+             "--timeout", "30s", *(f for k, v in (headers or {}).items()
+                                   for f in ("-H", f"{k}: {v}")),
+             "-s", str(HERE / "paths.lua"), base_url, "--", f.name,
              str(threads)],
             capture_output=True, text=True, env=env, check=True)
     finally:

@@ -29,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(HERE.parent))
 
+import delivery  # noqa: E402
 import inprocess  # noqa: E402
 import loadgen  # noqa: E402
 import photos  # noqa: E402
@@ -416,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="distinct variants prepared per second of an uncached run")
     parser.add_argument("--profile", action="store_true",
                         help="also record imagehost with py-spy under uncached load")
-    parser.add_argument("--only", choices=PARTS,
+    parser.add_argument("--only", choices=(*PARTS, "delivery"),
                         action="append", help="run only these parts (repeatable)")
     parser.add_argument("--nice", type=int, default=0,
                         help="renice the benchmark and every server it starts by this much "
@@ -426,7 +427,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="only print the tables of an earlier run's JSON")
     args = parser.parse_args(argv)
     if args.show:
-        report.print_tables(json.loads(args.show.read_text()))
+        shown = json.loads(args.show.read_text())
+        report.print_tables(shown)
+        if shown.get("delivery"):
+            delivery.print_table(shown["delivery"], report.Console(width=140))
         return 0
     if args.quick:
         args.runs, args.duration, args.burst = 1, 3.0, 4
@@ -437,14 +441,16 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     info = machine()
     bench = Bench(args)
-    parts = args.only or list(PARTS)
+    parts = args.only or [*PARTS, "delivery"]
     error = None
     try:
-        if set(PARTS[:-1]) & set(parts):
+        if (set(PARTS[:-1]) | {"delivery"}) & set(parts):
             bench.start_imagehost()
         for part in PARTS:
             if part in parts:
                 getattr(bench, {"upload": "uploads"}.get(part, part))()
+        if "delivery" in parts:  # issue 15's part: .auto and smart crops
+            bench.results["delivery"] = delivery.run(bench, log)
     except Exception as e:  # keep what was measured, say what failed
         error = f"{type(e).__name__}: {e}"
     finally:
@@ -456,6 +462,8 @@ def main(argv: list[str] | None = None) -> int:
                **bench.results}
     args.output.write_text(json.dumps(results, indent=2, default=str))
     report.print_tables(results)
+    if results.get("delivery"):
+        delivery.print_table(results["delivery"], report.Console(width=140))
     log(f"wrote {args.output} ({results['seconds']} s)")
     if error:
         log(f"FAILED: {error}")

@@ -170,10 +170,13 @@ def ensure_thumbor(venv: Path, log=print) -> Path:
 
 
 def start_thumbor(executable: Path, image_root: Path, work: Path, threads: int,
-                  result_storage: bool) -> Server:
-    """thumbor with its file loader on ``image_root``; file result storage on or off."""
+                  result_storage: bool, extra: tuple[str, ...] = (),
+                  name: str | None = None) -> Server:
+    """thumbor with its file loader on ``image_root``; file result storage on or off;
+    ``extra`` configuration lines; ``name`` of its config file (default by storage)."""
     port = free_port()
-    conf = work / f"thumbor-{'cached' if result_storage else 'uncached'}.conf"
+    name = name or ("cached" if result_storage else "uncached")
+    conf = work / f"thumbor-{name}.conf"
     lines = [
         "LOADER = 'thumbor.loaders.file_loader'",
         f"FILE_LOADER_ROOT_PATH = {str(image_root)!r}",
@@ -190,10 +193,11 @@ def start_thumbor(executable: Path, image_root: Path, work: Path, threads: int,
             "RESULT_STORAGE_STORES_UNSAFE = True",
             "RESULT_STORAGE_EXPIRATION_SECONDS = 0",
         ]
-    conf.write_text("\n".join(lines) + "\n")
+    conf.write_text("\n".join([*lines, *extra]) + "\n")
     argv = [str(executable), "--ip=127.0.0.1", f"--port={port}", f"--conf={conf}",
             "--log-level=warning"]
-    return Server("thumbor", argv, port, work / "thumbor.out", ready_path="/healthcheck")
+    return Server("thumbor", argv, port, work / f"thumbor-{name}.out",
+                  ready_path="/healthcheck")
 
 
 # -- the ceiling -----------------------------------------------------------------

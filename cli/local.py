@@ -316,3 +316,16 @@ async def image_url(reactor, options: GlobalOptions, image_id: str,
     url = options.config().server.public_url.rstrip("/") + path
     out = options.output()
     out.show({"id": image_id, "url": url, "path": path}, lambda: out.say(url))
+
+
+async def placeholders(reactor, options: GlobalOptions) -> None:
+    """Compute the placeholders images stored before them lack."""
+    async with installation(reactor, options) as host:
+        report = await host.library.backfill_placeholders()
+    out = options.output()
+    failed = f"; {len(report.failed)} failed: {', '.join(report.failed)}" if report.failed else ""
+    out.show({"computed": report.computed, "failed": report.failed},
+             lambda: out.say(f"Computed {report.computed} placeholders{failed}"))
+    if report.failed:
+        raise CommandFailed(f"{len(report.failed)} originals could not be read or decoded "
+                            "(run imagehost verify)")

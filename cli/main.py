@@ -188,6 +188,16 @@ def gc(options: GlobalOptions, older_than: float, dry_run: bool) -> None:
     go(local.collect_garbage, options, older_than, dry_run)
 
 
+@cli.command()
+@pass_options
+def placeholders(options: GlobalOptions) -> None:
+    """Compute the placeholder (BlurHash, dominant colour) of every image without one:
+    those stored before placeholders existed. Safe to run while the daemons serve."""
+    from imagehost_cli import local
+
+    go(local.placeholders, options)
+
+
 @cli.command("url")
 @click.argument("image_id")
 @click.option("--width", type=click.IntRange(min=1), help="Fit within this width.")
@@ -199,8 +209,9 @@ def gc(options: GlobalOptions, older_than: float, dry_run: bool) -> None:
 @click.option("--quality", type=click.IntRange(1, 100), help="Quality of lossy formats.")
 @click.option("--dpr", metavar="N", help="Device pixel ratio, 1 to 4 (multiplies the size).")
 @click.option("--format", "ext",
-              type=click.Choice(["jpg", "jpeg", "png", "webp", "gif", "avif", "auto"]),
-              help="Output format (default: the original's; auto: from the browser's Accept).")
+              type=click.Choice(["jpg", "jpeg", "png", "webp", "gif", "avif", "auto", "heic"]),
+              help="Output format (default: what a browser displays, JPEG for HEIC; auto: "
+                   "from the browser's Accept; heic: a HEIC original's own bytes).")
 @click.option("--preset", metavar="NAME", help="One of the [presets] of the configuration.")
 @pass_options
 def url(options: GlobalOptions, image_id: str, width: int | None, height: int | None,

@@ -296,7 +296,7 @@ def build_imagehost(config: Config, reactor, secret: bytes, *, clock=None,
                                           "guest uploads from this address"),
                     quotas=quotas, after_upload=delivery.render_first_views)
     library = Library(pools, storage, now=utc_now, cursor_key=cursor_signing_key(secret),
-                      on_delete=delivery.forget)
+                      on_delete=delivery.forget, on_change=delivery.forget)
     sessions = BrowserSessions(pools, accounts, secret, ttl=config.auth.session_ttl,
                                now=utc_now)
     administration = Administration(pools, accounts, quotas, library,

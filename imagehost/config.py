@@ -128,7 +128,7 @@ KEYS: tuple[Key, ...] = (
     Key("access", "allow_registration", _bool, False),
     Key("image", "max_size", int, 15 * 1000 * 1000),
     Key("image", "allowed_mime_types", _list,
-        ["image/jpeg", "image/png", "image/webp", "image/gif"]),
+        ["image/jpeg", "image/png", "image/webp", "image/gif", "image/heic"]),
     Key("image", "max_pixels", int, 50 * 1000 * 1000),
     Key("image", "max_frames", int, 1000),
     Key("image", "max_animation_pixels", int, 200 * 1000 * 1000),

@@ -196,7 +196,8 @@ async def test_settings_public_admin_and_validation(server, admin):
     assert public.json() == {"data": {
         "access": {"allowGuestUploads": False, "allowRegistration": False},
         "image": {"maxSize": 15000000,
-                  "allowedMimeTypes": ["image/jpeg", "image/png", "image/webp", "image/gif"]}}}
+                  "allowedMimeTypes": ["image/jpeg", "image/png", "image/webp", "image/gif",
+                                       "image/heic"]}}}
     assert (await admin.get("/api/settings")).json()["data"]["image"]["maxSize"] == 15000000
     assert (await server.client.get("/api/settings")).code == 401
     alice = await make_user(server)

@@ -175,7 +175,8 @@ async def test_upload_browse_copy_edit_hide_and_delete(chromium, server, files):
         page.fill("#edit-form #description", "Blue hour, edited")
         page.find("#vis-private").click()
         page.find("#save").click()
-        page.wait("h1")
+        # The old page's h1 may still be there for a moment: wait for the new one's text.
+        page.wait_text("h1", "Blue hour, edited")
         assert page.title() == "Blue hour, edited"
         page.no_csp_violations()
 

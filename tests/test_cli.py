@@ -318,7 +318,8 @@ async def test_import_reports_exact_counts_and_reasons_and_never_imports_twice(
         "rejected": [
             {"path": str(folder / "fake.jpg"),
              "reason": 'The mime type of the file is invalid ("application/pdf"). Allowed '
-                       'mime types are "image/jpeg", "image/png", "image/webp", "image/gif".'},
+                       'mime types are "image/jpeg", "image/png", "image/webp", "image/gif", '
+                       '"image/heic".'},
             {"path": str(folder / "huge.png"),
              "reason": f"The file is too large ({huge_mb} MB). "
                        "Allowed maximum size is 0.01 MB."},

@@ -100,12 +100,15 @@ async def test_detail_has_every_field_of_the_seed(server):
     body = response.json()
     created = body.pop("createdAt")
     assert ISO_MICRO.match(created), created
+    placeholder = body["placeholder"]
+    assert set(placeholder) == {"blurhash", "dominantColor"}
     assert abs(datetime.fromisoformat(created) - datetime.now(UTC)) < timedelta(minutes=1)
     assert body == {
         "id": image_id, "fileName": f"{image_id}.png", "originalName": "cat.png",
         "description": "a cat", "isPublic": True,
         "updatedAt": None, "views": 0, "size": len(data), "mimeType": "image/png",
         "width": 30, "height": 20, "supportsResize": True, "url": f"/image/{image_id}.png",
+        "focalPoint": None, "placeholder": placeholder,
     }
     assert (await server.client.get(body["url"])).body == data
 
@@ -291,6 +294,7 @@ async def test_feed_item_has_every_field_and_hides_emails(server, admin):
             "views": 42,
         },
         "metadata": {"size": 1024000, "mimeType": "image/png", "width": 10, "height": 20},
+        "placeholder": None,  # records inserted directly have none
     }
     assert as_alice["data"][1]["id"] == guest.id and as_alice["data"][1]["owner"] is None
     assert as_bob["data"][0]["owner"] == {"id": alice.id, "email": None,
@@ -513,6 +517,7 @@ async def test_batch_lookup_returns_visible_images_in_request_order(server, admi
                 "views": 0,
             },
             "metadata": {"size": 1000, "mimeType": "image/png", "width": 10, "height": 20},
+            "placeholder": None,
         }
         assert body[2]["owner"]["email"] == "alice@example.com"
 
@@ -550,6 +555,7 @@ async def test_history_lists_own_images_newest_first(server, admin):
             "views": 0,
         },
         "metadata": {"size": 1000, "mimeType": "image/png", "width": 10, "height": 20},
+        "placeholder": None,
         "owner": {"id": alice.id, "email": "alice@example.com", "username": "alice",
                   "displayName": "Alice A."},
     }

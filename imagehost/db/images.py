@@ -27,6 +27,17 @@ class ImageRecord:
     width: int
     height: int
     sha256: str
+    focal_x: int | None = None  # thousandths of the displayed width
+    focal_y: int | None = None
+    blurhash: str | None = None
+    dominant_color: str | None = None  # "#rrggbb"
+
+    @property
+    def focal_point(self) -> tuple[int, int] | None:
+        """The stored focal point in thousandths, or None."""
+        if self.focal_x is None or self.focal_y is None:
+            return None
+        return self.focal_x, self.focal_y
 
 
 # The columns of an ImageRecord; the table has more (sort_updated_at), so select these.
@@ -97,6 +108,30 @@ def recorded_originals(conn: sa.Connection) -> list[RecordedOriginal]:
     query = sa.select(images.c.id, images.c.file_name, images.c.size, images.c.sha256)
     return [RecordedOriginal(row.id, row.file_name.rpartition(".")[2], row.size, row.sha256)
             for row in conn.execute(query.order_by(images.c.id))]
+
+
+def set_focal_point(conn: sa.Connection, image_id: str, focus: tuple[int, int] | None,
+                    now: datetime) -> bool:
+    """Store (or with None clear) an image's focal point; False if the image is unknown."""
+    x, y = focus if focus is not None else (None, None)
+    query = images.update().where(images.c.id == image_id).values(
+        focal_x=x, focal_y=y, updated_at=now, sort_updated_at=now)
+    return conn.execute(query).rowcount > 0
+
+
+def set_placeholder(conn: sa.Connection, image_id: str, blurhash: str,
+                    dominant_color: str) -> None:
+    """Store the placeholder computed for an image stored before placeholders."""
+    conn.execute(images.update().where(images.c.id == image_id).values(
+        blurhash=blurhash, dominant_color=dominant_color))
+
+
+def images_without_placeholder(conn: sa.Connection) -> list[RecordedOriginal]:
+    """The stored originals of every image that has no placeholder yet."""
+    query = (sa.select(images.c.id, images.c.file_name, images.c.size, images.c.sha256)
+             .where(images.c.blurhash.is_(None)).order_by(images.c.id))
+    return [RecordedOriginal(row.id, row.file_name.rpartition(".")[2], row.size, row.sha256)
+            for row in conn.execute(query)]
 
 
 def image_exists(conn: sa.Connection, image_id: str) -> bool:

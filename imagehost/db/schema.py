@@ -84,6 +84,13 @@ images = sa.Table(
     sa.Column("width", sa.Integer, nullable=False),
     sa.Column("height", sa.Integer, nullable=False),
     sa.Column("sha256", sa.String(64), nullable=False),
+    # The owner's focal point for crops, in thousandths of the displayed width and height.
+    sa.Column("focal_x", sa.Integer, nullable=True),
+    sa.Column("focal_y", sa.Integer, nullable=True),
+    # Painted before the image arrives (NULL until ``imagehost placeholders`` for images
+    # stored before migration 0008).
+    sa.Column("blurhash", sa.String(64), nullable=True),
+    sa.Column("dominant_color", sa.String(7), nullable=True),
     sa.Index("ix_images_owner_id_created_at_id", "owner_id", "created_at", "id"),
     sa.Index("ix_images_owner_id_sha256", "owner_id", "sha256"),
     # One index per orderBy of the public feed; see docs/library-indexes.md.

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 import filetype
 from PIL import Image, UnidentifiedImageError
 
+from imagehost.imaging import heif, placeholder
 from imagehost.imaging import orientation as exif
+from imagehost.imaging.placeholder import Placeholder
 
 # Pillow format name -> (mime type, file extension of stored originals)
 KNOWN_FORMATS: dict[str, tuple[str, str]] = {
@@ -23,7 +25,16 @@ KNOWN_FORMATS: dict[str, tuple[str, str]] = {
     "GIF": ("image/gif", "gif"),
     "AVIF": ("image/avif", "avif"),
 }
+if heif.available():
+    # What phones send (pillow-heif; without it HEIC uploads are an unknown type). Every
+    # HEIF file (HEVC-coded .heic or another .heif) is recorded as image/heic. Served as
+    # is only as the original; browsers get rendered variants.
+    KNOWN_FORMATS["HEIF"] = ("image/heic", "heic")
 EXTENSION_BY_MIME = {mime: ext for mime, ext in KNOWN_FORMATS.values()}
+#: Formats stored and served as originals but never rendered into (no encoder in use).
+SOURCE_ONLY_FORMATS = frozenset({"HEIF"})
+#: The extension of the URL a browser displays an image at: its own, JPEG for HEIC.
+DISPLAY_EXTENSION_BY_MIME = EXTENSION_BY_MIME | {"image/heic": "jpg"}
 
 # At most this many decoded bytes per compressed byte: deflate's limit is 1032 (one
 # 258-byte match in ~2 bits); a 12-bit LZW code yields at most 4096 pixels (GIF).
@@ -51,6 +62,7 @@ class ImageInfo:
     width: int
     height: int
     frames: int
+    placeholder: Placeholder | None = None
 
     @property
     def animated(self) -> bool:
@@ -110,6 +122,7 @@ def probe(data: bytes, limits: SourceLimits) -> ImageInfo:
     Pixel limits are checked from the header, before any decoding.
     """
     max_pixels = limits.max_pixels
+    heif.prepare(data[:16])
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -133,12 +146,13 @@ def probe(data: bytes, limits: SourceLimits) -> ImageInfo:
         if frames * width * height > limits.max_animation_pixels:
             raise TooManyPixels(frames * width * height, limits.max_animation_pixels)
         check_plausible_size(image, len(data))
-        _prove_decodes(image)
+        first_frame = _prove_decodes(image)
         orientation = exif.orientation(image)
     if orientation in exif.SWAPS_AXES:
         width, height = height, width
     mime, ext = KNOWN_FORMATS[fmt]
-    return ImageInfo(fmt, mime, ext, width, height, frames)
+    return ImageInfo(fmt, mime, ext, width, height, frames,
+                     placeholder.compute(first_frame, orientation))
 
 
 def check_plausible_size(image: Image.Image, size: int) -> None:
@@ -163,16 +177,37 @@ def check_plausible_size(image: Image.Image, size: int) -> None:
         raise CorruptImage(f"{size} bytes cannot hold {width}x{height} pixels")
 
 
-def _prove_decodes(image: Image.Image) -> None:
-    """Decode every frame; JPEGs at 1/8 scale, which still reads all the data."""
+def placeholder_of(data: bytes) -> Placeholder:
+    """The placeholder of a stored original, exactly as its upload computed it (for images
+    stored before placeholders)."""
+    heif.prepare(data[:16])
+    with Image.open(io.BytesIO(data)) as image:
+        orientation = exif.orientation(image)
+        _draft_for_proof(image)
+        image.load()
+        return placeholder.compute(placeholder.sample(image), orientation)
+
+
+def _draft_for_proof(image: Image.Image) -> None:
+    if image.format == "JPEG":
+        image.draft(image.mode, (max(1, image.width // 8), max(1, image.height // 8)))
+
+
+def _prove_decodes(image: Image.Image) -> Image.Image:
+    """Decode every frame; JPEGs at 1/8 scale, which still reads all the data. Returns a
+    small copy of the first frame (``placeholder.sample``), taken while it is decoded."""
     try:
-        if image.format == "JPEG":
-            image.draft(image.mode, (max(1, image.width // 8), max(1, image.height // 8)))
+        _draft_for_proof(image)
+        first = None
         for index in range(getattr(image, "n_frames", 1)):
             image.seek(index)
             image.load()
+            if first is None:
+                first = placeholder.sample(image)
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise CorruptImage(str(e)) from e
+    assert first is not None
+    return first
 
 
 def _pixels_from_message(error: Exception) -> int:

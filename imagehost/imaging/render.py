@@ -15,11 +15,12 @@ from typing import IO, Any
 
 from PIL import Image, ImageCms
 
+from imagehost.imaging import heif, smartcrop
 from imagehost.imaging import orientation as exif
-from imagehost.imaging import smartcrop
 from imagehost.imaging.geometry import Geometry, crop_size, fit_size
 from imagehost.imaging.probe import (
     KNOWN_FORMATS,
+    SOURCE_ONLY_FORMATS,
     CorruptImage,
     check_plausible_size,
 )
@@ -38,6 +39,7 @@ __all__ = [
 # URL extension -> (Pillow format, mime type): the stored formats, plus the .jpeg alias.
 OUTPUT_FORMATS: dict[str, tuple[str, str]] = {
     ext: (fmt, mime) for fmt, (mime, ext) in KNOWN_FORMATS.items()
+    if fmt not in SOURCE_ONLY_FORMATS
 } | {"jpeg": ("JPEG", "image/jpeg")}
 _EXTENSIONS = {fmt: ext for fmt, (_mime, ext) in KNOWN_FORMATS.items()}
 _MIME_TYPES = {fmt: mime for fmt, mime in OUTPUT_FORMATS.values()}
@@ -199,6 +201,8 @@ def render_variant(source: str | os.PathLike[str] | bytes, spec: RenderSpec) -> 
     Raises RenderError when the source cannot be decoded.
     """
     fp = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
+    heif.prepare(fp.read(16))
+    fp.seek(0)
     with fp, _open_image(fp) as im:
         size = len(source) if isinstance(source, bytes) else os.fstat(fp.fileno()).st_size
         with _decoding():

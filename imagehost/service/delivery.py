@@ -29,7 +29,12 @@ from twisted.python.failure import Failure
 
 from imagehost.db import images as q
 from imagehost.db.images import ImageRecord
-from imagehost.imaging.probe import EXTENSION_BY_MIME, KNOWN_FORMATS
+from imagehost.imaging.probe import (
+    DISPLAY_EXTENSION_BY_MIME,
+    EXTENSION_BY_MIME,
+    KNOWN_FORMATS,
+    SOURCE_ONLY_FORMATS,
+)
 from imagehost.imaging.render import (
     LOSSY_FORMATS,
     OUTPUT_FORMATS,
@@ -58,6 +63,8 @@ from imagehost.storage import Storage, atomic_write
 
 _log = Logger()
 _FORMAT_BY_MIME = {mime: fmt for fmt, (mime, _ext) in KNOWN_FORMATS.items()}
+_SOURCE_ONLY_EXTENSIONS = {KNOWN_FORMATS[fmt][1]: fmt for fmt in SOURCE_ONLY_FORMATS
+                           if fmt in KNOWN_FORMATS}
 _KNOWN_IMAGES = 10_000
 
 
@@ -198,7 +205,7 @@ class Delivery:
     def display_url(self, image: ImageRecord, *, thumbnail: bool = False,
                     prefix: str = "/image/") -> str:
         """The URL a browser shows the image (or its thumbnail) at, signed if required."""
-        ext = EXTENSION_BY_MIME[image.mime_type]
+        ext = DISPLAY_EXTENSION_BY_MIME[image.mime_type]
         return self.urls.path(image.id, ext, thumbnail=thumbnail, prefix=prefix)
 
     def variant_url(self, image: ImageRecord, query: Mapping[str, Sequence[str]]) -> str:
@@ -211,7 +218,7 @@ class Delivery:
         preset = parameters.get("p")
         if preset is not None and preset not in self.presets:
             raise BadRequest(f'There is no preset named "{preset}".')
-        ext = parameters.pop("format", None) or EXTENSION_BY_MIME[image.mime_type]
+        ext = parameters.pop("format", None) or DISPLAY_EXTENSION_BY_MIME[image.mime_type]
         return self.urls.path(image.id, ext, parameters)
 
     async def url_of(self, image_id: str, query: Mapping[str, Sequence[str]]) -> str:
@@ -286,7 +293,7 @@ class Delivery:
 
     def _request(self, image_id: str, ext: str, thumbnail: bool,
                  query: Mapping[str, Sequence[str]]) -> VariantRequest:
-        if ext not in OUTPUT_FORMATS and ext != AUTO:
+        if ext not in OUTPUT_FORMATS and ext != AUTO and ext not in _SOURCE_ONLY_EXTENSIONS:
             raise NotFound("No such image.")
         return self.resolve(image_id, ext, thumbnail=thumbnail, query=query)
 
@@ -337,6 +344,8 @@ class Delivery:
                  accepts: frozenset[str]) -> ImageContent:
         original_ext = EXTENSION_BY_MIME[image.mime_type]
         ext = request.ext
+        if ext in _SOURCE_ONLY_EXTENSIONS:
+            return self._source_only(image, request)
         if request.negotiated:
             ext = negotiated_extension(accepts, _FORMAT_BY_MIME[image.mime_type],
                                        avif=self.auto_avif)
@@ -347,6 +356,16 @@ class Delivery:
         return ImageContent(image, original_ext, spec, spec.mime_type,
                             f'"{image.sha256}-{spec.cache_key()}"', image.created_at,
                             request.negotiated)
+
+    def _source_only(self, image: ImageRecord, request: VariantRequest) -> ImageContent:
+        """``.heic``: the stored original's bytes, for an image stored in that format."""
+        if _FORMAT_BY_MIME[image.mime_type] != _SOURCE_ONLY_EXTENSIONS[request.ext]:
+            raise NotFound("No such image.")
+        if dataclasses.replace(request.transform, format=None) != Transform():
+            raise BadRequest(f"Variants are not rendered as .{request.ext}: ask for .jpg, "
+                             ".webp, .avif or .auto.")
+        return ImageContent(image, request.ext, None, image.mime_type, f'"{image.sha256}"',
+                            image.created_at)
 
     async def body(self, content: ImageContent, *, count_view: bool) -> Body:
         """The bytes of ``content``, rendering and caching a variant on a miss.
@@ -463,9 +482,11 @@ def _plan(image: ImageRecord, ext: str, transform: Transform,
     """The variant to render, or None when the stored original is exactly what is asked."""
     src_format = _FORMAT_BY_MIME[image.mime_type]
     width, height = transform.scaled_size(max_dimension)
+    # The owner's focal point places crops that the URL does not place itself.
+    focus = transform.focus if transform.smart or transform.focus else image.focal_point
     spec = plan_variant(image.width, image.height, src_format, width=width, height=height,
                         crop=transform.crop, out_ext=ext, quality=transform.quality,
-                        smart=transform.smart, focus=transform.focus)
+                        smart=transform.smart, focus=focus)
     if spec.format in LOSSY_FORMATS and spec.quality is None and transform.quality is not None:
         # An explicit quality asks for a re-encode even at the original's size and format.
         return dataclasses.replace(spec, quality=transform.quality)
@@ -476,12 +497,13 @@ def _plan(image: ImageRecord, ext: str, transform: Transform,
 
 def negotiated_extension(accepts: frozenset[str], src_format: str, *, avif: bool) -> str:
     """What ``.auto`` serves: AVIF when enabled and named in ``Accept``, else WebP when
-    named, else the original's format (an animated GIF stays a GIF rather than AVIF)."""
+    named, else the original's format, JPEG for HEIC (an animated GIF stays a GIF rather
+    than AVIF)."""
     if avif and "image/avif" in accepts and src_format != "GIF":
         return "avif"
     if "image/webp" in accepts:
         return "webp"
-    return KNOWN_FORMATS[src_format][1]
+    return DISPLAY_EXTENSION_BY_MIME[KNOWN_FORMATS[src_format][0]]
 
 
 def _render_unless_cached(path: Path, source: Path | bytes, spec: RenderSpec) -> bytes | None:

@@ -141,7 +141,9 @@ class Images:
             description=description,
             is_public=is_public, created_at=self._now(), updated_at=None, views=0,
             size=stored.size, mime_type=info.mime_type, width=info.width, height=info.height,
-            sha256=stored.sha256)
+            sha256=stored.sha256,
+            blurhash=info.placeholder.blurhash if info.placeholder else None,
+            dominant_color=info.placeholder.dominant_color if info.placeholder else None)
         try:
             await self._quotas.insert(image, owner, settings)
         except BaseException:

@@ -15,7 +15,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,7 +25,7 @@ from imagehost.db import images as image_queries
 from imagehost.db import library as q
 from imagehost.db.images import ImageRecord
 from imagehost.db.library import ImageFilter, LibraryEntry, Ordering, SortKey
-from imagehost.imaging.probe import EXTENSION_BY_MIME
+from imagehost.imaging.probe import EXTENSION_BY_MIME, placeholder_of
 from imagehost.service.accounts import Principal
 from imagehost.service.errors import BadRequest, Forbidden, NotFound, ValidationFailed, Violation
 from imagehost.service.pools import Pools
@@ -145,13 +145,25 @@ def email_visible(viewer: Principal, owner_id: str) -> bool:
     return viewer.is_admin or viewer.user.id == owner_id
 
 
+class _Unchanged:
+    def __repr__(self) -> str:
+        return "UNCHANGED"
+
+
+#: ``Library.edit``'s "leave the focal point as it is" (None clears it).
+UNCHANGED: Any = _Unchanged()
+
+
 class Library:
     """What users and tools do with the images they uploaded."""
 
     def __init__(self, pools: Pools, storage: Storage, *, now: Callable[[], datetime],
                  cursor_key: bytes,
-                 on_delete: Callable[[str], None] = lambda image_id: None):
+                 on_delete: Callable[[str], None] = lambda image_id: None,
+                 on_change: Callable[[str], None] = lambda image_id: None):
         self._on_delete = on_delete
+        self._on_change = on_change  # an edit that changes how the image is delivered
+        self._cpu = pools.cpu
         self._cursor_key = cursor_key
         self._db = pools.db
         self._io = pools.io
@@ -200,15 +212,40 @@ class Library:
                                   viewer.is_admin)
 
     async def edit(self, viewer: Principal, image_id: str, *, description: object = None,
-                   is_public: object = None) -> None:
-        """Change description and/or visibility (None leaves a field as it is)."""
+                   is_public: object = None, focal_point: object = UNCHANGED) -> None:
+        """Change description, visibility and/or the focal point (None leaves description
+        and visibility as they are; ``focal_point`` None clears it, UNCHANGED leaves it)."""
         _check_edit(description, is_public)
+        focus = UNCHANGED if focal_point is UNCHANGED else parse_focal_point(focal_point)
         await self._manageable(viewer, image_id)
+        if focus is not UNCHANGED:
+            if not await self._db.run(image_queries.set_focal_point, image_id, focus,
+                                      self._now()):
+                raise NotFound("No such image.")
+            self._on_change(image_id)
         if description is None and is_public is None:
             return
         if not await self._db.run(q.update_image, image_id, self._now(),
                                   description=description, is_public=is_public):
             raise NotFound("No such image.")
+
+    async def backfill_placeholders(self) -> PlaceholderBackfill:
+        """Compute the placeholder of every image that has none (stored before migration
+        0008): each original read on the I/O pool, decoded on the CPU pool."""
+        report = PlaceholderBackfill()
+        for original in await self._db.run(image_queries.images_without_placeholder):
+            try:
+                data = await self._io.run(self._storage.read_original, original.image_id,
+                                          original.ext)
+                made = await self._cpu.submit(placeholder_of, data)
+            except (OSError, ValueError, SyntaxError, EOFError) as e:
+                _log.warn("No placeholder for {id}: {error}", id=original.image_id, error=e)
+                report.failed.append(original.image_id)
+                continue
+            await self._db.run(image_queries.set_placeholder, original.image_id,
+                               made.blurhash, made.dominant_color)
+            report.computed += 1
+        return report
 
     async def delete(self, viewer: Principal, image_id: str, *,
                      preserve_on_disk: object = False) -> None:
@@ -285,6 +322,27 @@ def _page(params: ListingParams, listed: q.Listing, cursor_key: bytes, *, backwa
         next_cursor = last.encode(cursor_key) if more_after else None
         prev_cursor = first.encode(cursor_key) if more_before else None
     return Page(entries, params.page, params.limit, listed.total, next_cursor, prev_cursor)
+
+
+@dataclass
+class PlaceholderBackfill:
+    """What ``imagehost placeholders`` did: placeholders computed, images that failed."""
+
+    computed: int = 0
+    failed: list[str] = field(default_factory=list)
+
+
+def parse_focal_point(value: object) -> tuple[int, int] | None:
+    """``{"x": 0..1, "y": 0..1}`` as thousandths, or None; ValidationFailed otherwise."""
+    if value is None:
+        return None
+    numbers = (value.get("x"), value.get("y")) if isinstance(value, dict) else ()
+    if (len(numbers) != 2 or set(value) - {"x", "y"}
+            or not all(isinstance(n, int | float) and not isinstance(n, bool) and 0 <= n <= 1
+                       for n in numbers)):
+        raise ValidationFailed.one("focalPoint", 'This value should be {"x", "y"} with '
+                                   "numbers from 0 to 1 (fractions of width and height).")
+    return round(numbers[0] * 1000), round(numbers[1] * 1000)
 
 
 def _check_edit(description: object, is_public: object) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from imagehost.db.images import ImageRecord
 from imagehost.imaging.geometry import fit_size
-from imagehost.imaging.probe import EXTENSION_BY_MIME
+from imagehost.imaging.probe import DISPLAY_EXTENSION_BY_MIME
 from imagehost.imaging.render import plan_variant
 from imagehost.service.transforms import THUMBNAIL_PRESET, ImageUrls, Presets
 
@@ -33,7 +33,8 @@ class Variant:
 
 
 def extension(image: ImageRecord) -> str:
-    return EXTENSION_BY_MIME[image.mime_type]
+    """The extension a browser displays the image at (JPEG for HEIC)."""
+    return DISPLAY_EXTENSION_BY_MIME[image.mime_type]
 
 
 def alt_text(image: ImageRecord) -> str:

@@ -49,7 +49,7 @@ _FOCAL_POINT = re.compile(rf"({_FRACTION}),({_FRACTION})")
 _PRESET_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 _CROP_VALUES = {"true": True, "1": True, "false": False, "0": False, "smart": True}
 _GRAVITY_VALUES = {"smart": "smart", "centre": "centre", "center": "centre"}
-_FORMATS = ("jpg", "jpeg", "png", "webp", "gif", "avif", AUTO)
+_FORMATS = ("jpg", "jpeg", "png", "webp", "gif", "avif", "heic", AUTO)
 
 
 class SignatureInvalid(Forbidden):

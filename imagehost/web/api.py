@@ -31,7 +31,7 @@ from imagehost.service.errors import (
     Unauthorized,
     ValidationFailed,
 )
-from imagehost.service.library import parse_limit, parse_listing, parse_page
+from imagehost.service.library import UNCHANGED, parse_limit, parse_listing, parse_page
 from imagehost.service.quotas import usage_json
 from imagehost.service.wire import api_key_json, managed_user_json, new_api_key_json, user_json
 from imagehost.web import errors, library_json
@@ -375,7 +375,8 @@ class ImagehostAPI:
         body = json_object(request)
         await self.imagehost.library.edit(principal, image_id,
                                           description=body.get("description"),
-                                          is_public=body.get("isPublic"))
+                                          is_public=body.get("isPublic"),
+                                          focal_point=body.get("focalPoint", UNCHANGED))
         return no_content(request)
 
     @app.route("/api/image/<string:image_id>", methods=["DELETE"])

@@ -45,7 +45,21 @@ def detail_json(image: ImageRecord, url: str) -> dict[str, Any]:
         # Uploads accept only types the renderer resizes, so every stored image does.
         "supportsResize": True,
         "url": url,
+        "focalPoint": _focal_point_json(image),
+        "placeholder": placeholder_json(image),
     }
+
+
+def placeholder_json(image: ImageRecord) -> dict[str, str] | None:
+    """``{"blurhash", "dominantColor"}``, null until the image has one."""
+    if image.blurhash is None or image.dominant_color is None:
+        return None
+    return {"blurhash": image.blurhash, "dominantColor": image.dominant_color}
+
+
+def _focal_point_json(image: ImageRecord) -> dict[str, float] | None:
+    focus = image.focal_point
+    return None if focus is None else {"x": focus[0] / 1000, "y": focus[1] / 1000}
 
 
 def feed_item_json(entry: LibraryEntry, viewer: Principal) -> dict[str, Any]:
@@ -99,6 +113,7 @@ def _item(image: ImageRecord, date_style, owner: dict[str, Any] | None) -> dict[
             "width": image.width,
             "height": image.height,
         },
+        "placeholder": placeholder_json(image),
     }
 
 
