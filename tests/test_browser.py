@@ -454,9 +454,13 @@ async def test_album_upload_into_reorder_share_with_a_password_and_unlock(chromi
 
 def _visit_every_page(page: Page, files, check) -> None:
     """Call ``check(page, name)`` on every page, as a visitor and as an administrator."""
+    token = _admin_token(page.base)
     api(page.base, "POST", "/api/settings", {
-        "category": "access", "settings": {"allowRegistration": True}},
-        token=_admin_token(page.base))
+        "category": "access", "settings": {"allowRegistration": True}}, token=token)
+    # Another user, so that /admin shows the forms that manage one (disable, delete).
+    api(page.base, "POST", "/api/admin/users", {
+        "username": "someone-with-a-long-name", "email": "someone@example.com",
+        "password": "someone-password"}, token=token)
     for path in ("/", "/login", "/signup", "/explore", "/no-such-page"):
         page.open(path)
         check(page, path)

@@ -8,6 +8,7 @@ import re
 
 import pytest_twisted
 
+from imagehost.service.accounts import Principal
 from imagehost.web.pages import CSP
 from tests.conftest import ADMIN, image_bytes
 from tests.web_support import PageClient, csrf_of
@@ -440,6 +441,40 @@ async def test_users_delete_their_own_account_from_the_account_page(server):
 
 
 @pytest_twisted.ensureDeferred
+async def test_admins_delete_users_saying_what_happens_to_their_images(server):
+    accounts = server.imagehost.accounts
+    for name in ("carol", "dave"):
+        await accounts.create_user(name, f"{name}@example.com", f"{name}-password")
+    carol = _client(server)
+    await carol.login("carol", "carol-password")
+    kept, gone = await _uploaded(carol), await _uploaded(carol)
+    browser = _client(server)
+    await browser.login()
+    page = (await browser.get("/admin")).body
+    assert b'action="/admin/users/carol/delete"' in page
+    assert b'action="/admin/users/admin/delete"' not in page  # not oneself
+    unsaid = await browser.submit("/admin", "/admin/users/carol/delete", {"images": ""})
+    assert unsaid.code == 422 and b"Say what happens to the user" in unsaid.body
+    forged = await browser.post("/admin/users/carol/delete", {"images": "delete"})
+    assert forged.code == 403
+    me = await accounts.user_named("admin")
+    own = await browser.submit("/admin", "/admin/users/admin/delete", {"images": "delete"})
+    assert own.code == 403
+    dave = await accounts.user_named("dave")
+    handed = await browser.submit("/admin", "/admin/users/carol/delete",
+                                  {"images": f"handOver:{dave.id}"})
+    assert (handed.code, handed.header("location")) == (303, "/admin?done=deleted")
+    assert (await carol.get("/images")).code == 303
+    for image_id in (kept, gone):
+        assert (await server.imagehost.library.detail(
+            Principal(dave), image_id)).owner_id == dave.id
+    deleted = await browser.submit("/admin", "/admin/users/dave/delete", {"images": "delete"})
+    assert deleted.code == 303
+    assert (await server.client.get(f"/image/{kept}.jpg")).code == 404
+    assert [u.username for u in await accounts.list_users()] == [me.username]
+
+
+@pytest_twisted.ensureDeferred
 async def test_admin_settings_and_users(server):
     browser = _client(server)
     await browser.login()
@@ -460,6 +495,9 @@ async def test_admin_settings_and_users(server):
     assert bad.code == 422 and b"between 1 and" in bad.body
     made = await browser.submit("/admin", "/admin/users", {
         "username": "frank", "email": "frank@example.com", "password": "frank-password"})
+    frank = await server.imagehost.accounts.user_named("frank")
+    await server.imagehost.quotas.set_own_limits(frank, bytes=2_500_000, images=10)
+    assert b"0 of 10 images, 0 of 2.5 MB" in (await browser.get("/admin")).body
     assert made.code == 303
     frank = _client(server)
     await frank.login("frank", "frank-password")

@@ -189,3 +189,21 @@ async def test_an_import_stops_at_the_quota_with_its_message(server, admin, tmp_
     assert summary["imported"] == 2 and summary["rejected"] == []
     assert summary["stoppedBy"] == "The image quota is used up: 2 of 2 images."
     assert len(originals_on_disk(server.data_dir)) == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_upload_page_shows_the_quota_message(server, admin):
+    from tests.web_support import PageClient
+
+    await server.imagehost.accounts.create_user(ALICE[0], ALICE[2], ALICE[1])
+    await set_quota(admin, userImages=1)
+    browser = PageClient(server.base_url)
+    await browser.login(ALICE[0], ALICE[1])
+    first, second = same_size_pngs(2)
+    assert (await browser.upload(first)).code == 303
+    refused_page = await browser.upload(second)
+    assert refused_page.code == 422
+    assert b"The image quota is used up: 1 of 1 images." in refused_page.body
+    scripted = await browser.upload(second, json=True)
+    assert scripted.code == 422
+    assert scripted.json()["error"]["message"] == "The image quota is used up: 1 of 1 images."

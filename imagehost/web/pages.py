@@ -623,7 +623,9 @@ class ImagehostPages:
     async def _admin_page(self, request: IRequest, status: int = 200, **context: Any) -> bytes:
         settings = await self.imagehost.settings.current()
         users = await self.imagehost.accounts.list_users()
+        usage = await self.imagehost.quotas.usage_of(users)
         return self.render(request, "admin.html", status, settings=settings, users=users,
+                           usage=usage,
                            mime_types=ACCEPTABLE_TYPES,
                            violations=context.pop("violations", {}),
                            fields=context.pop("fields", {}), **context)
@@ -657,6 +659,19 @@ class ImagehostPages:
             return await self._admin_page(request, 422, violations=_by_property(e),
                                           fields=fields)
         return _redirect(request, "/admin?done=user")
+
+    @app.route("/admin/users/<string:username>/delete", methods=["POST"])
+    @page(login=True, admin=True, form=True)
+    async def admin_delete_user(self, request: IRequest, visit: Visit, username: str) -> bytes:
+        """Delete a user (not oneself); the form says what happens to their images."""
+        target = await self.imagehost.accounts.user_named(username)
+        images, _, to = visit.field("images").partition(":")
+        try:
+            await self.imagehost.administration.delete_user(visit.user, target.id,
+                                                            images=images, to=to or None)
+        except ValidationFailed as e:
+            return await self._admin_page(request, 422, violations=_by_property(e))
+        return _redirect(request, "/admin?done=deleted")
 
     @app.route("/admin/users/<string:username>/active", methods=["POST"])
     @page(login=True, admin=True, form=True)
@@ -980,7 +995,8 @@ _SHARE_WIDTHS = (1920, 1280, 640, 320)
 
 _NOTICES = {"password": "Your password was changed; other browsers were logged out.",
             "revoked": "The API key was revoked.", "settings": "The settings were saved.",
-            "user": "The user was saved.", "album": "The album was saved."}
+            "user": "The user was saved.", "album": "The album was saved.",
+            "deleted": "The user was deleted."}
 
 
 def _bytes_from_megabytes(text: str) -> int:
