@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest_twisted
 import sqlalchemy as sa
 from twisted.internet.threads import deferToThread
@@ -131,13 +133,21 @@ async def test_an_empty_cache_file_is_a_miss_not_an_empty_image(server, admin):
 # -- hits answered at once, without the route ---------------------------------
 
 
-@pytest_twisted.ensureDeferred
-async def test_a_hit_answered_at_once_is_the_same_answer_as_the_routes(server, admin):
+async def rendered_once(server, admin, variant: str):
+    """Upload a JPEG and render ``variant`` (``.png?w=50``) of it once: (url, answer)."""
     image_id = await upload(admin, image_bytes("JPEG", (400, 300)))
     await server.imagehost.delivery.rendered_ahead(image_id)
+    url = f"/image/{image_id}{variant}"
+    first = await server.client.get(url)
+    assert first.header("X-Cache") == "MISS"
+    return url, first
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_hit_answered_at_once_is_the_same_answer_as_the_routes(server, admin):
     delivery = server.imagehost.delivery
-    url = f"/image/{image_id}.png?w=50"
-    assert (await server.client.get(url)).header("X-Cache") == "MISS"
+    url, _first = await rendered_once(server, admin, ".png?w=50")
+    image_id = url.split("/")[2].split(".")[0]
     delivery.forget(image_id)  # the next request reads the record: the route answers
     by_route = await deferToThread(raw_request, server.base_url, "GET", url)
     assert delivery.immediate_hits == 0
@@ -170,3 +180,91 @@ async def test_what_cannot_be_answered_at_once_goes_to_the_route(server, admin):
     unknown = await server.client.get(f"/image/{image_id}.txt")
     assert unknown.code == 404
     assert server.imagehost.delivery.immediate_hits == 0
+
+
+def exchange(port: int, data: bytes, answers: int, timeout: float = 10.0):
+    """Send ``data`` on one connection and read ``answers`` responses in order, each as
+    (status line, headers, body); then whether the server closed the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        buffer, responses = b"", []
+        while len(responses) < answers:
+            while b"\r\n\r\n" not in buffer:
+                buffer += _recv(s)
+            head, buffer = buffer.split(b"\r\n\r\n", 1)
+            status, *lines = head.decode("latin-1").split("\r\n")
+            headers = dict(line.split(": ", 1) for line in lines)
+            length = 0 if status.split()[1] == "304" or responses_head(data, responses) \
+                else int(headers["Content-Length"])
+            while len(buffer) < length:
+                buffer += _recv(s)
+            responses.append((status, headers, buffer[:length]))
+            buffer = buffer[length:]
+        s.settimeout(2.0)
+        try:
+            closed = s.recv(1) == b""
+        except TimeoutError:
+            closed = False
+        return responses, closed
+
+
+def responses_head(data: bytes, responses: list) -> bool:
+    """Whether the request that the next response answers is a HEAD."""
+    return data.split(b"\r\n\r\n")[len(responses)].startswith(b"HEAD ")
+
+
+def _recv(s: socket.socket) -> bytes:
+    chunk = s.recv(65536)
+    if not chunk:
+        raise ConnectionError("the server closed the connection early")
+    return chunk
+
+
+@pytest_twisted.ensureDeferred
+async def test_hits_at_once_keep_http_keep_alive_pipelining_head_and_304(server, admin):
+    delivery = server.imagehost.delivery
+    url, first = await rendered_once(server, admin, ".jpg?w=80")
+    port = int(server.base_url.rsplit(":", 1)[1])
+    etag = first.header("ETag").encode()
+    get = b"GET " + url.encode() + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    head = b"HEAD /api" + url.encode() + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    conditional = (b"GET " + url.encode() + b" HTTP/1.1\r\nHost: x\r\nIf-None-Match: " + etag
+                   + b"\r\n\r\n")
+    # Four requests sent at once on one keep-alive connection: answered in order.
+    answers, closed = await deferToThread(exchange, port, get + head + conditional + get, 4)
+    assert [status for status, _, _ in answers] == [
+        "HTTP/1.1 200 OK", "HTTP/1.1 200 OK", "HTTP/1.1 304 Not Modified", "HTTP/1.1 200 OK"]
+    assert answers[0][2] == answers[3][2] == first.body
+    assert answers[1][2] == b"" and answers[1][1]["Content-Length"] == str(len(first.body))
+    assert answers[2][1]["ETag"] == etag.decode()
+    for _status, headers, _body in answers:
+        assert "Connection" not in headers and headers["X-Content-Type-Options"] == "nosniff"
+    assert [h.get("X-Cache") for _, h, _ in answers] == ["HIT", "HIT", None, "HIT"]
+    assert not closed  # still open for the next request
+    assert delivery.immediate_hits == 3
+    # A client that asks to close, and an HTTP/1.0 one: answered, then the server closes.
+    for request, status, connection in (
+            (get.replace(b"Host: x", b"Host: x\r\nConnection: close"), "HTTP/1.1 200 OK",
+             "close"),
+            (get.replace(b"HTTP/1.1", b"HTTP/1.0"), "HTTP/1.0 200 OK", None)):
+        [(line, headers, body)], closed = await deferToThread(exchange, port, request, 1)
+        assert (line, body, headers["X-Cache"]) == (status, first.body, "HIT")
+        assert headers.get("Connection") == connection and "Date" in headers
+        assert closed
+    assert delivery.immediate_hits == 5
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_image_expiring_is_no_hit_after_its_expiry(server, admin, reactor):
+    response = await admin.upload("/api/upload", image_bytes("JPEG", (400, 300)),
+                                  fields={"expiresIn": "2"})
+    assert response.code == 201, response.body
+    image_id = response.json()["id"]
+    url = f"/image/{image_id}.jpg?w=80"
+    assert (await server.client.get(url)).header("X-Cache") == "MISS"
+    for _ in range(2):  # the second is answered from what the first prepared
+        hit = await server.client.get(url)
+        assert (hit.code, hit.header("X-Cache")) == (200, "HIT")
+        assert int(hit.header("Cache-Control").split("max-age=")[1]) <= 2
+    await sleep(reactor, 2.2)  # within revalidate_after: the record is not read again
+    assert (await server.client.get(url)).code == 404

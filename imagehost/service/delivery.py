@@ -90,6 +90,8 @@ class ImageContent:
     last_modified: datetime
     #: The format was chosen from the request's ``Accept`` (``.auto``): send ``Vary: Accept``.
     negotiated: bool = False
+    #: Where this daemon caches the variant (None for the original).
+    cache_path: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -314,19 +316,34 @@ class Delivery:
         self._known_images.move_to_end(image_id)
         return self._content(known[0], request, accepts)
 
-    def cached_body(self, content: ImageContent, *, count_view: bool) -> Body | None:
+    def still_remembered(self, content: ImageContent) -> bool:
+        """Whether ``content``, from ``locate_remembered``, is still what its URL resolves
+        to without asking the database: its image is still remembered, as the same record,
+        and has not expired."""
+        image = content.image
+        known = self._known_images.get(image.id)
+        if known is None or known[0] is not image or self._clock.seconds() >= known[1]:
+            return False
+        if image.expires_at is not None and image.expires_at <= self._now():
+            return False
+        self._known_images.move_to_end(image.id)
+        return True
+
+    def cached_body(self, content: ImageContent, *, count_view: bool,
+                    read_up_to: int = 0) -> Body | None:
         """``body`` of a variant in this daemon's cache, at once; None when it is not
-        cached (or ``content`` is the original): then ``body`` produces it."""
-        if content.spec is None:
+        cached (or ``content`` is the original): then ``body`` produces it. A file of at
+        most ``read_up_to`` bytes comes as ``data``, read and closed."""
+        if content.cache_path is None:
             return None
-        cached = self.cache.open(self.cache.path(content.image.id, content.spec.cache_key()))
+        cached = self.cache.open(content.cache_path, read_up_to=read_up_to)
         if cached is None:
             return None
         self.hits += 1
         self.immediate_hits += 1
         if count_view:
             self.views.count(content.image.id)
-        return Body(size=cached.size, file=cached.file, cache="HIT")
+        return Body(size=cached.size, file=cached.file, data=cached.data, cache="HIT")
 
     def forget(self, image_id: str) -> None:
         """The image was deleted through this daemon: stop trusting what was remembered."""
@@ -362,9 +379,10 @@ class Delivery:
         if spec is None:
             return ImageContent(image, original_ext, None, image.mime_type, f'"{image.sha256}"',
                                 image.created_at, request.negotiated)
+        key = spec.cache_key()
         return ImageContent(image, original_ext, spec, spec.mime_type,
-                            f'"{image.sha256}-{spec.cache_key()}"', image.created_at,
-                            request.negotiated)
+                            f'"{image.sha256}-{key}"', image.created_at, request.negotiated,
+                            self.cache.path(image.id, key))
 
     def _source_only(self, image: ImageRecord, request: VariantRequest) -> ImageContent:
         """``.heic``: the stored original's bytes, for an image stored in that format."""

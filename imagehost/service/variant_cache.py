@@ -30,10 +30,12 @@ _log = Logger()
 
 @dataclass(frozen=True)
 class CachedFile:
-    """A variant found in the cache, opened for reading (the caller closes it)."""
+    """A variant found in the cache: opened for reading (the caller closes ``file``), or
+    already read (``data``, when asked for files that small)."""
 
-    file: BinaryIO
+    file: BinaryIO | None
     size: int
+    data: bytes | None = None
 
 
 class VariantCache:
@@ -54,20 +56,31 @@ class VariantCache:
         """Where the variant ``key`` of an image lives."""
         return self._storage.variants_dir(image_id) / key
 
-    def open(self, path: Path) -> CachedFile | None:
-        """Open a cached variant and mark it as just used; None when it is not cached."""
+    def open(self, path: Path, read_up_to: int = 0) -> CachedFile | None:
+        """Open a cached variant and mark it as just used; None when it is not cached.
+        A file of at most ``read_up_to`` bytes is read at once and closed: one ``open``,
+        ``fstat``, ``read`` and ``close``, where a file object costs twice the calls."""
         try:
-            f = open(path, "rb")  # noqa: SIM115 - the caller streams and closes it
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             self._forget(path)
             return None
-        size = os.fstat(f.fileno()).st_size
-        if size == 0:  # no encoder writes an empty image: a power cut cut this one short
-            f.close()
+        try:
+            size = os.fstat(fd).st_size
+            data = os.read(fd, size) if 0 < size <= read_up_to else None
+        except BaseException:
+            os.close(fd)
+            raise
+        if size == 0 or (data is not None and len(data) != size):
+            # No encoder writes an empty image: a power cut cut this one short.
+            os.close(fd)
             self._forget(path)
             return None
         self._record(path, size)
-        return CachedFile(f, size)
+        if data is not None:
+            os.close(fd)
+            return CachedFile(None, size, data)
+        return CachedFile(open(fd, "rb"), size)  # noqa: SIM115 - the caller closes it
 
     def stored(self, path: Path, size: int) -> Deferred:
         """Account for a variant just written, evicting the least recently used beyond the
