@@ -65,6 +65,10 @@ def ratios(results: dict) -> dict:
     if overload:
         out["overload: cached-hit p99 ms, 32 clients rendering 14 MP"] = (
             overload["under"]["p99_ms"], 50.0, False)
+    ahead = results.get("eager")
+    if ahead:
+        out["eager: on-demand images/s alone / with eager renders queued"] = (
+            paired(ahead["alone"], ahead["backlog"]), 1.10, False)
     upload = results.get("upload")
     if upload:
         out["upload: imagehost/in-process images/s"] = (

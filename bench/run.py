@@ -30,6 +30,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(HERE.parent))
 
 import delivery  # noqa: E402
+import eager  # noqa: E402
 import inprocess  # noqa: E402
 import loadgen  # noqa: E402
 import photos  # noqa: E402
@@ -37,6 +38,8 @@ import report  # noqa: E402
 import servers  # noqa: E402
 
 PARTS = ("uncached", "cached", "firstview", "overload", "upload", "memory")
+#: Parts in modules of their own, run after PARTS: ``delivery`` (issue 15), ``eager``.
+EXTRA_PARTS = ("delivery", "eager")
 SIZES = range(512, 399, -1)  # all use the same JPEG draft scale for 4 MP sources
 QUALITIES = (80, 79, 81, 78, 82, 77, 83, 76, 84, 75, 85)
 _THUMBOR_FORMAT = {"jpg": "jpeg", "webp": "webp"}
@@ -261,7 +264,7 @@ class Bench:
         ih = self.imagehost
         rows = []
         # The uploads of the set-up queued their own thumbnails: let them finish first.
-        time.sleep(5)
+        eager.drain(self.work / "data", list(self.ids.values()), log)
         for src in self.photos.jpeg[: self.args.firstviews]:
             image_id = servers.upload(ih.base_url, src)
             time.sleep(1.0)
@@ -387,6 +390,15 @@ def timed_get(server, path: str) -> dict:
                 "ms": (time.monotonic() - started) * 1000}
 
 
+def print_extra_tables(results: dict) -> None:
+    """The tables of the parts in modules of their own (after the targets table)."""
+    console = report.Console(width=140)
+    if results.get("delivery"):
+        delivery.print_table(results["delivery"], console)
+    if results.get("eager"):
+        eager.print_table(results["eager"], console)
+
+
 def machine() -> dict:
     model = next((line.split(":", 1)[1].strip()
                   for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -417,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="distinct variants prepared per second of an uncached run")
     parser.add_argument("--profile", action="store_true",
                         help="also record imagehost with py-spy under uncached load")
-    parser.add_argument("--only", choices=(*PARTS, "delivery"),
+    parser.add_argument("--only", choices=(*PARTS, *EXTRA_PARTS),
                         action="append", help="run only these parts (repeatable)")
     parser.add_argument("--nice", type=int, default=0,
                         help="renice the benchmark and every server it starts by this much "
@@ -429,8 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.show:
         shown = json.loads(args.show.read_text())
         report.print_tables(shown)
-        if shown.get("delivery"):
-            delivery.print_table(shown["delivery"], report.Console(width=140))
+        print_extra_tables(shown)
         return 0
     if args.quick:
         args.runs, args.duration, args.burst = 1, 3.0, 4
@@ -441,16 +452,18 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     info = machine()
     bench = Bench(args)
-    parts = args.only or [*PARTS, "delivery"]
+    parts = args.only or [*PARTS, *EXTRA_PARTS]
     error = None
     try:
-        if (set(PARTS[:-1]) | {"delivery"}) & set(parts):
+        if (set(PARTS[:-1]) | set(EXTRA_PARTS)) & set(parts):
             bench.start_imagehost()
         for part in PARTS:
             if part in parts:
                 getattr(bench, {"upload": "uploads"}.get(part, part))()
         if "delivery" in parts:  # issue 15's part: .auto and smart crops
             bench.results["delivery"] = delivery.run(bench, log)
+        if "eager" in parts:  # issue 18: eager renders against on-demand ones
+            bench.results["eager"] = eager.run(bench, log)
     except Exception as e:  # keep what was measured, say what failed
         error = f"{type(e).__name__}: {e}"
     finally:
@@ -462,8 +475,7 @@ def main(argv: list[str] | None = None) -> int:
                **bench.results}
     args.output.write_text(json.dumps(results, indent=2, default=str))
     report.print_tables(results)
-    if results.get("delivery"):
-        delivery.print_table(results["delivery"], report.Console(width=140))
+    print_extra_tables(results)
     log(f"wrote {args.output} ({results['seconds']} s)")
     if error:
         log(f"FAILED: {error}")

@@ -56,6 +56,9 @@ _log = Logger()
 
 #: How much lower than the reactor thread the CPU pool's threads are scheduled (nice).
 RENDER_NICENESS = 5
+#: Seconds without a request on the CPU pool before it starts a background job (a new
+#: image's thumbnail): under a steady load of requests they wait for the load to pass.
+BACKGROUND_QUIET = 0.25
 
 #: Threads for file and S3 calls, beyond one per CPU thread (deletes, health checks,
 #: shares and cache writes wait on the network or the disk, not on a core).
@@ -236,7 +239,8 @@ def build_pools(config: Config, reactor) -> Pools:
     return Pools(db=Database(engine, reactor, db_pool),
                  cpu=CpuPool(reactor, cpu_pool, config.render.queue_size,
                              when_idle=memory.release_free_memory,
-                             niceness=RENDER_NICENESS),
+                             niceness=RENDER_NICENESS,
+                             background_quiet=BACKGROUND_QUIET),
                  io=IoPool(reactor, io_pool))
 
 

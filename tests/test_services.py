@@ -156,6 +156,30 @@ def test_background_jobs_run_one_at_a_time_and_leave_a_thread_for_requests():
     assert pool.pending == 0 and not held.held
 
 
+def test_background_jobs_wait_until_requests_left_the_pool_quiet_for_a_while():
+    clock = Clock()
+    held = HeldThreadPool(threads=2)
+    pool = CpuPool(ImmediateReactor(), held, queue_size=4, clock=clock,
+                   background_quiet=0.25)
+    pool.submit_background(lambda: "first")
+    assert len(held.held) == 1  # no request has run yet: it starts at once
+    held.release()
+    pool.submit(lambda: "request")
+    held.release()
+    pool.submit_background(lambda: "second")
+    for _ in range(8):  # a steady load: a request every 0.1 s
+        clock.advance(0.1)
+        pool.submit(lambda: "request")
+        assert len(held.held) == 1  # the request alone: the background job waits
+        held.release()
+    clock.advance(0.2)
+    assert not held.held
+    clock.advance(0.05)
+    assert len(held.held) == 1  # 0.25 s after the last request ended, it starts
+    held.release()
+    assert pool.pending == 0 and not held.held
+
+
 def test_a_full_background_queue_drops_jobs_but_never_refuses_requests():
     held = HeldThreadPool(threads=1)
     pool = CpuPool(ImmediateReactor(), held, queue_size=1, background_queue_size=1)

@@ -39,7 +39,11 @@ class CpuPool:
     request is waiting, one at a time, and, when there are several threads, only while
     one is left free for a request arriving meanwhile. So a background job can hold up a
     request by at most the rest of one job, and only when requests are not keeping the
-    pool busy anyway.
+    pool busy anyway. With ``background_quiet`` seconds, background jobs also wait until
+    no request has run for that long: under a steady load of requests they wait for the
+    load to pass. Without it, at 2 clients (a thread free between requests) the eager
+    thumbnails of a burst of uploads halved the renders of requests, at the same or a
+    lower thread priority alike (the eager figure in bench/README.md).
 
     ``when_idle`` (e.g. ``imaging.memory.release_free_memory``) runs on a pool thread
     ``idle_delay`` seconds after the last job, unless another job came meanwhile.
@@ -52,7 +56,8 @@ class CpuPool:
 
     def __init__(self, reactor, threadpool: ThreadPool, queue_size: int, *,
                  background_queue_size: int = 256, when_idle: Callable[[], Any] | None = None,
-                 idle_delay: float = 2.0, clock=None, niceness: int = 0):
+                 idle_delay: float = 2.0, clock=None, niceness: int = 0,
+                 background_quiet: float = 0.0):
         self._reactor = reactor
         self._pool = threadpool
         self.threads = threadpool.max
@@ -71,6 +76,9 @@ class CpuPool:
         self.background_dropped = 0
         self.niceness = niceness
         self._lowered = threading.local()
+        self.background_quiet = background_quiet
+        self._last_request = float("-inf")  # when a request job last finished
+        self._quiet_call = None
 
     def start(self) -> None:
         self._pool.start()
@@ -80,6 +88,9 @@ class CpuPool:
         if self._idle_call is not None and self._idle_call.active():
             self._idle_call.cancel()
         self._idle_call = None
+        if self._quiet_call is not None and self._quiet_call.active():
+            self._quiet_call.cancel()
+        self._quiet_call = None
         self._pool.stop()
 
     def submit(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
@@ -114,9 +125,27 @@ class CpuPool:
         if self._requests:
             return self._requests.popleft()
         spare = self.threads - self._running - (1 if self.threads > 1 else 0)
-        if self._background and self._running_background == 0 and spare > 0:
+        if self._background and self._running_background == 0 and spare > 0 and self._quiet():
             return self._background.popleft()
         return None
+
+    def _quiet(self) -> bool:
+        """Whether no request has run for ``background_quiet`` seconds; if not, a look at
+        the background lane is due when that will be the case."""
+        if not self.background_quiet:
+            return True
+        if self._running > self._running_background:
+            return False  # a request is running: its end looks again
+        wait = self._last_request + self.background_quiet - self._clock.seconds()
+        if wait <= 0:
+            return True
+        if self._quiet_call is None or not self._quiet_call.active():
+            self._quiet_call = self._clock.callLater(wait, self._quiet_over)
+        return False
+
+    def _quiet_over(self) -> None:
+        self._quiet_call = None
+        self._dispatch()
 
     def _dispatch(self) -> None:
         if self._dispatching:  # a synchronous pool (tests) finishes jobs as they start
@@ -148,6 +177,8 @@ class CpuPool:
     def _finished(self, result, job: _Job) -> None:
         self._running -= 1
         self._running_background -= job.background
+        if not job.background and self.background_quiet:
+            self._last_request = self._clock.seconds()
         self._dispatch()
         if isinstance(result, Failure):
             job.result.errback(result)
