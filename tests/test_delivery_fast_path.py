@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 
 import pytest_twisted
 import sqlalchemy as sa
@@ -99,6 +100,62 @@ async def test_hits_keep_being_served_across_revalidations(bounded, reactor):
     await sleep(reactor, REVALIDATE_AFTER + 0.2)
     again = await server.client.get(url)
     assert (again.code, again.header("X-Cache")) == (200, "HIT")
+
+
+def answer_on(s: socket.socket) -> tuple[str, dict[str, str]]:
+    """Read one answer (status line and headers; the body is read and dropped)."""
+    buffer = b""
+    while b"\r\n\r\n" not in buffer:
+        buffer += _recv(s)
+    head, body = buffer.split(b"\r\n\r\n", 1)
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines)
+    while len(body) < int(headers["Content-Length"]):
+        body += _recv(s)
+    return status, headers
+
+
+def together_after(port: int, request: bytes, connections: int, pause: float) -> list:
+    """Open keep-alive connections (one request each), wait ``pause`` seconds, then send
+    ``request`` on all of them at once: the answers to that."""
+    sockets = [socket.create_connection(("127.0.0.1", port), timeout=10)
+               for _ in range(connections)]
+    try:
+        for s in sockets:
+            s.sendall(request)
+            answer_on(s)
+        time.sleep(pause)
+        for s in sockets:
+            s.sendall(request)
+        return [answer_on(s) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_requests_at_the_bound_share_one_read_of_the_record(bounded, reactor):
+    server = bounded
+    admin = await server.admin()
+    image_id = await upload(admin, image_bytes("JPEG", (400, 300)))
+    url = f"/image/{image_id}.jpg?w=90"
+    assert (await server.client.get(url)).header("X-Cache") == "MISS"
+    reads = []
+
+    def count(_conn, _cursor, statement, parameters, _context, _many):
+        if "FROM images" in statement and image_id in str(parameters):
+            reads.append(statement)
+
+    port = int(server.base_url.rsplit(":", 1)[1])
+    request = f"GET {url} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    sa.event.listen(server.db.engine, "before_cursor_execute", count)
+    try:
+        # The pause makes the remembered record stale: all 8 requests find it so at once.
+        answers = await deferToThread(together_after, port, request, 8, REVALIDATE_AFTER + 0.2)
+    finally:
+        sa.event.remove(server.db.engine, "before_cursor_execute", count)
+    assert [(status, h["X-Cache"]) for status, h in answers] == [("HTTP/1.1 200 OK", "HIT")] * 8
+    assert len(reads) == 1, reads
 
 
 @pytest_twisted.ensureDeferred

@@ -130,6 +130,7 @@ class Delivery:
         self.urls = urls or ImageUrls(UrlSigner(b""), DeliveryPolicy())
         self.auto_avif = auto_avif
         self._flights: dict[tuple[str, str], list[Deferred]] = {}
+        self._reads: dict[str, list[Deferred]] = {}  # image records being read, by id
         # Images seen recently, with the clock time until which they are trusted. Only
         # fields that never change for an id are used (size, type, hash, creation time),
         # so a cache hit needs no database round trip, which was a quarter of the CPU
@@ -169,13 +170,38 @@ class Delivery:
         remembered = self._remembered(image_id, request, accepts)
         if remembered is not None:
             return remembered
-        image = await self._db.run(q.image_by_id, image_id)
+        image = await self._read_image(image_id)
         if image is None or image.mime_type not in _FORMAT_BY_MIME:
             if self._known_images.pop(image_id, None) is not None:
                 self._drop_local_variants(image_id)
             raise NotFound("No such image.")
         self._remember(image)
         return self._content(image, request, accepts)
+
+    def _read_image(self, image_id: str) -> Deferred[ImageRecord | None]:
+        """The image's record from the database. Reads of one id share one query: when a
+        remembered image's deadline passes, every request for it at that moment asks at
+        once, and on a busy image that queued dozens of reads on the DB thread."""
+        waiter: Deferred[ImageRecord | None] = Deferred()
+        waiters = self._reads.get(image_id)
+        if waiters is None:
+            waiters = self._reads[image_id] = [waiter]
+            read = self._db.run(q.image_by_id, image_id)
+            read.addBoth(self._image_read, image_id, waiters)
+        else:
+            waiters.append(waiter)
+        return waiter
+
+    def _image_read(self, result, image_id: str, waiters: list[Deferred]) -> None:
+        if self._reads.get(image_id) is waiters:
+            del self._reads[image_id]
+        for waiter in waiters:
+            if waiter.called:
+                continue  # cancelled: that client went away
+            if isinstance(result, Failure):
+                waiter.errback(result)
+            else:
+                waiter.callback(result)
 
     def resolve(self, image_id: str, ext: str, *, thumbnail: bool,
                 query: Mapping[str, Sequence[str]], trusted: bool = False) -> VariantRequest:
@@ -346,8 +372,10 @@ class Delivery:
         return Body(size=cached.size, file=cached.file, data=cached.data, cache="HIT")
 
     def forget(self, image_id: str) -> None:
-        """The image was deleted through this daemon: stop trusting what was remembered."""
+        """The image was deleted through this daemon: stop trusting what was remembered
+        (and let requests from now on read the record anew, not join a read under way)."""
         self._known_images.pop(image_id, None)
+        self._reads.pop(image_id, None)
 
     def _remember(self, image: ImageRecord) -> None:
         if self.revalidate_after <= 0:
