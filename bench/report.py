@@ -31,6 +31,11 @@ def paired(a: dict, b: dict, key: str = "rate") -> float | None:
     return statistics.median(pairs) if pairs else None
 
 
+def _two(value: float | None) -> str:
+    """A ratio with two decimals; "-" when the other system finished nothing in a run."""
+    return "-" if value is None else f"{value:.2f}"
+
+
 def _kb(run: dict) -> str:
     """Mean response size (with headers) of a wrk run."""
     return f"{run['mb_per_s'] * run['seconds'] * 1000 / max(1, run['requests']):.0f}"
@@ -112,7 +117,7 @@ def print_tables(results: dict, console: Console | None = None) -> None:
                 f"{row['sources']}->{row['format']}", str(row["clients"]), f"{ih['rate']:.1f}",
                 f"{ih['p50_ms']:.0f}/{ih['p99_ms']:.0f}", f"{th['rate']:.1f}",
                 f"{th['p50_ms']:.0f}/{th['p99_ms']:.0f}", f"{raw['rate']:.1f}",
-                f"{paired(ih, th):.2f}", f"{paired(ih, raw):.2f}",
+                _two(paired(ih, th)), _two(paired(ih, raw)),
                 f"{_kb(ih)}/{_kb(th)}/{raw['out_bytes'] / 1000:.0f}")
         console.print(table)
     cached = results.get("cached")

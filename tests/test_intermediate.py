@@ -18,6 +18,8 @@ from imagehost.imaging.intermediate import (
 )
 from imagehost.imaging.render import plan_variant, render_variant
 from imagehost.imaging.similarity import psnr, ssim
+from tests.test_imaging_render import decode as decoded
+from tests.test_imaging_render import encode as encoded
 
 SIZE = (2200, 1650)  # long side 1.43 x the default intermediate's
 
@@ -43,18 +45,6 @@ def photo_like(size: tuple[int, int] = SIZE, alpha: bool = False) -> Image.Image
         mask = Image.radial_gradient("L").resize(size).point(lambda v: 255 - v)
         ImageDraw.Draw(mask).rectangle((0, 0, width // 5, height), fill=0)  # clear strip
         im.putalpha(mask)
-    return im
-
-
-def encoded(im: Image.Image, fmt: str, **options) -> bytes:
-    buffer = io.BytesIO()
-    im.save(buffer, fmt, **options)
-    return buffer.getvalue()
-
-
-def decoded(data: bytes) -> Image.Image:
-    im = Image.open(io.BytesIO(data))
-    im.load()
     return im
 
 
