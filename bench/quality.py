@@ -30,13 +30,14 @@ from imagehost.imaging.intermediate import (
 from imagehost.imaging.render import plan_variant, render_variant
 from imagehost.imaging.similarity import psnr, ssim
 
-#: The uncached rows' sizes (fit 400-512), the thumbnail, a smart crop, the largest
-#: variant the intermediate serves.
+#: The uncached rows' sizes (fit 400-512), the thumbnail, a crop around a focal point,
+#: the largest variant the intermediate serves (smart crops come from the original).
 VARIANTS = {
     "fit 512": {"width": 512, "height": 512, "crop": False},
     "fit 400": {"width": 400, "height": 400, "crop": False},
     "thumbnail 300x300 crop": {"width": 300, "height": 300, "crop": True},
-    "smart crop 400x300": {"width": 400, "height": 300, "crop": True, "smart": True},
+    "focal-point crop 300x400": {"width": 300, "height": 400, "crop": True,
+                                 "focus": (700, 400)},
     "fit 768 (largest from it)": {"width": 768, "height": 768, "crop": False},
 }
 OUTPUTS = {"png": None, "jpg": 80}

@@ -56,13 +56,15 @@ async def test_smaller_variants_come_from_the_intermediate_made_after_the_upload
     red = redden_original(server, image_id)
 
     for path in (f"/image/{image_id}.jpg?w=400", f"/image/{image_id}.webp?w=768&h=768",
-                 f"/image/{image_id}.png?w=300&h=300&crop=smart",
+                 f"/image/{image_id}.png?w=300&h=200&fp=0.8,0.5",
                  f"/image/{image_id}_thumbnail.webp"):
         response = await server.client.get(path)
         assert response.code == 200, path
         assert not is_red(response.body), f"{path} was rendered from the original"
     larger = await server.client.get(f"/image/{image_id}.jpg?w=1200")
     assert larger.code == 200 and is_red(larger.body)  # not clearly smaller: the original
+    smart = await server.client.get(f"/image/{image_id}.jpg?w=300&h=400&crop=smart")
+    assert smart.code == 200 and is_red(smart.body)  # smart crops: the original
     original = await server.client.get(f"/image/{image_id}.webp")
     assert (original.code, original.body) == (200, red)  # identity: the stored bytes
     assert server.imagehost.delivery.intermediate_renders == 4  # 3 + the eager thumbnail

@@ -13,9 +13,10 @@ once per image and variants that are clearly smaller than it are rendered from i
   lossless WebP (RGBA) or PNG (grey + alpha), exact.
 - **Same result**: it keeps the stored pixel layout with the source's EXIF orientation
   and ICC profile, so rendering from it goes through exactly the same steps (turning,
-  focal points and smart crops in display coordinates, colour conversion, metadata
-  dropped) as rendering from the original. Its EXIF ImageDescription records the
-  source's frame count: animated outputs of an animated source still need the original.
+  focal points in display coordinates, colour conversion, metadata dropped) as
+  rendering from the original. Smart crops come from the original (``serves``). Its
+  EXIF ImageDescription records the source's frame count: animated outputs of an
+  animated source still need the original.
 
 bench/README.md has the measurements behind these numbers (decode times, PSNR and SSIM
 of variants from the intermediate against variants from the original).
@@ -83,8 +84,13 @@ def wanted(src_format: str, width: int, height: int, long_side: int) -> bool:
 
 
 def serves(spec: RenderSpec, width: int, height: int, long_side: int) -> bool:
-    """Whether the variant ``spec`` of a ``width`` x ``height`` source is clearly smaller
-    than the intermediate (a fit or a crop: the scale of the source it needs)."""
+    """Whether the variant ``spec`` of a ``width`` x ``height`` source comes from the
+    intermediate: it is clearly smaller (a fit or a crop: the scale of the source it
+    needs) and no smart crop. A smart crop's window is chosen on a 256 px copy of the
+    edges, which, made from the intermediate, tipped to another window for 2 of the
+    benchmark's 5 sources: one URL must be the same crop whichever way it was rendered."""
+    if spec.smart:
+        return False
     longest = max(width, height)  # integers: 768 of 2200 must not be 768.0000001
     return (spec.width * longest * MIN_REDUCTION <= long_side * width
             and spec.height * longest * MIN_REDUCTION <= long_side * height)

@@ -4,7 +4,9 @@
 ETag is known before any pixel is touched, so a conditional request costs one DB read.
 ``body`` then produces the bytes: the original, a cached variant file, a variant another
 daemon shared through the storage (S3), or a fresh render on the CPU pool. Identical
-concurrent misses share one render (single flight).
+concurrent misses share one render (single flight). Smaller variants of originals that
+are expensive to decode (PNG, WebP, AVIF, HEIC) are rendered from their intermediate
+(``service.intermediates``) instead of the original.
 
 Several daemons may serve one database: an image remembered here is trusted without a
 database read for ``revalidate_after`` seconds at most, so a delete made through another
