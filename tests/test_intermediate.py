@@ -20,6 +20,7 @@ from imagehost.imaging.render import plan_variant, render_variant
 from imagehost.imaging.similarity import psnr, ssim
 from tests.test_imaging_render import decode as decoded
 from tests.test_imaging_render import encode as encoded
+from tests.test_imaging_render import swapped_primaries_profile
 
 SIZE = (2200, 1650)  # long side 1.43 x the default intermediate's
 
@@ -62,6 +63,9 @@ SOURCES = {
                                   method=0),
     # Stored sideways: displayed 1650 x 2200.
     "png-rotated": lambda: with_orientation(photo_like(), "PNG", 6, compress_level=1),
+    # Red and green swapped by its profile: converted to sRGB after the resize.
+    "png-profile": lambda: encoded(photo_like(), "PNG", compress_level=1,
+                                   icc_profile=swapped_primaries_profile()),
 }
 # (query-like request, output extension): fits, centre and focal-point crops.
 REQUESTS = [
@@ -98,6 +102,7 @@ def test_variants_from_the_intermediate_look_like_variants_from_the_original(sou
         actual = decoded(render_from_intermediate(intermediate, spec))
         assert actual.size == expected.size == (spec.width, spec.height)
         assert actual.mode == expected.mode  # alpha kept where the original path keeps it
+        assert not {"exif", "icc_profile", "xmp"} & set(actual.info)
         assert psnr(actual, expected) >= MIN_PSNR[ext], (name, request, ext)
         assert ssim(actual, expected) >= MIN_SSIM, (name, request, ext)
 
@@ -111,18 +116,26 @@ def test_the_measure_can_fail(sources):
     expected = decoded(render_variant(data, spec))
     shifted = expected.transform(expected.size, Image.Transform.AFFINE, (1, 0, 1, 0, 1, 0))
     assert psnr(shifted, expected) < MIN_PSNR["png"]
-    upright = decoded(render_variant(encoded(photo_like(), "PNG", compress_level=1), spec))
+    plain = encoded(photo_like(), "PNG", compress_level=1)
+    upright = decoded(render_variant(plain, spec))
     assert ssim(upright, expected) < MIN_SSIM
+    profiled = sources["png-profile"][0]
+    spec = plan_variant(*SIZE, "PNG", width=400, height=400, crop=False, out_ext="png",
+                        quality=None)
+    assert psnr(decoded(render_variant(plain, spec)),
+                decoded(render_variant(profiled, spec))) < MIN_PSNR["png"]
 
 
 def test_the_intermediate_is_reduced_and_keeps_orientation_and_alpha(sources):
     formats = {name: decoded(made[1]) for name, made in sources.items()}
     assert {name: (im.format, im.mode) for name, im in formats.items()} == {
         "png": ("JPEG", "RGB"), "png-alpha": ("WEBP", "RGBA"), "webp": ("JPEG", "RGB"),
-        "webp-alpha": ("WEBP", "RGBA"), "png-rotated": ("JPEG", "RGB")}
+        "webp-alpha": ("WEBP", "RGBA"), "png-rotated": ("JPEG", "RGB"),
+        "png-profile": ("JPEG", "RGB")}
     assert {im.size for im in formats.values()} == {(1536, 1152)}  # the stored layout
     assert formats["png-rotated"].getexif()[ExifTags.Base.Orientation] == 6
     assert ExifTags.Base.Orientation not in formats["png"].getexif()
+    assert formats["png-profile"].info["icc_profile"] == swapped_primaries_profile()
 
 
 def test_only_expensive_large_sources_get_one():
