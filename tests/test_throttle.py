@@ -1,9 +1,12 @@
 """Token buckets in the database (SQLite and PostgreSQL), with the clock passed in."""
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 import sqlalchemy as sa
 
-from imagehost.db import create_engine, run_sync, upgrade
+from imagehost.db import create_engine, ping, run_sync, upgrade
 from imagehost.db.schema import rate_buckets
 from imagehost.db.throttle import spend_token
 
@@ -43,12 +46,64 @@ def test_buckets_full_again_are_forgotten_when_new_ones_come(engine):
     assert run_sync(engine, keys) == ["new", "recent"]
 
 
-def test_concurrent_spenders_never_take_more_than_the_bucket_holds(engine):
-    from concurrent.futures import ThreadPoolExecutor
+def allowed(wait: float) -> bool:
+    """What RateLimit.hit lets through: no wait at all."""
+    return wait <= 0
 
+
+def tokens_left(engine, key: str) -> float:
+    def read(conn):
+        return conn.execute(sa.select(rate_buckets.c.tokens)
+                            .where(rate_buckets.c.key == key)).scalar_one()
+
+    return run_sync(engine, read)
+
+
+def test_concurrent_spenders_never_take_more_than_the_bucket_holds(engine):
     # Many processes hitting one new key at once: the first insert wins, the others
-    # take from the row it created; exactly five tokens are spent.
-    with ThreadPoolExecutor(8) as pool:
-        waits = list(pool.map(lambda _: spend(engine, "burst", 5000.0, per_minute=5),
-                              range(20)))
-    assert waits.count(0.0) == 5
+    # take from the row it created; exactly five are let through.
+    spenders = 20
+    start = threading.Barrier(spenders)
+
+    def spend_at_once(_):
+        start.wait()
+        return spend(engine, "burst", 5000.0, per_minute=5)
+
+    with ThreadPoolExecutor(spenders) as pool:
+        waits = list(pool.map(spend_at_once, range(spenders)))
+    assert sum(map(allowed, waits)) == 5
+    assert tokens_left(engine, "burst") == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("statement", [1, 2, 3])
+def test_spenders_that_get_in_between_two_statements_of_another_take_nothing_twice(
+        engine, tmp_path, database_url, statement):
+    # One spender's transaction is paused after its first, second or third statement
+    # while four others spend one after another (on PostgreSQL they pass it: READ
+    # COMMITTED takes a new snapshot per statement; SQLite makes them wait for its write
+    # lock). Whatever they did meanwhile, the five tokens of the new bucket are handed
+    # out once each.
+    url = database_url or f"sqlite:///{tmp_path / 'limits.db'}"
+    others_engine, paused_engine = create_engine(url), create_engine(url)
+    run_sync(paused_engine, ping)  # connected: from here on, only spend_token's statements
+    others: list[float] = []
+    others_thread = threading.Thread(target=lambda: others.extend(
+        spend(others_engine, "race", 5000.0, per_minute=5) for _ in range(4)))
+    statements = iter(range(statement - 1, -1, -1))
+
+    def let_the_others_in(*_):
+        if next(statements, None) == 0:
+            others_thread.start()
+            others_thread.join(timeout=1.0)  # on a lock they wait for this transaction
+
+    sa.event.listen(paused_engine, "after_cursor_execute", let_the_others_in)
+    try:
+        paused = spend(paused_engine, "race", 5000.0, per_minute=5)
+        others_thread.join(timeout=60)
+        later = [spend(engine, "race", 5000.0, per_minute=5) for _ in range(2)]
+    finally:
+        paused_engine.dispose()
+        others_engine.dispose()
+    assert len(others) == 4
+    assert sum(map(allowed, [paused, *others, *later])) == 5
+    assert not allowed(later[-1])

@@ -6,21 +6,30 @@ import sqlalchemy as sa
 
 from imagehost.db.schema import rate_buckets as buckets
 
+_CREATE_ATTEMPTS = 3
+
 
 def spend_token(conn: sa.Connection, name: str, key: str, capacity: float, rate: float,
                 now: float) -> float:
     """Take one token from a bucket that refills ``rate`` tokens a second up to
-    ``capacity``. Returns 0 when one was taken, else the seconds until one will be."""
-    for _ in range(2):  # a second round only if another process created the row meanwhile
-        if _take(conn, name, key, capacity, rate, now):
-            return 0.0
+    ``capacity``. Returns 0 when one was taken, else the seconds (> 0) until one will be.
+
+    Safe under PostgreSQL's READ COMMITTED, where each statement sees what others have
+    committed by then: a refusal is decided on the locked row, never on a read taken
+    after an UPDATE that found no token (the bucket may have been created or refilled
+    in between). SQLite holds its write lock from the first UPDATE on.
+    """
+    if _take(conn, name, key, capacity, rate, now):
+        return 0.0
+    for _ in range(_CREATE_ATTEMPTS):
         row = conn.execute(sa.select(buckets.c.tokens, buckets.c.updated)
-                           .where(buckets.c.name == name, buckets.c.key == key)).first()
+                           .where(buckets.c.name == name, buckets.c.key == key)
+                           .with_for_update()).first()
         if row is not None:
-            tokens = min(capacity, row.tokens + (now - row.updated) * rate)
-            return (1 - tokens) / rate
+            return _spend_locked(conn, name, key, capacity, rate, now, row)
         if _create(conn, name, key, capacity - 1, now, forget_before=now - capacity / rate):
             return 0.0
+        # Another process created the bucket meanwhile (and committed): lock and read it.
     raise AssertionError("a rate bucket neither exists nor can be created")
 
 
@@ -34,6 +43,17 @@ def _take(conn: sa.Connection, name: str, key: str, capacity: float, rate: float
         .where(buckets.c.name == name, buckets.c.key == key, refilled >= 1)
         .values(tokens=refilled - 1, updated=now))
     return taken.rowcount > 0
+
+
+def _spend_locked(conn: sa.Connection, name: str, key: str, capacity: float, rate: float,
+                  now: float, row: sa.Row) -> float:
+    """Spend from a bucket row this transaction holds locked, or say how long to wait."""
+    tokens = min(capacity, row.tokens + (now - row.updated) * rate)
+    if tokens < 1:
+        return (1 - tokens) / rate
+    conn.execute(buckets.update().where(buckets.c.name == name, buckets.c.key == key)
+                 .values(tokens=tokens - 1, updated=now))
+    return 0.0
 
 
 def _create(conn: sa.Connection, name: str, key: str, tokens: float, now: float,
