@@ -162,11 +162,10 @@ def print_tables(results: dict, console: Console | None = None) -> None:
         console.print(table)
     memory = results.get("memory")
     if memory:
-        table = Table(title=f"4. Memory (8 concurrent renders, "
+        table = Table(title=f"4. Memory, MB (8 concurrent renders, "
                             f"{memory['render_threads']} render threads)")
-        for col in ("burst", "idle RSS MB", "peak RSS MB", "growth MB", "idle PSS MB",
-                    "peak PSS MB", "renders", "seconds", "RSS after MB", "after 10 s",
-                    "back within 30 MB"):
+        for col in ("burst", "idle RSS", "peak RSS", "growth", "idle PSS", "peak PSS",
+                    "renders", "seconds", "RSS after", "after 10 s", "back within 30"):
             table.add_column(col, justify="right")
         for name in ("imagehost_14mp", "thumbor_14mp", "imagehost_48mp"):
             r = memory[name]
