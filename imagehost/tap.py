@@ -15,7 +15,7 @@ from twisted.python import usage
 
 from imagehost import footprint
 from imagehost.config import HANDOFF_ENDPOINTS, Config, ConfigError, load_config, parse_workers
-from imagehost.db import printable_url
+from imagehost.db import MigrationFailed, printable_url
 
 # Nothing here imports the reactor, Twisted's endpoints or PyJWT before postOptions has
 # read the configuration: they would load the TLS libraries (imagehost.footprint).
@@ -120,7 +120,8 @@ def makeService(options, reactor=None) -> service.MultiService:
     Operator mistakes (a data directory that cannot be written, a port in use, missing
     TLS files, a bad admin password) end twistd with one line and exit status 1.
     """
-    if reactor is None:
+    twistd_runs_us = reactor is None  # tests pass their reactor, and migrate in-process
+    if twistd_runs_us:
         from twisted.internet import reactor
     from imagehost.assembly import build_daemon, prepare_installation, warn_if_no_users
     from imagehost.daemon import CannotListen
@@ -128,9 +129,10 @@ def makeService(options, reactor=None) -> service.MultiService:
 
     config = options.config
     try:
-        secret = prepare_installation(config)
+        # Migrating in a child when twistd runs us: Alembic is not kept in the daemon.
+        secret = prepare_installation(config, migrate_apart=twistd_runs_us)
         warn_if_no_users(config, options["config"])
-    except (ConfigError, OSError, sa.exc.OperationalError) as e:
+    except (ConfigError, OSError, sa.exc.OperationalError, MigrationFailed) as e:
         raise operator_mistake(installation_problem(config, e)) from e
     daemon = build_daemon(config, reactor, secret)
     try:
