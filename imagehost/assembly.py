@@ -353,8 +353,8 @@ def build_daemon(config: Config, reactor, secret: bytes):
                         header_timeout=server.header_timeout, idle_timeout=server.idle_timeout)
     clients = ClientAddresses(server.trusted_proxies)
     pages = ImagehostPages(imagehost, clients, server.public_url)
-    site = ImagehostSite(SiteRoot(ImagehostAPI(imagehost, metrics).resource(),
-                                  pages.resource()), reactor, limits, metrics,
+    site = ImagehostSite(SiteRoot(ImagehostAPI(imagehost, metrics).resource(), pages),
+                         reactor, limits, metrics,
                          AccessLog(server.access_log, reactor, imagehost.pools.io.run),
                          clients)
     lifecycle = ImagehostService(imagehost, site, reactor, server.shutdown_timeout,

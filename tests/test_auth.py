@@ -167,6 +167,27 @@ async def test_api_key_lifecycle(server, admin):
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_malformed_api_key_is_refused_like_an_unknown_one(server):
+    unknown = "sk_" + "0" * 64
+    refusal = await server.client.get("/api/user", token=unknown)
+    assert refusal.code == 401
+    assert refusal.json() == {"error": {"title": "Unauthorized",
+                                        "message": "Invalid, revoked or expired API key."}}
+    for key in ("sk_", "sk_" + "0" * 63, "sk_" + "0" * 65, "sk_" + "A" * 64, "sk_" + "g" * 64,
+                "sk_" + "0" * 63 + "\xe9", "sk_" + "0" * 63 + "%", "sk_" + "0" * 4000):
+        for path in ("/api/user", "/api/images/history/1"):
+            response = await server.client.get(path, token=key)
+            assert (response.code, response.json()) == (401, refusal.json()), (path, key)
+        upload = await server.client.upload("/api/external/upload", image_bytes(), token=key)
+        assert (upload.code, upload.json()) == (401, refusal.json()), key
+        # Where API keys are not accepted, it is refused as an API key.
+        keys = await server.client.get("/api/user/api-keys", token=key)
+        assert keys.code == 401
+        assert keys.json()["error"]["message"] == "API keys are not accepted here."
+    assert (await server.client.get("/health")).code == 200
+
+
+@pytest_twisted.ensureDeferred
 async def test_api_key_expiry_and_ownership(server, admin):
     soon = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
     created = (await admin.post_json("/api/user/api-keys",
@@ -213,6 +234,13 @@ async def test_settings_public_admin_and_validation(server, admin):
         response = await admin.post_json("/api/settings", body)
         assert response.code == 422, body
         assert response.json()["error"]["violations"]
+    unknown = await admin.post_json("/api/settings", {"category": "access", "settings": {
+        "colour": 1, "maxSize": 10}})
+    assert unknown.json()["error"]["violations"] == [
+        {"property": "access.colour", "message": '"colour" is not a setting of "access"; '
+         "its settings are allowGuestUploads, allowRegistration."},
+        {"property": "access.maxSize", "message": '"maxSize" is not a setting of "access" '
+         "(there is image.maxSize); its settings are allowGuestUploads, allowRegistration."}]
 
     ok = await admin.post_json("/api/settings", {"category": "image", "settings": {
         "maxSize": 1000, "allowedMimeTypes": ["image/png", "image/avif"]}})

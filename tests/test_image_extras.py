@@ -4,9 +4,13 @@ crops, a placeholder (BlurHash, dominant colour), and the CLI's signed URLs (iss
 from __future__ import annotations
 
 import re
+import warnings
 
+import pytest
 import pytest_twisted
+from PIL import Image
 
+from imagehost.imaging import placeholder as placeholders
 from tests.conftest import image_bytes
 from tests.test_cli import local_cli, remote_cli
 from tests.test_delivery_features import (
@@ -123,6 +127,29 @@ async def test_focal_point_edits_are_checked_and_for_the_owner(daemon):  # noqa:
 def _placeholder_shape(placeholder) -> None:
     assert re.fullmatch(r"[0-9A-Za-z#$%*+,\-.:;=?@\[\]^_{|}~]{20,64}", placeholder["blurhash"])
     assert re.fullmatch(r"#[0-9a-f]{6}", placeholder["dominantColor"])
+
+
+def _pattern(width: int, height: int) -> Image.Image:
+    """Red across, green down, blue from x times y: every pixel set by a formula."""
+    return Image.frombytes("RGB", (width, height), bytes(
+        value for y in range(height) for x in range(width)
+        for value in (x * 255 // (width - 1), y * 255 // (height - 1), (x * y) % 256)))
+
+
+@pytest.mark.parametrize(("size", "orientation", "expected"), [
+    ((64, 40), 1, "L$HVCt2U$2Scl]axjrf6gZfhfRfk"),
+    ((30, 64), 1, "T$HeqB2nwuhkadjsgZfifRi_ayjv"),
+    ((64, 40), 6, "T-HVCtqAgZ2UbIfi$2jufRSdfkfk"),  # turned upright: 40 x 64
+    ((640, 400), 1, "L$HV9X2Y$5Sgl|azjtf7gIfjfQfj"),  # reduced to 64 x 40 first
+])
+def test_the_blurhash_of_a_fixed_picture_stays_what_it_was(size, orientation, expected):
+    # Pinned from blurhash.encode (blurhash-python 1.2.2) as it was first called: stored
+    # placeholders must keep matching the ones new uploads get. And no deprecated Pillow
+    # call on the way (blurhash.encode's Image.getdata goes in Pillow 14).
+    small = placeholders.sample(_pattern(*size))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        assert placeholders.compute(small, orientation).blurhash == expected
 
 
 @pytest_twisted.ensureDeferred

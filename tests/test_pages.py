@@ -272,6 +272,28 @@ async def test_upload_errors_show_the_servers_own_message(server):
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_form_over_the_body_limit_gets_a_page_and_scripts_and_the_api_json(
+        make_server):
+    server = await make_server({"server": {"max_body_size": 100000}})
+    browser = _client(server)
+    await browser.login()
+    big = image_bytes(size=(800, 600)) + b"\0" * 100000
+    page = await browser.upload(big)  # the form without JavaScript
+    assert page.code == 413
+    _assert_page_headers(page)
+    assert b"<h1>Too large</h1>" in page.body
+    assert b"The file is larger than this server accepts (0.10 MB)." in page.body
+    assert b'href="/"' in page.body
+    as_json = await browser.upload(big, json=True)  # the page's script
+    assert as_json.code == 413
+    assert as_json.json()["error"]["title"] == "PayloadTooLarge"
+    api = await server.client.upload("/api/upload", big,
+                                     headers={"Accept": "text/html,*/*;q=0.8"})
+    assert api.code == 413 and api.json()["error"]["title"] == "PayloadTooLarge"
+    assert (await browser.get("/")).code == 200
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_private_image_page_and_its_meta_reach_no_one_else(server):
     owner = _client(server)
     await owner.login()

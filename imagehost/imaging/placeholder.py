@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import blurhash
+from blurhash import _functions as _encoder
 from PIL import Image
 
 from imagehost.imaging import orientation as exif
@@ -18,6 +18,7 @@ SAMPLE_SIZE = 64
 #: BlurHash components along the longer side (3 along the shorter): a soft gradient.
 COMPONENTS = 4
 _WHITE = (255, 255, 255)
+_LONGEST_HASH = 2 + 4 + (9 * 9 - 1) * 2  # 9×9 components
 
 
 @dataclass(frozen=True)
@@ -49,10 +50,23 @@ def compute(small: Image.Image, orientation: int = 1) -> Placeholder:
     small = exif.upright(small, orientation)
     wide = small.width >= small.height
     x_components, y_components = (COMPONENTS, 3) if wide else (3, COMPONENTS)
-    color = _dominant_color(small)
-    # The encoder closes the image it is given.
-    hashed = blurhash.encode(small.copy(), x_components=x_components, y_components=y_components)
-    return Placeholder(hashed, color)
+    return Placeholder(_blurhash(small, x_components, y_components), _dominant_color(small))
+
+
+def _blurhash(small: Image.Image, x_components: int, y_components: int) -> str:
+    """The BlurHash of an RGB image, from the C encoder ``blurhash.encode`` wraps.
+
+    ``blurhash.encode`` reads the pixels with ``Image.getdata``, which Pillow deprecates
+    (removed in Pillow 14); ``tobytes`` gives the encoder the same RGB rows at once.
+    """
+    ffi = _encoder.ffi
+    destination = ffi.new("char[]", _LONGEST_HASH + 1)
+    hashed = _encoder.lib.create_hash_from_pixels(
+        x_components, y_components, small.width, small.height,
+        ffi.from_buffer("uint8_t[]", small.tobytes()), small.width * 3, destination)
+    if hashed == ffi.NULL:
+        raise ValueError(f"a BlurHash has 1 to 9 components, not {x_components}×{y_components}")
+    return ffi.string(hashed).decode("ascii")
 
 
 def _dominant_color(small: Image.Image) -> str:

@@ -21,6 +21,7 @@ from imagehost.service.throttle import RateLimit
 USERNAME_RE = re.compile(r"[A-Za-z0-9_.-]{3,64}")
 EMAIL_RE = re.compile(r"[^@\s]{1,64}@[^@\s]+\.[^@\s]+")
 PASSWORD_MIN = 8
+_BAD_API_KEY = "Invalid, revoked or expired API key."
 
 
 @dataclass(frozen=True)
@@ -209,7 +210,7 @@ class Accounts:
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise Unauthorized("Authentication required.")
-        if auth.looks_like_api_key(token):
+        if token.startswith(auth.API_KEY_PREFIX):  # never a JWT, which starts "eyJ"
             if not api_key:
                 raise Unauthorized("API keys are not accepted here.")
             return await self._by_api_key(token)
@@ -225,10 +226,12 @@ class Accounts:
         return Principal(user)
 
     async def _by_api_key(self, key: str) -> Principal:
+        if not auth.looks_like_api_key(key):  # misspelt or cut short: unknown, as any other
+            raise Unauthorized(_BAD_API_KEY)
         now = self._now()
         found = await self._db.run(q.api_key_owner, auth.sha256_hex(key), now)
         if found is None or found[0].is_expired(now) or not found[1].is_active:
-            raise Unauthorized("Invalid, revoked or expired API key.")
+            raise Unauthorized(_BAD_API_KEY)
         return Principal(found[1], api_key_id=found[0].id)
 
     # -- API keys ----------------------------------------------------------

@@ -20,7 +20,7 @@ from imagehost.db.albums import Album
 from imagehost.db.library import LibraryEntry
 from imagehost.service.accounts import Principal
 from imagehost.service.errors import BadRequest, Forbidden, NotFound, ValidationFailed, Violation
-from imagehost.service.library import open_cursor, parse_limit, sign_cursor
+from imagehost.service.library import edit_violations, open_cursor, parse_limit, sign_cursor
 from imagehost.service.pools import Pools
 
 MAX_TITLE = 255
@@ -228,13 +228,6 @@ def _check_fields(title: object, description: object, is_public: object, *,
     elif isinstance(title, str) and len(title.strip()) > MAX_TITLE:
         violations.append(Violation(
             "title", f"This value is too long. It should have {MAX_TITLE} characters or less."))
-    if description is not None and not isinstance(description, str):
-        violations.append(Violation("description", "This value should be of type string."))
-    elif isinstance(description, str) and len(description) > MAX_DESCRIPTION:
-        violations.append(Violation(
-            "description",
-            f"This value is too long. It should have {MAX_DESCRIPTION} characters or less."))
-    if is_public is not None and not isinstance(is_public, bool):
-        violations.append(Violation("isPublic", "This value should be of type bool."))
+    violations += edit_violations(description, is_public, MAX_DESCRIPTION)
     if violations:
         raise ValidationFailed(*violations)

@@ -229,7 +229,9 @@ class Library:
                    is_public: object = None, focal_point: object = UNCHANGED) -> None:
         """Change description, visibility and/or the focal point (None leaves description
         and visibility as they are; ``focal_point`` None clears it, UNCHANGED leaves it)."""
-        _check_edit(description, is_public)
+        violations = edit_violations(description, is_public)
+        if violations:
+            raise ValidationFailed(*violations)
         focus = UNCHANGED if focal_point is UNCHANGED else parse_focal_point(focal_point)
         await self._manageable(viewer, image_id)
         if focus is not UNCHANGED:
@@ -359,18 +361,20 @@ def parse_focal_point(value: object) -> tuple[int, int] | None:
     return round(numbers[0] * 1000), round(numbers[1] * 1000)
 
 
-def _check_edit(description: object, is_public: object) -> None:
+def edit_violations(description: object, is_public: object,
+                    max_description: int = MAX_DESCRIPTION) -> list[Violation]:
+    """What is wrong with an edit's optional ``description`` and ``isPublic`` (of an image
+    or an album; None leaves either unchanged)."""
     violations = []
     if description is not None and not isinstance(description, str):
         violations.append(Violation("description", "This value should be of type string."))
-    elif isinstance(description, str) and len(description) > MAX_DESCRIPTION:
+    elif isinstance(description, str) and len(description) > max_description:
         violations.append(Violation(
             "description",
-            f"This value is too long. It should have {MAX_DESCRIPTION} characters or less."))
+            f"This value is too long. It should have {max_description} characters or less."))
     if is_public is not None and not isinstance(is_public, bool):
         violations.append(Violation("isPublic", "This value should be of type bool."))
-    if violations:
-        raise ValidationFailed(*violations)
+    return violations
 
 
 def _choice(name: str, value: str, allowed: dict[str, Any]) -> Any:

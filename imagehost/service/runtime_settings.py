@@ -89,6 +89,14 @@ class Settings:
         return tree
 
 
+def _unknown(category: str, name: str) -> str:
+    """Why ``name`` is no setting of ``category``, naming the ones that are."""
+    known = ", ".join(s.name for s in SETTINGS if s.category == category)
+    elsewhere = [f"{s.category}.{s.name}" for s in SETTINGS if s.name == name]
+    hint = f" (there is {elsewhere[0]})" if elsewhere else ""
+    return f'"{name}" is not a setting of "{category}"{hint}; its settings are {known}.'
+
+
 class RuntimeSettings:
     """Reads and validates runtime settings; every read goes to the database so that
     changes by the CLI or another daemon apply at once."""
@@ -130,7 +138,7 @@ class RuntimeSettings:
 
     def _problem(self, category: str, name: Any, value: Any) -> str | None:
         if (category, name) not in _BY_API_NAME:
-            return "Unknown setting."
+            return _unknown(category, name)
         if name in ("allowGuestUploads", "allowRegistration"):
             return None if _is_bool(value) else "This value should be of type bool."
         if category == "expiry":

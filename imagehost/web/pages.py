@@ -70,10 +70,11 @@ class SiteRoot(Resource):
     """Sends ``/api/…``, ``/image/…``, ``/health`` and ``/metrics`` to the API, the rest
     to the pages, each seeing the whole path (nothing is consumed here)."""
 
-    def __init__(self, api: Resource, pages: Resource):
+    def __init__(self, api: Resource, pages: ImagehostPages):
         super().__init__()
         self._api = api
-        self._pages = pages
+        self._pages = pages.resource()
+        self._page_errors = pages
 
     def getChildWithDefault(self, path: bytes, request: IRequest) -> Resource:
         request.prepath.pop()
@@ -82,6 +83,14 @@ class SiteRoot(Resource):
 
     def render(self, request: IRequest) -> bytes:  # only without any path segment
         return self._pages.render(request)
+
+    def too_large_page(self, request: IRequest, limit: int) -> bytes | None:
+        """What a page's form whose body is over ``limit`` bytes gets instead of the API's
+        JSON 413 (None: the API's answer), setting the page's headers on ``request``."""
+        first = request.path.split(b"/")[1:2]
+        if (first and first[0] in _API_PREFIXES) or _wants_json(request):
+            return None
+        return self._page_errors.too_large_page(request, limit)
 
 
 @dataclass
@@ -252,6 +261,12 @@ class ImagehostPages:
         return self.render(request, "error.html", status,
                            title=titles.get(status, "Something went wrong"),
                            message=error.message, violations=getattr(error, "violations", []))
+
+    def too_large_page(self, request: IRequest, limit: int) -> bytes:
+        """The error page for a form over the server's body limit (sent before routing)."""
+        return self.render(request, "error.html", 413, title="Too large",
+                           message=f"The file is larger than this server accepts "
+                                   f"({limit / 1_000_000:.2f} MB).")
 
     @app.handle_errors(HTTPException)
     def http_error(self, request: IRequest, failure: Failure) -> bytes:

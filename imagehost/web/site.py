@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
@@ -34,11 +34,15 @@ def _error_json(title: str, message: str) -> bytes:
     return json.dumps({"error": {"title": title, "message": message}}).encode()
 
 
-def _raw_response(status: bytes, body: bytes) -> bytes:
-    return (b"HTTP/1.1 " + status + b"\r\n"
-            b"Content-Type: application/json\r\n"
-            b"X-Content-Type-Options: nosniff\r\n"
-            b"Connection: close\r\n"
+_JSON_HEADERS = ((b"Content-Type", [b"application/json"]),
+                 (b"X-Content-Type-Options", [b"nosniff"]))
+
+
+def _raw_response(status: bytes, body: bytes,
+                  headers: Iterable[tuple[bytes, Sequence[bytes]]] = _JSON_HEADERS) -> bytes:
+    head = b"".join(name + b": " + value + b"\r\n" for name, values in headers
+                    for value in values)
+    return (b"HTTP/1.1 " + status + b"\r\n" + head + b"Connection: close\r\n"
             b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
 
 
@@ -214,11 +218,21 @@ class LimitedRequest(server.Request):
             self.content.close()
         self.code = 413
         transport = self.channel.transport
-        transport.write(_too_large_response(self._limit))
+        transport.write(self._too_large_answer())
         transport.loseWriteConnection()
         # Give the client a moment to read the answer, then drop the connection.
         self.channel.callLater(2, transport.abortConnection)
         self.channel.site.log(self)
+
+    def _too_large_answer(self) -> bytes:
+        """The API's JSON 413, or the HTML page the root resource has for a browser's form
+        (``SiteRoot.too_large_page``: the page without JavaScript posts the file itself)."""
+        page_for = getattr(self.channel.site.resource, "too_large_page", None)
+        page = page_for(self, self._limit) if page_for is not None else None
+        if page is None:
+            return _too_large_response(self._limit)
+        return _raw_response(b"413 Payload Too Large", page,
+                             self.responseHeaders.getAllRawHeaders())
 
 
 class ImagehostSite(server.Site):
