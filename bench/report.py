@@ -31,6 +31,11 @@ def paired(a: dict, b: dict, key: str = "rate") -> float | None:
     return statistics.median(pairs) if pairs else None
 
 
+def _two(value: float | None) -> str:
+    """A ratio with two decimals; "-" when the other system finished nothing in a run."""
+    return "-" if value is None else f"{value:.2f}"
+
+
 def _kb(run: dict) -> str:
     """Mean response size (with headers) of a wrk run."""
     return f"{run['mb_per_s'] * run['seconds'] * 1000 / max(1, run['requests']):.0f}"
@@ -42,12 +47,18 @@ def ratios(results: dict) -> dict:
     for row in results.get("uncached", []):
         name = f"uncached {row['sources']}->{row['format']} c={row['clients']}"
         ih, th, raw = row["imagehost"], row["thumbor"], row["pillow"]
-        mixed = row["sources"] == "mixed"
-        out[f"{name}: imagehost/thumbor images/s"] = (paired(ih, th), 3.0 if mixed else 1.2,
-                                                       True)
+        # No JPEG draft: the issue's >= 3x is for PNG and WebP sources alone (steady
+        # state, their intermediates made); "mixed" is half JPEGs.
+        expensive = row["sources"] in ("png", "webp")
+        out[f"{name}: imagehost/thumbor images/s"] = (paired(ih, th),
+                                                       3.0 if expensive else 1.2, True)
         out[f"{name}: imagehost/raw Pillow images/s"] = (paired(ih, raw), 0.9, True)
         if row["clients"] == 8:
             out[f"{name}: p99 imagehost/thumbor"] = (paired(ih, th, "p99_ms"), 1.0, False)
+    if results.get("quality"):
+        import quality  # bench/quality.py, beside this file
+
+        out.update(quality.targets(results["quality"]))
     cached = results.get("cached")
     if cached:
         ih = cached["imagehost"]
@@ -113,7 +124,7 @@ def print_tables(results: dict, console: Console | None = None) -> None:
                 f"{row['sources']}->{row['format']}", str(row["clients"]), f"{ih['rate']:.1f}",
                 f"{ih['p50_ms']:.0f}/{ih['p99_ms']:.0f}", f"{th['rate']:.1f}",
                 f"{th['p50_ms']:.0f}/{th['p99_ms']:.0f}", f"{raw['rate']:.1f}",
-                f"{paired(ih, th):.2f}", f"{paired(ih, raw):.2f}",
+                _two(paired(ih, th)), _two(paired(ih, raw)),
                 f"{_kb(ih)}/{_kb(th)}/{raw['out_bytes'] / 1000:.0f}")
         console.print(table)
     cached = results.get("cached")

@@ -34,12 +34,15 @@ import delivery  # noqa: E402
 import inprocess  # noqa: E402
 import loadgen  # noqa: E402
 import photos  # noqa: E402
+import quality  # noqa: E402
 import report  # noqa: E402
 import servers  # noqa: E402
 
 PARTS = ("uncached", "cached", "firstview", "overload", "upload", "memory")
 SIZES = range(512, 399, -1)  # all use the same JPEG draft scale for 4 MP sources
 QUALITIES = (80, 79, 81, 78, 82, 77, 83, 76, 84, 75, 85)
+# The PNG and WebP rows have 2-3 sources each: more qualities keep every variant distinct.
+WIDE_QUALITIES = (*QUALITIES, *range(86, 96), *range(74, 59, -1))
 _THUMBOR_FORMAT = {"jpg": "jpeg", "webp": "webp"}
 
 
@@ -50,8 +53,8 @@ class Variants:
     imagehost cursor only moves forward, so none of its requests can be a cache hit.
     """
 
-    def __init__(self, sources: list[Path], used: set):
-        self.sequence = [(src, size, q) for q in QUALITIES for size in SIZES
+    def __init__(self, sources: list[Path], used: set, qualities=QUALITIES):
+        self.sequence = [(src, size, q) for q in qualities for size in SIZES
                          for src in sources]
         self.cursor = 0
         self.used = used  # shared by every sequence of one output format
@@ -131,20 +134,43 @@ class Bench:
         self.results["processes"] = len(self.imagehost.tree())
         self.ids = self.upload_all(self.imagehost.base_url,
                                    sorted(set(self.photos.jpeg + self.photos.mixed)))
+        self.wait_for_intermediates(self.photos.png + self.photos.webp)
+
+    def wait_for_intermediates(self, sources: list[Path], timeout: float = 60) -> None:
+        """The PNG/WebP rows measure the steady state: every source's intermediate (made
+        on the background lane after its upload) exists before any run starts. With
+        ``IMAGEHOST_DELIVERY_INTERMEDIATE_SIZE=0`` in the environment (which the server
+        inherits) there are none: every variant comes from the original."""
+        if os.environ.get("IMAGEHOST_DELIVERY_INTERMEDIATE_SIZE") == "0":
+            return  # turned off (a before/after comparison): none will come
+        cache = self.work / "data" / "cache"
+        files = [cache / self.ids[s][:2] / self.ids[s] / "i1-1536" for s in sources]
+        deadline = time.monotonic() + timeout
+        while not all(f.exists() for f in files):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"intermediates not made within {timeout:.0f} s: {files}")
+            time.sleep(0.2)
 
     def uncached(self) -> None:
         args = self.args
         ih = self.imagehost
-        sources = {"jpeg": self.photos.jpeg, "mixed": self.photos.mixed}
+        sources = {"jpeg": self.photos.jpeg, "mixed": self.photos.mixed,
+                   "png": self.photos.png, "webp": self.photos.webp}
         th = self.start(servers.start_thumbor(self.thumbor_exe, self.photos.root, self.work,
                                               self.threads, result_storage=False))
         scenarios = [("jpeg", "jpg", 2), ("jpeg", "jpg", 8), ("jpeg", "webp", 2),
-                     ("jpeg", "webp", 8), ("mixed", "jpg", 8)]
+                     ("jpeg", "webp", 8), ("mixed", "jpg", 8), ("png", "jpg", 2),
+                     ("png", "jpg", 8), ("webp", "jpg", 2), ("webp", "jpg", 8)]
         if args.quick:
-            scenarios = [s for s in scenarios if s[0] == "jpeg"]
+            scenarios = [s for s in scenarios
+                         if s[0] == "jpeg" or (s[0] in ("png", "webp") and s[2] == 8)]
+        if args.sources:
+            scenarios = [s for s in scenarios if s[0] in args.sources]
         used: dict[str, set] = {"jpg": set(), "webp": set()}
-        variants = {(kind, ext): Variants(sources[kind], used[ext]) for kind in sources
-                    for ext in ("jpg", "webp")}
+        variants = {(kind, ext): Variants(sources[kind], used[ext],
+                                          WIDE_QUALITIES if kind in ("png", "webp")
+                                          else QUALITIES)
+                    for kind in sources for ext in ("jpg", "webp")}
         per_run = int(args.duration * args.max_rate)
         # Warm up imports, thread pools and disk caches of both servers.
         for kind, ext in variants:
@@ -419,10 +445,14 @@ def machine() -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
-                        help="1 run of 3 s per measurement, JPEG sources only (~2 min)")
+                        help="1 run of 3 s per measurement; JPEG sources, and PNG/WebP "
+                             "sources at 8 clients (~3 min)")
     parser.add_argument("--runs", type=int, default=3, help="runs per measurement (median)")
     parser.add_argument("--duration", type=float, default=6.0, help="seconds per run")
     parser.add_argument("--connections", type=int, default=32, help="for cached hits")
+    parser.add_argument("--sources", choices=("jpeg", "mixed", "png", "webp"),
+                        action="append", help="uncached part: only the rows of these "
+                                              "sources (repeatable)")
     parser.add_argument("--workers", type=int, default=None,
                         help="imagehost processes (twistd imagehost --workers N); default: "
                              "the default install, as the README starts it")
@@ -433,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="distinct variants prepared per second of an uncached run")
     parser.add_argument("--profile", action="store_true",
                         help="also record imagehost with py-spy under uncached load")
-    parser.add_argument("--only", choices=(*PARTS, "delivery"),
+    parser.add_argument("--only", choices=(*PARTS, "delivery", "quality"),
                         action="append", help="run only these parts (repeatable)")
     parser.add_argument("--nice", type=int, default=0,
                         help="renice the benchmark and every server it starts by this much "
@@ -447,6 +477,8 @@ def main(argv: list[str] | None = None) -> int:
         report.print_tables(shown)
         if shown.get("delivery"):
             delivery.print_table(shown["delivery"], report.Console(width=140))
+        if shown.get("quality"):
+            quality.print_table(shown["quality"], report.Console(width=140))
         return 0
     if args.quick:
         args.runs, args.duration, args.burst = 1, 3.0, 4
@@ -457,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     info = machine()
     bench = Bench(args)
-    parts = args.only or [*PARTS, "delivery"]
+    parts = args.only or [*PARTS, "delivery", "quality"]
     error = None
     try:
         if (set(PARTS[:-1]) | {"delivery"}) & set(parts):
@@ -467,6 +499,8 @@ def main(argv: list[str] | None = None) -> int:
                 getattr(bench, {"upload": "uploads"}.get(part, part))()
         if "delivery" in parts:  # issue 15's part: .auto and smart crops
             bench.results["delivery"] = delivery.run(bench, log)
+        if "quality" in parts:  # issue 18: variants from the intermediate, in-process
+            bench.results["quality"] = quality.run(bench.photos, log)
     except Exception as e:  # keep what was measured, say what failed
         error = f"{type(e).__name__}: {e}"
     finally:
@@ -480,6 +514,8 @@ def main(argv: list[str] | None = None) -> int:
     report.print_tables(results)
     if results.get("delivery"):
         delivery.print_table(results["delivery"], report.Console(width=140))
+    if results.get("quality"):
+        quality.print_table(results["quality"], report.Console(width=140))
     log(f"wrote {args.output} ({results['seconds']} s)")
     if error:
         log(f"FAILED: {error}")

@@ -302,7 +302,8 @@ def build_imagehost(config: Config, reactor, secret: bytes, *, clock=None,
                         max_dimension=config.image.max_dimension, clock=clock,
                         revalidate_after=config.cache.revalidate_after, presets=presets,
                         urls=urls, auto_avif=config.delivery.auto_avif,
-                        eager_presets=config.delivery.eager_presets, now=utc_now)
+                        eager_presets=config.delivery.eager_presets,
+                        intermediate_size=config.delivery.intermediate_size, now=utc_now)
     images = Images(pools, storage, settings, limits=source_limits(config), now=utc_now,
                     albums=albums, guest_limit=RateLimit(pools, "guest-upload-ip",
                                           limits.guest_uploads_per_minute_per_ip, time.time,

@@ -101,6 +101,14 @@ def _backend(text: str) -> str:
     return backend
 
 
+def _intermediate_size(text: str) -> int:
+    """0 (no intermediates) or a longest side in pixels, 256 or more."""
+    size = int(text)
+    if size != 0 and size < 256:
+        raise ValueError(f"must be 0 (off) or at least 256 pixels; got {size}")
+    return size
+
+
 @dataclass(frozen=True)
 class Key:
     """One configuration key: where it lives, how to parse it, its default."""
@@ -160,6 +168,7 @@ KEYS: tuple[Key, ...] = (
     Key("delivery", "presets_only", _bool, False),
     Key("delivery", "auto_avif", _bool, False),
     Key("delivery", "eager_presets", _list, ["thumbnail"]),
+    Key("delivery", "intermediate_size", _intermediate_size, 1536),
     Key("cache", "max_size", int, 1024 * 1000 * 1000),
     Key("cache", "revalidate_after", float, 5.0),
     Key("limits", "logins_per_minute_per_ip", int, 30),
@@ -272,6 +281,7 @@ class DeliverySection:
     presets_only: bool
     auto_avif: bool
     eager_presets: list[str]
+    intermediate_size: int
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ Twisted, HTTP or SQL; callers run :func:`render_variant` in a CPU thread pool.
 from __future__ import annotations
 
 import io
+import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -200,16 +201,35 @@ def render_variant(source: str | os.PathLike[str] | bytes, spec: RenderSpec) -> 
 
     Raises RenderError when the source cannot be decoded.
     """
+    with opened_source(source) as (im, size):
+        return render_opened(im, size, spec)
+
+
+@contextmanager
+def opened_source(
+    source: str | os.PathLike[str] | bytes,
+) -> Iterator[tuple[Image.Image, int]]:
+    """``source`` (a path or bytes) opened with Pillow, and its size in bytes; RenderError
+    when Pillow cannot open it."""
     fp = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
     heif.prepare(fp.read(16))
     fp.seek(0)
     with fp, _open_image(fp) as im:
-        size = len(source) if isinstance(source, bytes) else os.fstat(fp.fileno()).st_size
-        with _decoding():
-            check_plausible_size(im, size)
-            frames, durations, loop = render_frames(im, spec)
-        # Encode before the image closes: a closed Image drops its pixels.
-        return _encode(frames, durations, loop, spec)
+        yield im, len(source) if isinstance(source, bytes) else os.fstat(fp.fileno()).st_size
+
+
+def render_opened(im: Image.Image, size: int, spec: RenderSpec, *,
+                  draft_gap: float = 1.0) -> bytes:
+    """Render ``spec`` from the opened image ``im`` of ``size`` bytes and encode it.
+
+    ``draft_gap``: a JPEG decoder may shrink the source only while it keeps this many
+    times the pixels the output needs (1: down to the output's size).
+    """
+    with _decoding():
+        check_plausible_size(im, size)
+        frames, durations, loop = render_frames(im, spec, draft_gap=draft_gap)
+    # Encode before the image closes: a closed Image drops its pixels.
+    return _encode(frames, durations, loop, spec)
 
 
 @contextmanager
@@ -226,7 +246,7 @@ def _open_image(fp: IO[bytes]) -> Image.Image:
 
 
 def render_frames(
-    im: Image.Image, spec: RenderSpec
+    im: Image.Image, spec: RenderSpec, *, draft_gap: float = 1.0
 ) -> tuple[list[Image.Image], list[int], int | None]:
     """The frames ``spec`` asks of ``im``, upright, resized, in sRGB and the output's mode,
     with their durations and the loop count (before encoding)."""
@@ -234,7 +254,7 @@ def render_frames(
     animate = spec.format in ANIMATED_OUTPUTS and _is_animated(im)
     geometry = _stored_geometry(im, spec, orientation)
     if not animate:
-        geometry = _draft(im, geometry)
+        geometry = _draft(im, geometry, draft_gap)
     to_srgb = _SrgbConverter(im.info.get("icc_profile"))
     loop = im.info.get("loop")
     frames, durations = [], []
@@ -242,7 +262,7 @@ def render_frames(
         if index == 0 and spec.smart:
             geometry = _smart_geometry(frame, geometry)
         durations.append(int(frame.info.get("duration", 0)))
-        out = to_srgb(exif.upright(_resample(_working_mode(frame), geometry), orientation))
+        out = to_srgb(exif.upright(_resample(working_mode(frame), geometry), orientation))
         if out is frame and animate:
             out = out.copy()  # the next seek() reuses the source object
         frames.append(_output_mode(out, spec.format))
@@ -277,14 +297,15 @@ def _smart_geometry(frame: Image.Image, geometry: Geometry) -> Geometry:
     return Geometry.anchored(*frame.size, geometry.width, geometry.height, True, anchor)
 
 
-def _draft(im: Image.Image, geometry: Geometry) -> Geometry:
+def _draft(im: Image.Image, geometry: Geometry, gap: float = 1.0) -> Geometry:
     """Let the JPEG decoder shrink by 1/2, 1/4 or 1/8 while the region still covers the output.
 
     Asks for the whole source's needed size, so both axes stay large enough even for
     crops and non-square outputs (thumbnail()'s draft box is only right for plain fits).
     """
     original_w = im.size[0]
-    drafted = im.draft(None, geometry.draft_size(*im.size))
+    needed_w, needed_h = geometry.draft_size(*im.size)
+    drafted = im.draft(None, (math.ceil(needed_w * gap), math.ceil(needed_h * gap)))
     if drafted is None:
         return geometry
     return geometry.reduced(original_w / drafted[1][2])
@@ -298,7 +319,7 @@ def _source_frames(im: Image.Image, animate: bool) -> Iterator[Image.Image]:
         yield im
 
 
-def _working_mode(im: Image.Image) -> Image.Image:
+def working_mode(im: Image.Image) -> Image.Image:
     """Convert to a mode that resamples correctly: L, LA, RGB, RGBA or CMYK."""
     mode = im.mode
     if mode == "P" or mode == "PA" or "transparency" in im.info:

@@ -4,7 +4,9 @@
 ETag is known before any pixel is touched, so a conditional request costs one DB read.
 ``body`` then produces the bytes: the original, a cached variant file, a variant another
 daemon shared through the storage (S3), or a fresh render on the CPU pool. Identical
-concurrent misses share one render (single flight).
+concurrent misses share one render (single flight). Smaller variants of originals that
+are expensive to decode (PNG, WebP, AVIF, HEIC) are rendered from their intermediate
+(``service.intermediates``) instead of the original.
 
 Several daemons may serve one database: an image remembered here is trusted without a
 database read for ``revalidate_after`` seconds at most, so a delete made through another
@@ -29,6 +31,11 @@ from twisted.python.failure import Failure
 
 from imagehost.db import images as q
 from imagehost.db.images import ImageRecord
+from imagehost.imaging.intermediate import (
+    DEFAULT_LONG_SIDE,
+    NotFromIntermediate,
+    render_from_intermediate,
+)
 from imagehost.imaging.probe import (
     DISPLAY_EXTENSION_BY_MIME,
     EXTENSION_BY_MIME,
@@ -43,6 +50,7 @@ from imagehost.imaging.render import (
     render_variant,
 )
 from imagehost.service.errors import BadRequest, NotFound
+from imagehost.service.intermediates import Intermediates
 from imagehost.service.pools import Pools
 from imagehost.service.transforms import (
     AUTO,
@@ -59,7 +67,7 @@ from imagehost.service.transforms import (
 )
 from imagehost.service.variant_cache import VariantCache
 from imagehost.service.views import ViewCounter
-from imagehost.storage import Storage, atomic_write
+from imagehost.storage import Storage
 
 _log = Logger()
 _FORMAT_BY_MIME = {mime: fmt for fmt, (mime, _ext) in KNOWN_FORMATS.items()}
@@ -114,6 +122,7 @@ class Delivery:
                  revalidate_after: float = 0.0, presets: Presets | None = None,
                  urls: ImageUrls | None = None, auto_avif: bool = False,
                  eager_presets: Sequence[str] = (),
+                 intermediate_size: int = DEFAULT_LONG_SIDE,
                  now: Callable[[], datetime] = lambda: datetime.now(UTC)):
         self._now = now
         self._db = pools.db
@@ -137,6 +146,8 @@ class Delivery:
         self._clock = clock
         self.revalidate_after = revalidate_after
         self.eager_presets = tuple(eager_presets)
+        self.intermediates = Intermediates(pools, storage, cache, intermediate_size)
+        self.intermediate_renders = 0  # variants rendered from an intermediate
         self.eager_renders = 0
         self._ahead: dict[str, Deferred[None]] = {}  # first views being rendered, by image
         self.hits = 0
@@ -261,6 +272,8 @@ class Delivery:
         return d
 
     async def _render_ahead(self, image: ImageRecord) -> None:
+        if self.intermediates.wanted(image):
+            await self.intermediates.ensure(image, background=True)
         for preset in self.eager_presets:
             content = self._preset(image, preset)
             if content is None or content.spec is None:
@@ -442,24 +455,41 @@ class Delivery:
             if shared is not None:
                 await self._keep(path, shared)
                 return shared, "SHARED"
-            original = await self._io.run(self._storage.read_original, image_id, ext)
-        if background:
-            data = await self._cpu.submit_background(_render_unless_cached, path, original,
-                                                     spec)
-            if data is None:
-                return b"", "HIT"  # a request rendered it while this one waited
-        else:
-            data = await self._cpu.submit(render_variant, original, spec)
+        via = await self.intermediates.source(content.image, spec)
+        data: bytes | None = None
+        if via is not None:
+            try:
+                data = await self._render(render_from_intermediate, path, via, spec,
+                                          background)
+            except (NotFromIntermediate, FileNotFoundError):  # an animation; evicted
+                via = None
+        if via is None:
+            if remote:
+                original = await self._io.run(self._storage.read_original, image_id, ext)
+            data = await self._render(render_variant, path, original, spec, background)
+        if data is None:
+            return b"", "HIT"  # a request rendered it while this background job waited
+        if via is not None:
+            self.intermediate_renders += 1
         if remote:
             self._share(image_id, key, data)
         await self._keep(path, data)
         return data, "MISS"
 
+    def _render(self, render: Callable[[Path | bytes, RenderSpec], bytes], path: Path,
+                source: Path | bytes, spec: RenderSpec,
+                background: bool) -> Deferred[bytes | None]:
+        """``render(source, spec)`` on the CPU pool; on the background lane, None when the
+        variant got cached while the job waited."""
+        if background:
+            return self._cpu.submit_background(_render_unless_cached, path, render, source,
+                                               spec)
+        return self._cpu.submit(render, source, spec)
+
     async def _keep(self, path: Path, data: bytes) -> None:
         """Write a variant to this daemon's cache and evict beyond the bound (both on the
         I/O pool); a failed write still serves."""
-        if await self._io.run(_write_cache_file, path, data):
-            await self.cache.stored(path, len(data))
+        await self.cache.keep(path, data)
 
     def _share(self, image_id: str, key: str, data: bytes) -> None:
         shared = self._io.run(self._storage.put_variant, image_id, key, data)
@@ -515,18 +545,9 @@ def negotiated_extension(accepts: frozenset[str], src_format: str, *, avif: bool
     return DISPLAY_EXTENSION_BY_MIME[KNOWN_FORMATS[src_format][0]]
 
 
-def _render_unless_cached(path: Path, source: Path | bytes, spec: RenderSpec) -> bytes | None:
-    """``render_variant``, or None when the cache file exists already (blocking)."""
+def _render_unless_cached(path: Path, render: Callable[[Path | bytes, RenderSpec], bytes],
+                          source: Path | bytes, spec: RenderSpec) -> bytes | None:
+    """``render(source, spec)``, or None when the cache file exists already (blocking)."""
     if path.exists():
         return None
-    return render_variant(source, spec)
-
-
-def _write_cache_file(path: Path, data: bytes) -> bool:
-    """Write a variant to this daemon's cache; False if that failed (it still serves)."""
-    try:
-        atomic_write(path, data, durable=False)
-    except OSError:
-        return False
-    return True
-
+    return render(source, spec)

@@ -23,7 +23,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from imagehost.service.pools import IoPool
-from imagehost.storage import TEMP_PREFIX, Storage
+from imagehost.storage import TEMP_PREFIX, Storage, atomic_write
 
 _log = Logger()
 
@@ -68,6 +68,25 @@ class VariantCache:
             return None
         self._record(path, size)
         return CachedFile(f, size)
+
+    def touch(self, path: Path) -> bool:
+        """Mark a cached file as just used, without opening it; False when it is not
+        there (a stat on the calling thread, like ``open``)."""
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            self._forget(path)
+            return False
+        if size == 0:
+            return False
+        self._record(path, size)
+        return True
+
+    async def keep(self, path: Path, data: bytes) -> None:
+        """Write a file into the cache and evict beyond the bound (both on the I/O pool);
+        a failed write is only logged by its absence (the bytes still serve)."""
+        if await self._io.run(_write_cache_file, path, data):
+            await self.stored(path, len(data))
 
     def stored(self, path: Path, size: int) -> Deferred:
         """Account for a variant just written, evicting the least recently used beyond the
@@ -128,6 +147,15 @@ class VariantCache:
         d.addErrback(lambda f: _log.failure("Cannot evict {n} cached variants", f,
                                             n=len(victims)))
         return d
+
+
+def _write_cache_file(path: Path, data: bytes) -> bool:
+    """Write a variant to this daemon's cache; False if that failed (it still serves)."""
+    try:
+        atomic_write(path, data, durable=False)
+    except OSError:
+        return False
+    return True
 
 
 def _unlink_all(paths: list[Path]) -> None:
