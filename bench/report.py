@@ -89,6 +89,9 @@ def ratios(results: dict) -> dict:
         big = memory["imagehost_14mp"]
         out["memory 14 MP: imagehost/thumbor peak RSS (process trees)"] = (
             _ratio(big["peak_rss"], memory["thumbor_14mp"]["peak_rss"]), 1.0, False)
+        if "peak_pss" in big:
+            out["memory 14 MP: imagehost/thumbor peak PSS (trees, shared pages once)"] = (
+                _ratio(big["peak_pss"], memory["thumbor_14mp"]["peak_pss"]), 1.0, False)
         if "rss_10s" in big:
             out["memory: RSS 10 s after the 14 MP burst - before it, MB"] = (
                 (big["rss_10s"] - big["idle_rss"]) / MB, 30.0, False)
@@ -102,6 +105,10 @@ def ratios(results: dict) -> dict:
         out["memory 48 MP: imagehost peak RSS MB"] = (
             memory["imagehost_48mp"]["peak_rss"] / MB, 500.0, False)
     return out
+
+
+def _mb(value) -> str:
+    return "-" if value is None else f"{value / MB:.0f}"
 
 
 def print_tables(results: dict, console: Console | None = None) -> None:
@@ -170,23 +177,30 @@ def print_tables(results: dict, console: Console | None = None) -> None:
         console.print(table)
     memory = results.get("memory")
     if memory:
-        table = Table(title=f"4. Memory (8 concurrent renders, "
+        table = Table(title=f"4. Memory, MB (8 concurrent renders, "
                             f"{memory['render_threads']} render threads)")
-        for col in ("burst", "idle RSS MB", "peak RSS MB", "growth MB", "renders", "seconds",
-                    "RSS after MB", "after 10 s", "back within 30 MB"):
+        for col in ("burst", "idle RSS", "peak RSS", "growth", "idle PSS", "peak PSS",
+                    "renders", "seconds", "RSS after", "after 10 s", "back within 30"):
             table.add_column(col, justify="right")
         for name in ("imagehost_14mp", "thumbor_14mp", "imagehost_48mp"):
             r = memory[name]
             back = r.get("return_seconds")
             table.add_row(name, f"{r['idle_rss'] / MB:.0f}", f"{r['peak_rss'] / MB:.0f}",
                           f"{(r['peak_rss'] - r['idle_rss']) / MB:.0f}",
+                          _mb(r.get("idle_pss")), _mb(r.get("peak_pss")),
                           str(r["renders"]), f"{r['seconds']:.1f}",
                           f"{r.get('rss_after', 0) / MB:.0f}", f"{r.get('rss_10s', 0) / MB:.0f}",
                           "never" if back is None else f"{back:.1f} s")
         console.print(table)
+        console.print(" RSS: the sum over the process tree (peak: of each process's VmHWM); PSS "
+                      "counts a page that n processes share 1/n in each (peak: sampled every "
+                      "20 ms)")
         if memory.get("idle_rss_per_process"):
             console.print(" idle RSS per imagehost process (MB): " + ", ".join(
                 f"{rss / MB:.0f}" for rss in memory["idle_rss_per_process"]))
+        if memory.get("idle_pss_per_process"):
+            console.print(" idle PSS per imagehost process (MB): " + ", ".join(
+                f"{pss / MB:.0f}" for pss in memory["idle_pss_per_process"]))
     table = Table(title="Targets (median of per-run ratios, each pair measured back to back)")
     table.add_column("measure")
     table.add_column("value (target)", justify="right")

@@ -20,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -361,8 +362,9 @@ class Bench:
         # migrations are set-up, not part of the burst (a restarted daemon skips Alembic).
         ih.stop()
         ih = self.start(servers.start_imagehost(data, self.work, **self.processes()))
-        time.sleep(2)  # the workers are up and idle
+        time.sleep(5)  # the workers are up, and idle since the CPU pools' idle trim (2 s)
         idle = [servers._status_kb(pid, "VmRSS") * 1024 for pid in ih.tree()]
+        idle_pss = [servers.smaps_kb(pid, "Pss") * 1024 for pid in ih.tree()]
         th = self.start(servers.start_thumbor(self.thumbor_exe, self.photos.root, self.work,
                                               self.threads, result_storage=False))
         burst = [(src, 512 - n, 80) for n in range(self.args.burst) for src in big]
@@ -376,14 +378,16 @@ class Bench:
         self.results["memory"] = {"imagehost_14mp": ih_big, "thumbor_14mp": th_big,
                                   "imagehost_48mp": ih_huge,
                                   "render_threads": self.threads,
-                                  "idle_rss_per_process": idle}
+                                  "idle_rss_per_process": idle,
+                                  "idle_pss_per_process": idle_pss}
         ih.stop()
         th.stop()
 
     def burst(self, server, paths: list[str]) -> dict:
         """Peak RSS (VmHWM, reset just before) of the process tree while ``paths`` are
-        fetched 8 at a time, and its RSS in the 10 s after."""
-        idle = server.tree_rss()
+        fetched 8 at a time, the peak of its PSS (sampled every 20 ms meanwhile), and its
+        RSS in the 10 s after."""
+        idle, idle_pss = server.tree_rss(), server.tree_pss()
         server.reset_peak()
         started = time.monotonic()
 
@@ -391,8 +395,11 @@ class Bench:
             with urllib.request.urlopen(server.base_url + path, timeout=120) as response:
                 return response.status, len(response.read())
 
-        with ThreadPoolExecutor(8) as pool:
+        with ThreadPoolExecutor(9) as pool:
+            sampling = threading.Event()
+            peak_pss = pool.submit(sample_peak, server.tree_pss, sampling)
             answers = list(pool.map(fetch, paths))
+            sampling.set()
         if any(status != 200 for status, _ in answers):
             raise RuntimeError(f"{server.name}: failed renders in the memory burst")
         seconds = time.monotonic() - started
@@ -405,7 +412,16 @@ class Bench:
                 returned = time.monotonic() - done
             time.sleep(0.25)
         return {"idle_rss": idle, "peak_rss": peak, "renders": len(paths), "seconds": seconds,
-                "rss_after": after[0], "rss_10s": after[-1], "return_seconds": returned}
+                "rss_after": after[0], "rss_10s": after[-1], "return_seconds": returned,
+                "idle_pss": idle_pss, "peak_pss": peak_pss.result()}
+
+
+def sample_peak(measure, done: threading.Event, interval: float = 0.02) -> int:
+    """The largest value ``measure()`` returned until ``done`` is set."""
+    peak = measure()
+    while not done.wait(interval):
+        peak = max(peak, measure())
+    return max(peak, measure())
 
 
 def timed_get(server, path: str) -> dict:

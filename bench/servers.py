@@ -100,6 +100,18 @@ class Server:
         peak: the processes need not peak at the same moment)."""
         return sum(_status_kb(pid, "VmHWM") for pid in self.tree()) * 1024
 
+    def tree_pss(self) -> int:
+        """Proportional set size of the whole tree, in bytes: each page shared by n
+        processes counts 1/n in each (``/proc/PID/smaps_rollup``), so pages the processes
+        share (the interpreter, shared libraries) are counted once, unlike in the RSS sum."""
+        total = 0
+        for pid in self.tree():
+            try:
+                total += smaps_kb(pid, "Pss")
+            except FileNotFoundError:
+                pass  # a child that ended since tree() listed it
+        return total * 1024
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -108,6 +120,14 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def smaps_kb(pid: int, field: str) -> int:
+    """A field of ``/proc/PID/smaps_rollup`` (Pss, Private_Dirty, ...), in kB."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/{pid}/smaps_rollup")
 
 
 def _status_kb(pid: int, field: str) -> int:

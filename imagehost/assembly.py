@@ -21,12 +21,14 @@ from twisted.python.threadpool import ThreadPool
 from imagehost import auth
 from imagehost.config import Config, ConfigError
 from imagehost.db import (
+    HEAD_REVISION,
     Database,
     create_engine,
     current_revision,
     db_threads,
     run_sync,
     upgrade,
+    upgrade_in_child,
 )
 from imagehost.db import accounts as account_queries
 from imagehost.imaging import memory
@@ -72,13 +74,16 @@ def utc_now() -> datetime:
 # -- the installation on disk ---------------------------------------------------------
 
 
-def prepare_installation(config: Config, sweep: bool = True) -> bytes:
+def prepare_installation(config: Config, sweep: bool = True,
+                         migrate_apart: bool = False) -> bytes:
     """Create the data directory, migrate the database, bootstrap the admin (blocking).
 
     Idempotent. Returns the JWT secret. ConfigError for a data directory that cannot be
     created or written and for an admin bootstrap that breaks the rules for new users.
     ``sweep`` removes the temp files a crash left; a CLI command running beside a live
-    daemon must not, as they may be the daemon's writes in flight.
+    daemon must not, as they may be the daemon's writes in flight. ``migrate_apart``
+    migrates in a child process (``imagehost.db.upgrade_in_child``: a daemon does not keep
+    Alembic loaded; ``MigrationFailed`` if it fails).
     """
     _prepare_data_dir(config.data_dir)
     delivery_rules(config)  # a bad [presets] entry stops the start with one line
@@ -87,7 +92,10 @@ def prepare_installation(config: Config, sweep: bool = True) -> bytes:
     build_storage(config).prepare(sweep)
     engine = create_engine(config.database_url)
     try:
-        upgrade(engine)
+        if not migrate_apart:
+            upgrade(engine)
+        elif current_revision(engine) != HEAD_REVISION:
+            upgrade_in_child(config.database_url)
         _bootstrap_admin(engine, config)
     finally:
         engine.dispose()

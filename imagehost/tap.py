@@ -11,14 +11,14 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from twisted.application import service
-from twisted.internet import endpoints
 from twisted.python import usage
 
-from imagehost.assembly import build_daemon, prepare_installation, warn_if_no_users
+from imagehost import footprint
 from imagehost.config import HANDOFF_ENDPOINTS, Config, ConfigError, load_config, parse_workers
-from imagehost.daemon import CannotListen, endpoint_problem, os_problem
-from imagehost.db import printable_url
-from imagehost.processes import WorkerProcesses
+from imagehost.db import MigrationFailed, printable_url
+
+# Nothing here imports the reactor, Twisted's endpoints or PyJWT before postOptions has
+# read the configuration: they would load the TLS libraries (imagehost.footprint).
 
 
 class Options(usage.Options):
@@ -39,16 +39,7 @@ class Options(usage.Options):
 
     def opt_listen(self, endpoint: str) -> None:
         """Listen on a Twisted endpoint, e.g. tcp:8080 (repeatable; default tcp:8080)."""
-        try:
-            # Built only, to check it (ssl: also loads the key and certificate); makeService
-            # builds it again with the reactor.
-            endpoints.serverFromString(None, endpoint)
-        except (ValueError, KeyError) as e:
-            raise usage.UsageError(f"--listen {endpoint!r} is not a valid endpoint: {e}") from e
-        except Exception as e:
-            raise operator_mistake(f"cannot listen on {endpoint}: "
-                                   f"{endpoint_problem(endpoint, e)}") from e
-        self["listen"].append(endpoint)
+        self["listen"].append(endpoint)  # checked in postOptions
 
     opt_l = opt_listen
 
@@ -61,6 +52,26 @@ class Options(usage.Options):
             # A mistake in the file or the environment, not in the command line: one
             # line, without twistd's usage text.
             raise operator_mistake(str(e)) from e
+        footprint.leave_out_tls(self.config)
+        for endpoint in self["listen"]:
+            check_endpoint(endpoint)
+
+
+def check_endpoint(endpoint: str) -> None:
+    """UsageError for a ``--listen`` that is no endpoint; one line for one that cannot be
+    built (ssl: also loads the key and certificate)."""
+    from twisted.internet import endpoints
+
+    from imagehost.daemon import endpoint_problem
+
+    try:
+        # Built only, to check it; makeService builds it again with the reactor.
+        endpoints.serverFromString(None, endpoint)
+    except (ValueError, KeyError) as e:
+        raise usage.UsageError(f"--listen {endpoint!r} is not a valid endpoint: {e}") from e
+    except Exception as e:
+        raise operator_mistake(f"cannot listen on {endpoint}: "
+                               f"{endpoint_problem(endpoint, e)}") from e
 
 
 def operator_mistake(message: str) -> SystemExit:
@@ -91,6 +102,8 @@ def options_config(options) -> Config:
 
 def installation_problem(config: Config, error: Exception) -> str:
     """One line for a failure of ``prepare_installation``."""
+    from imagehost.daemon import os_problem
+
     if isinstance(error, OSError):
         return os_problem(error)
     if isinstance(error, sa.exc.OperationalError):
@@ -107,13 +120,19 @@ def makeService(options, reactor=None) -> service.MultiService:
     Operator mistakes (a data directory that cannot be written, a port in use, missing
     TLS files, a bad admin password) end twistd with one line and exit status 1.
     """
-    if reactor is None:
+    twistd_runs_us = reactor is None  # tests pass their reactor, and migrate in-process
+    if twistd_runs_us:
         from twisted.internet import reactor
+    from imagehost.assembly import build_daemon, prepare_installation, warn_if_no_users
+    from imagehost.daemon import CannotListen
+    from imagehost.processes import WorkerProcesses
+
     config = options.config
     try:
-        secret = prepare_installation(config)
+        # Migrating in a child when twistd runs us: Alembic is not kept in the daemon.
+        secret = prepare_installation(config, migrate_apart=twistd_runs_us)
         warn_if_no_users(config, options["config"])
-    except (ConfigError, OSError, sa.exc.OperationalError) as e:
+    except (ConfigError, OSError, sa.exc.OperationalError, MigrationFailed) as e:
         raise operator_mistake(installation_problem(config, e)) from e
     daemon = build_daemon(config, reactor, secret)
     try:

@@ -104,15 +104,19 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     _die_with_parent()
 
+    from imagehost import footprint
+    from imagehost.config import load_config
+
+    config = load_config(args.config, overrides={("server", "data_dir"): args.data_dir})
+    footprint.leave_out_tls(config)  # before the reactor and PyJWT are imported
+
     from twisted.internet import reactor
     from twisted.internet.defer import Deferred
     from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
 
     from imagehost.assembly import build_daemon, read_secret
-    from imagehost.config import load_config
 
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])
-    config = load_config(args.config, overrides={("server", "data_dir"): args.data_dir})
     daemon = build_daemon(config, reactor, read_secret(config))
     daemon.startService()
     daemon.site.doStart()

@@ -1,56 +1,154 @@
-"""What a default daemon loads: a real twistd process on an installation that exists."""
+"""What a default daemon loads: a real twistd process on an installation that exists.
 
+Every process reports the modules it loads (``PYTHONVERBOSE``, which the workers inherit:
+``import 'name' # loader`` once a module is loaded, nothing for an import that fails, unlike
+``-X importtime``) into the one log twistd and its workers write.
+"""
+
+import datetime
+import ipaddress
 import json
 import os
 import re
+import ssl
 import subprocess
 import sys
+import time
 import urllib.request
 
+from imagehost.assembly import database_revision
+from imagehost.config import load_config
+from imagehost.db import HEAD_REVISION
 from tests.conftest import image_bytes
 from tests.test_daemon import REPO, free_port, stop_cleanly, wait_for_health
 
 # Optional extras and one-off tools: boto3 only with S3 storage, Alembic only to migrate.
 NOT_FOR_A_DEFAULT_DAEMON = ("boto3", "botocore", "alembic", "mako")
+# Imported only when needed (imagehost.footprint): TLS listeners or an asymmetric JWT
+# algorithm; the templates on the first page.
+NOT_AT_IDLE = (*NOT_FOR_A_DEFAULT_DAEMON, "OpenSSL", "cryptography", "jinja2")
 
 
-def started_daemon(tmp_path, port: int, log, *python_options: str) -> subprocess.Popen:
+def started_daemon(tmp_path, log, *listen: str, workers: int = 1) -> subprocess.Popen:
+    listeners = [arg for endpoint in listen for arg in ("--listen", endpoint)]
     return subprocess.Popen(
-        [sys.executable, *python_options, "-c", "from twisted.scripts.twistd import run; run()",
-         "-n", "--pidfile=", "imagehost", "--workers", "1", "--listen",
-         f"tcp:{port}:interface=127.0.0.1", "--data-dir", str(tmp_path / "data")],
+        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+         "-n", "--pidfile=", "imagehost", "--workers", str(workers), *listeners,
+         "--data-dir", str(tmp_path / "data")],
         cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
-        env=dict(os.environ, PYTHONPATH=str(REPO), IMAGEHOST_ACCESS_ALLOW_GUEST_UPLOADS="true"))
+        env=dict(os.environ, PYTHONPATH=str(REPO), IMAGEHOST_ACCESS_ALLOW_GUEST_UPLOADS="true",
+                 PYTHONVERBOSE="1"))
 
 
 def test_a_default_daemon_imports_neither_boto3_nor_alembic(tmp_path):
     port = free_port()
     log_path = tmp_path / "twistd.log"
+    listen = f"tcp:{port}:interface=127.0.0.1"
     with log_path.open("wb") as log:
-        # -X importtime: every module the process imports, as it imports it.
-        first = started_daemon(tmp_path, port, log, "-X", "importtime")
+        first = started_daemon(tmp_path, log, listen)
         wait_for_health(f"http://127.0.0.1:{port}")
         migrating = imports(stop_cleanly(first, log_path))
-        assert "alembic" in migrating  # the first start creates and migrates the database
+        # The first start creates and migrates the database in a child process: twistd
+        # does not keep Alembic.
+        assert "sqlalchemy" in migrating and "alembic" not in migrating
+        assert database_revision(load_config(None, overrides={
+            ("server", "data_dir"): str(tmp_path / "data")})) == HEAD_REVISION
         log.truncate(0)
         log.seek(0)
-        daemon = started_daemon(tmp_path, port, log, "-X", "importtime")
+        # Two processes, as workers = auto starts on two cores: twistd and one worker.
+        daemon = started_daemon(tmp_path, log, listen, workers=2)
         try:
             base = f"http://127.0.0.1:{port}"
             wait_for_health(base)
+            wait_for_line(log_path, "imagehost worker 1 (pid")
+            idle = loads(log_path.read_text())
             image_id = upload(base, image_bytes("JPEG", (640, 480)))
-            for path in (f"/image/{image_id}.webp?w=100", f"/image/{image_id}.jpg", "/"):
-                with urllib.request.urlopen(base + path, timeout=10) as response:
-                    assert response.status == 200
+            for path in (f"/image/{image_id}.webp?w=100", f"/image/{image_id}.jpg"):
+                get(base + path)
+            serving_images = imports(log_path.read_text())
+            for _ in range(2):  # one page from each process (connections go in turn)
+                get(base + "/")
         finally:
             text = stop_cleanly(daemon, log_path)
+    assert idle.count("imagehost.assembly") == 2  # twistd and the worker
+    assert top_level(idle) & set(NOT_AT_IDLE) == set()
+    assert "imagehost.web.api" in serving_images and "PIL.WebPImagePlugin" in serving_images
+    assert top_level(serving_images) & set(NOT_AT_IDLE) == set()
     imported = imports(text)
-    assert "imagehost.web.api" in imported and "PIL.WebPImagePlugin" in imported
-    assert {m.split(".")[0] for m in imported} & set(NOT_FOR_A_DEFAULT_DAEMON) == set()
+    assert "jinja2" in imported  # the first page loads the templates
+    assert top_level(imported) & set(NOT_FOR_A_DEFAULT_DAEMON) == set()
+    assert top_level(imported) & {"OpenSSL", "cryptography"} == set()
+
+
+def test_a_tls_listener_loads_the_tls_libraries_and_serves(tmp_path):
+    key, cert = self_signed_certificate(tmp_path)
+    port, tls_port = free_port(), free_port()
+    log_path = tmp_path / "twistd.log"
+    with log_path.open("wb") as log:
+        daemon = started_daemon(tmp_path, log, f"tcp:{port}:interface=127.0.0.1",
+                                f"ssl:{tls_port}:interface=127.0.0.1:privateKey={key}:"
+                                f"certKey={cert}")
+        try:
+            wait_for_health(f"http://127.0.0.1:{port}")
+            context = ssl.create_default_context(cafile=str(cert))
+            with urllib.request.urlopen(f"https://127.0.0.1:{tls_port}/health", timeout=10,
+                                        context=context) as response:
+                assert response.status == 200
+        finally:
+            text = stop_cleanly(daemon, log_path)
+    assert {"OpenSSL", "cryptography"} <= top_level(imports(text))
+
+
+def self_signed_certificate(folder):
+    """A key and a certificate for 127.0.0.1 (made with cryptography, which pyOpenSSL needs)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    private = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                   .public_key(private.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(days=1))
+                   .add_extension(x509.SubjectAlternativeName(
+                       [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+                   .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                   .sign(private, hashes.SHA256()))
+    key, cert = folder / "key.pem", folder / "cert.pem"
+    key.write_bytes(private.private_bytes(serialization.Encoding.PEM,
+                                          serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    return key, cert
+
+
+def wait_for_line(log_path, text: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in log_path.read_text():
+        assert time.monotonic() < deadline, f"no {text!r} in {log_path.read_text()}"
+        time.sleep(0.1)
+
+
+def get(url: str) -> None:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.status == 200
+
+
+def top_level(modules: set[str]) -> set[str]:
+    return {m.split(".")[0] for m in modules}
+
+
+def loads(log: str) -> list[str]:
+    """The modules the processes loaded, once per process that loaded each (once twistd and
+    a worker log their standard error, a line carries the log's time and system first)."""
+    return re.findall(r"^(?:\S+ \[stderr#error\] )?import '([^']+)' # ", log, re.M)
 
 
 def imports(log: str) -> set[str]:
-    return set(re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)$", log, re.M))
+    return set(loads(log))
 
 
 def upload(base: str, data: bytes) -> str:
@@ -64,3 +162,18 @@ def upload(base: str, data: bytes) -> str:
     with urllib.request.urlopen(request, timeout=20) as response:
         assert response.status == 201
         return json.load(response)["id"]
+
+
+def test_what_needs_the_tls_libraries():
+    from imagehost.config import load_config
+    from imagehost.footprint import needs_tls
+
+    def config(listen, algorithm="HS256"):
+        return load_config(None, overrides={("server", "listen"): listen,
+                                            ("auth", "jwt_algorithm"): algorithm})
+
+    assert not needs_tls(config(["tcp:8080", "tcp6:8081", "unix:/run/imagehost.sock"]))
+    assert needs_tls(config(["tcp:8080", "ssl:8443:privateKey=key.pem"]))
+    assert needs_tls(config(["systemd:domain=INET:index=0"]))  # not known to be plain: kept
+    assert needs_tls(config(["tcp:8080"], algorithm="RS256"))
+    assert not needs_tls(config(["tcp:8080"], algorithm="HS512"))

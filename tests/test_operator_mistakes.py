@@ -228,3 +228,20 @@ async def test_the_cli_reports_the_same_mistakes_in_one_line_with_exit_1(tmp_pat
     assert short.startswith("the first administrator cannot be created: "
                             "IMAGEHOST_ADMIN_PASSWORD ([admin] password): This value is too short.")
 
+
+
+def test_a_database_newer_than_this_imagehost_ends_the_daemon(tmp_path):
+    # What an older imagehost finds after a newer one migrated the database: the daemon
+    # migrates in a child process, which says why it could not.
+    import sqlalchemy as sa
+
+    (tmp_path / "data").mkdir()
+    url = f"sqlite:///{tmp_path / 'data' / 'imagehost.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)"))
+        conn.execute(sa.text("INSERT INTO alembic_version VALUES ('9999')"))
+    engine.dispose()
+    done = run_twistd(tmp_path)
+    assert_one_line_and_exit_1(done, tmp_path, re.escape(
+        f"imagehost: cannot migrate the database {url}: CommandError: ") + ".*'9999'.*")

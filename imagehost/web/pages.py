@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from jinja2 import Environment, FileSystemLoader
 from klein import Klein
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -174,15 +173,23 @@ class ImagehostPages:
         self.sessions = imagehost.sessions
         self._clients = client_addresses
         self._static = StaticFiles(_HERE / "static")
-        self._templates = Environment(loader=FileSystemLoader(_HERE / "templates"),
-                                      autoescape=True, trim_blocks=True, lstrip_blocks=True)
         self.share = ImageLinks(imagehost.delivery.urls, imagehost.delivery.presets)
-        self._templates.globals.update(static=self._static.url, share=self.share,
-                                       sharex_expiries=SHAREX_EXPIRIES)
-        self._templates.filters.update(megabytes=_megabytes, moment=_moment)
 
     def resource(self):
         return self.app.resource()
+
+    @functools.cached_property
+    def _templates(self):
+        """The Jinja2 environment, made on the first page: a daemon that serves only the
+        API and images never loads Jinja2 (imagehost.footprint's reason: idle RSS)."""
+        from jinja2 import Environment, FileSystemLoader
+
+        templates = Environment(loader=FileSystemLoader(_HERE / "templates"),
+                                autoescape=True, trim_blocks=True, lstrip_blocks=True)
+        templates.globals.update(static=self._static.url, share=self.share,
+                                 sharex_expiries=SHAREX_EXPIRIES)
+        templates.filters.update(megabytes=_megabytes, moment=_moment)
+        return templates
 
     # -- visitors, cookies, rendering ----------------------------------------------
 
