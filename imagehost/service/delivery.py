@@ -206,13 +206,7 @@ class Delivery:
     def _image_read(self, result, image_id: str, waiters: list[Deferred]) -> None:
         if self._reads.get(image_id) is waiters:
             del self._reads[image_id]
-        for waiter in waiters:
-            if waiter.called:
-                continue  # cancelled: that client went away
-            if isinstance(result, Failure):
-                waiter.errback(result)
-            else:
-                waiter.callback(result)
+        _fire(waiters, result)
 
     def resolve(self, image_id: str, ext: str, *, thumbnail: bool,
                 query: Mapping[str, Sequence[str]], trusted: bool = False) -> VariantRequest:
@@ -553,14 +547,19 @@ class Delivery:
                 self.renders += 1
             else:
                 self.shared_hits += 1
-        for waiter in waiters:
-            if waiter.called:
-                continue  # cancelled: that client went away
-            if isinstance(result, Failure):
-                waiter.errback(result)
-            else:
-                waiter.callback(result)
+        _fire(waiters, result)
 
+
+
+def _fire(waiters: list[Deferred], result) -> None:
+    """Give every waiter still waiting the one result (or failure) they share."""
+    for waiter in waiters:
+        if waiter.called:
+            continue  # cancelled: that client went away
+        if isinstance(result, Failure):
+            waiter.errback(result)
+        else:
+            waiter.callback(result)
 
 def _plan(image: ImageRecord, ext: str, transform: Transform,
           max_dimension: int) -> RenderSpec | None:
