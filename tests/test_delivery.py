@@ -375,6 +375,8 @@ async def test_views_are_written_at_shutdown(tmp_path, reactor):
 async def test_overload_gets_fast_503_while_health_answers(make_server):
     server = await make_server({"render": {"threads": 1, "queue_size": 2}})
     image_id = await upload(await server.admin(), large_photo())
+    await server.imagehost.delivery.rendered_ahead(image_id)
+    assert (await server.client.get("/health")).code == 200  # a warm-up: first-use costs
     started = time.monotonic()
     health_latencies: list[float] = []
 
@@ -399,11 +401,15 @@ async def test_overload_gets_fast_503_while_health_answers(make_server):
     assert set(codes) <= {200, 503}, codes
     overloaded = [(r, t) for _ok, (r, t) in results if r.code == 503]
     assert len(overloaded) >= 10 and codes.count(200) >= 3, codes
+    # Neither a 503 nor /health waits behind a render: each came faster than the
+    # fastest render of this same run (fixed limits failed when the machine was busy).
+    fastest_render = min(t for _ok, (r, t) in results if r.code == 200)
     for response, elapsed in overloaded:
         assert response.header("Retry-After") == "1"
         assert response.json()["error"]["title"] == "Overloaded"
-        assert elapsed < 2.0
-    assert health_latencies and max(health_latencies) < 1.0, health_latencies
+        assert elapsed < fastest_render, (elapsed, fastest_render)
+    assert len(health_latencies) >= 3 and max(health_latencies) < fastest_render, (
+        health_latencies, fastest_render)
     assert time.monotonic() - started < 30
 
 
