@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -119,7 +120,8 @@ def connections_by_process(pids: list[int], port: int) -> dict[int, int]:
     deadline = time.monotonic() + 10
     while True:
         held = _connections_held(pids, port)
-        shared = set.intersection(*held.values())
+        seen = Counter(inode for inodes in held.values() for inode in inodes)
+        shared = {inode for inode, holders in seen.items() if holders > 1}
         if not shared or time.monotonic() > deadline:
             assert not shared, f"twistd still holds {len(shared)} connections a worker took"
             return {pid: len(inodes) for pid, inodes in held.items()}
