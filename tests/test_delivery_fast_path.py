@@ -178,6 +178,7 @@ async def test_an_empty_cache_file_is_a_miss_not_an_empty_image(server, admin):
     image_id = await upload(admin, image_bytes("JPEG", (400, 300)))
     url = f"/image/{image_id}.png?w=50"
     first = await server.client.get(url)
+    await server.imagehost.delivery.written()
     [cached] = [p for p in (server.data_dir / "cache").rglob("*") if p.is_file()
                 and p.name.startswith("r1-50x")]  # (not the eager thumbnail)
     cached.write_bytes(b"")  # what a power cut after an unsynced rename can leave
