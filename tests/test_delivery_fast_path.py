@@ -192,12 +192,14 @@ async def test_an_empty_cache_file_is_a_miss_not_an_empty_image(server, admin):
 
 
 async def rendered_once(server, admin, variant: str):
-    """Upload a JPEG and render ``variant`` (``.png?w=50``) of it once: (url, answer)."""
+    """Upload a JPEG and render ``variant`` (``.png?w=50``) of it once, its cache file
+    written: (url, answer)."""
     image_id = await upload(admin, image_bytes("JPEG", (400, 300)))
     await server.imagehost.delivery.rendered_ahead(image_id)
     url = f"/image/{image_id}{variant}"
     first = await server.client.get(url)
     assert first.header("X-Cache") == "MISS"
+    await server.imagehost.delivery.written()
     return url, first
 
 
