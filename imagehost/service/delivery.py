@@ -158,6 +158,7 @@ class Delivery:
         self._ahead: dict[str, Deferred[None]] = {}  # first views being rendered, by image
         self.hits = 0
         self.immediate_hits = 0  # hits answered by ``cached_body``, without awaiting
+        self.immediate_misses = 0  # variants rendered for the hit path, without the route
         self.misses = 0
         self.renders = 0
         self.shared_hits = 0  # local misses another daemon had rendered (S3 storage)
@@ -454,11 +455,15 @@ class Delivery:
         return ImageContent(image, request.ext, None, image.mime_type, f'"{image.sha256}"',
                             image.created_at)
 
-    async def body(self, content: ImageContent, *, count_view: bool) -> Body:
+    async def body(self, content: ImageContent, *, count_view: bool,
+                   immediate: bool = False) -> Body:
         """The bytes of ``content``, rendering and caching a variant on a miss.
+        ``immediate``: asked by the hit path (``locate_remembered``), not a route (counted
+        in ``immediate_misses``).
 
         Raises Overloaded when the CPU pool is full, NotFound if the original is gone.
         """
+        self.immediate_misses += immediate
         if content.spec is None:
             body = await self._original(content)
         else:
