@@ -80,6 +80,10 @@ def ratios(results: dict) -> dict:
     if ahead:
         out["eager: on-demand images/s alone / with eager renders queued"] = (
             paired(ahead["alone"], ahead["backlog"]), 1.10, False)
+        import eager  # bench/eager.py, beside this file
+
+        out["eager: queued thumbnails rendered during the load (median per run)"] = (
+            eager.done_during_load(ahead), 1.0, True)
     upload = results.get("upload")
     if upload:
         out["upload: imagehost/in-process images/s"] = (

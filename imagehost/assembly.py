@@ -61,6 +61,9 @@ RENDER_NICENESS = 5
 #: Seconds without a request on the CPU pool before it starts a background job (a new
 #: image's thumbnail): under a steady load of requests they wait for the load to pass.
 BACKGROUND_QUIET = 0.25
+#: Under a steady load, the share of one CPU thread background jobs still get (5 %:
+#: after a job of d seconds, the next starts 19 d after it), so they make progress.
+BACKGROUND_SHARE = 0.05
 
 #: Threads for file and S3 calls, beyond one per CPU thread (deletes, health checks,
 #: shares and cache writes wait on the network or the disk, not on a core).
@@ -248,7 +251,8 @@ def build_pools(config: Config, reactor) -> Pools:
                  cpu=CpuPool(reactor, cpu_pool, config.render.queue_size,
                              when_idle=memory.release_free_memory,
                              niceness=RENDER_NICENESS,
-                             background_quiet=BACKGROUND_QUIET),
+                             background_quiet=BACKGROUND_QUIET,
+                             background_share=BACKGROUND_SHARE),
                  io=IoPool(reactor, io_pool))
 
 

@@ -89,6 +89,17 @@ class Page:
         return WebDriverWait(self.driver, timeout).until(
             ec.visibility_of_element_located((By.CSS_SELECTOR, css)))
 
+    def click_to_next_page(self, css: str, timeout: float = 20) -> None:
+        """Click what loads another page (a form's button, a link) and wait until the
+        old page is gone, so that a wait for an element both pages have cannot find the
+        old one (a StaleElementReference a moment later)."""
+        from selenium.webdriver.support import expected_conditions as ec
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        old = self.find("html")
+        self.find(css).click()
+        WebDriverWait(self.driver, timeout).until(ec.staleness_of(old))
+
     def wait_text(self, css: str, text: str, timeout: float = 10) -> None:
         from selenium.webdriver.common.by import By
         from selenium.webdriver.support import expected_conditions as ec
@@ -383,7 +394,7 @@ async def test_album_upload_into_reorder_share_with_a_password_and_unlock(chromi
         page.login()
         page.open("/albums")
         page.fill("#album-title", "Holiday")
-        page.find("#create-album").click()
+        page.click_to_next_page("#create-album")
         page.wait("h1")
         assert page.title() == "Holiday" and page.path().startswith("/a/")
         album_path = page.path()
@@ -419,7 +430,7 @@ async def test_album_upload_into_reorder_share_with_a_password_and_unlock(chromi
         page.open(album_path)
         assert order(page) == [second, first]
         # The arrow buttons do the same without the script.
-        page.find(f"#album-grid .tile[data-id='{first}'] button[value='up']").click()
+        page.click_to_next_page(f"#album-grid .tile[data-id='{first}'] button[value='up']")
         page.wait("#album-grid")
         assert order(page) == [first, second]
 

@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -109,18 +110,45 @@ def child_pids(pid: int) -> list[int]:
 
 
 def connections_by_process(pids: list[int], port: int) -> dict[int, int]:
-    """How many established TCP connections to local ``port`` each of ``pids`` holds."""
+    """How many established TCP connections to local ``port`` each of ``pids`` holds,
+    once twistd has closed its copies of those a worker took.
+
+    twistd keeps a connection it handed off until the worker's "taken" arrives, which a
+    loaded machine may deliver after the client already has its answer: for that moment
+    both processes hold the socket. A copy twistd never closes fails here after 10 s.
+    """
+    deadline = time.monotonic() + 10
+    while True:
+        held = _connections_held(pids, port)
+        seen = Counter(inode for inodes in held.values() for inode in inodes)
+        shared = {inode for inode, holders in seen.items() if holders > 1}
+        if not shared or time.monotonic() > deadline:
+            assert not shared, f"twistd still holds {len(shared)} connections a worker took"
+            return {pid: len(inodes) for pid, inodes in held.items()}
+        time.sleep(0.05)
+
+
+def _connections_held(pids: list[int], port: int) -> dict[int, set[str]]:
+    """The socket inodes of established connections to local ``port``, per pid."""
     inodes = set()
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()
         if int(fields[1].split(":")[1], 16) == port and fields[3] == "01":  # ESTABLISHED
             inodes.add(fields[9])
-    counts = {}
+    held = {}
     for pid in pids:
-        links = (os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir())
-        counts[pid] = sum(link[len("socket:["):-1] in inodes for link in links
-                          if link.startswith("socket:["))
-    return counts
+        links = (_link(fd) for fd in Path(f"/proc/{pid}/fd").iterdir())
+        held[pid] = {link[len("socket:["):-1] for link in links
+                     if link.startswith("socket:[")} & inodes
+    return held
+
+
+def _link(fd: Path) -> str:
+    """Where an open file descriptor points; "" if it was closed meanwhile."""
+    try:
+        return os.readlink(fd)
+    except FileNotFoundError:
+        return ""
 
 
 def open_keepalive_connections(port: int, count: int) -> list[socket.socket]:

@@ -13,6 +13,7 @@ import pytest_twisted
 import sqlalchemy as sa
 from PIL import Image, features
 from twisted.internet.defer import DeferredList, ensureDeferred
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
 from tests.conftest import image_bytes, start_server
@@ -373,12 +374,70 @@ async def test_views_are_written_at_shutdown(tmp_path, reactor):
     assert views_in_db(server.data_dir, image_id) == len(paths) + 1
 
 
+# -- a damaged original --------------------------------------------------------
+
+@pytest_twisted.ensureDeferred
+async def test_a_damaged_original_gets_a_500_envelope_one_log_line_and_no_cache_file(
+        make_server, database_url, reactor):
+    import threading
+
+    from twisted.logger import LogLevel, globalLogPublisher
+
+    sections = {"database": {"url": database_url}} if database_url else {}
+    server = await make_server(sections | {"render": {"threads": 1}})
+    image_id = await upload_settled(server, await server.admin(),
+                                    noise_bytes("JPEG", (400, 300)))
+    [original] = (server.data_dir / "originals").rglob(f"{image_id}.*")
+    original.write_bytes(original.read_bytes()[:3000])  # the disk lost its tail
+    variants = server.imagehost.storage.variants_dir(image_id)
+    cached_before = sorted(p.name for p in variants.iterdir())
+    errors = []
+
+    def observe(event) -> None:
+        if event.get("log_level") == LogLevel.error:
+            errors.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        # Three requests at once share one render (held until all three wait for it):
+        # one failure, logged once.
+        delivery, go_on = server.imagehost.delivery, threading.Event()
+        holding = server.imagehost.pools.cpu.submit(go_on.wait, 30)
+        misses = delivery.misses
+        requests = DeferredList(
+            [ensureDeferred(server.client.get(f"/image/{image_id}.jpg?w=123"))
+             for _ in range(3)], consumeErrors=True)
+        while delivery.misses < misses + 3:
+            await deferLater(reactor, 0.01)
+        go_on.set()
+        await holding
+        responses = await requests
+        again = await server.client.get(f"/image/{image_id}.webp?w=99")
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    for response in [r for _ok, r in responses] + [again]:
+        assert response.code == 500
+        assert response.json() == {"error": {
+            "title": "DamagedOriginal",
+            "message": "The stored original of this image is damaged and cannot be "
+                       "rendered; the server's operator has it in the log."}}
+        assert response.header("Retry-After") is None
+    assert [e["id"] for e in errors] == [image_id, image_id]  # one per render, not request
+    assert "cannot decode image" in errors[0]["error"]
+    # Nothing half-written in the cache: what was there before, and no temporary files.
+    assert sorted(p.name for p in variants.iterdir()) == cached_before
+    # The original itself is still served as stored (the owner can fetch and re-upload).
+    assert (await server.client.get(f"/image/{image_id}.jpg")).body == original.read_bytes()
+
+
 # -- load --------------------------------------------------------------------
 
 @pytest_twisted.ensureDeferred
 async def test_overload_gets_fast_503_while_health_answers(make_server):
     server = await make_server({"render": {"threads": 1, "queue_size": 2}})
     image_id = await upload(await server.admin(), large_photo())
+    await server.imagehost.delivery.rendered_ahead(image_id)
+    assert (await server.client.get("/health")).code == 200  # a warm-up: first-use costs
     started = time.monotonic()
     health_latencies: list[float] = []
 
@@ -403,11 +462,15 @@ async def test_overload_gets_fast_503_while_health_answers(make_server):
     assert set(codes) <= {200, 503}, codes
     overloaded = [(r, t) for _ok, (r, t) in results if r.code == 503]
     assert len(overloaded) >= 10 and codes.count(200) >= 3, codes
+    # Neither a 503 nor /health waits behind a render: each came faster than the
+    # fastest render of this same run (fixed limits failed when the machine was busy).
+    fastest_render = min(t for _ok, (r, t) in results if r.code == 200)
     for response, elapsed in overloaded:
         assert response.header("Retry-After") == "1"
         assert response.json()["error"]["title"] == "Overloaded"
-        assert elapsed < 2.0
-    assert health_latencies and max(health_latencies) < 1.0, health_latencies
+        assert elapsed < fastest_render, (elapsed, fastest_render)
+    assert len(health_latencies) >= 3 and max(health_latencies) < fastest_render, (
+        health_latencies, fastest_render)
     assert time.monotonic() - started < 30
 
 

@@ -199,9 +199,13 @@ async def test_delete_through_one_daemon_reaches_the_others_cached_variant_in_bo
     # Anything that is not a hit in B's own cache asks the database: 404 at once.
     assert (await pair.b.client.get(f"/image/{image_id}.png")).code == 404
     assert (await pair.b.client.get(f"/image/{image_id}.jpg?w=10")).code == 404
-    # B's cached variant is answered for at most revalidate_after seconds.
-    while (await pair.b.client.get(url)).code == 200:
-        assert time.monotonic() - deleted_at < REVALIDATE_AFTER + 0.5
+    # B's cached variant is answered for at most revalidate_after seconds: a request
+    # sent later gets a 404, however late a busy machine delivers the answer.
+    while True:
+        sent = time.monotonic()
+        if (await pair.b.client.get(url)).code != 200:
+            break
+        assert sent - deleted_at < REVALIDATE_AFTER + 0.1
         await sleep(reactor, 0.05)
     assert (await pair.b.client.get(url)).code == 404
 

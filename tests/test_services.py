@@ -180,6 +180,71 @@ def test_background_jobs_wait_until_requests_left_the_pool_quiet_for_a_while():
     assert pool.pending == 0 and not held.held
 
 
+def _background_pool(clock: Clock, threads: int) -> tuple[CpuPool, HeldThreadPool]:
+    held = HeldThreadPool(threads=threads)
+    return CpuPool(ImmediateReactor(), held, queue_size=4, clock=clock,
+                   background_quiet=0.25, background_share=0.05), held
+
+
+def _held_background(held: HeldThreadPool) -> list[int]:
+    """The numbers of the background jobs on a thread (their ``fn`` is ``list.append``)."""
+    return [args[1] for _on, _run, args, _kw in held.held if len(args) == 2]
+
+
+def test_under_a_steady_load_background_jobs_still_get_their_share_and_no_more():
+    clock = Clock()
+    pool, held = _background_pool(clock, threads=2)
+    step = 0.125  # each job holds its thread for two steps (0.25 s)
+    done = []
+
+    def keep_requests_waiting():
+        while pool.pending < pool.threads + pool.queue_size:
+            pool.submit(lambda: "request")
+
+    keep_requests_waiting()
+    for n in range(50):
+        pool.submit_background(done.append, n)
+    started, ended = {}, {}
+    for _ in range(160):  # 20 s of every thread busy and requests always waiting
+        clock.advance(step)
+        oldest = held.held[0][2]  # (fn, *args) of the job that ends now
+        held.release_one()
+        if len(oldest) == 2:
+            ended[oldest[1]] = clock.seconds()
+        keep_requests_waiting()
+        for n in _held_background(held):
+            started.setdefault(n, clock.seconds())
+        assert len(_held_background(held)) <= 1
+    # (a) the lane made progress under load: a 0.25 s job about every 5 s
+    assert sorted(done) == list(range(len(done))) and 4 <= len(done) <= 5
+    # (b) and never started before its share allowed: 19 times the last job's time
+    for n in range(1, len(started)):
+        took = ended[n - 1] - started[n - 1]
+        assert took == 0.25
+        assert started[n] >= ended[n - 1] + 19 * took
+    assert pool.background_done == len(done) and pool.pending == pool.threads + 4
+
+
+def test_a_quiet_pool_runs_background_jobs_back_to_back_whatever_their_share():
+    clock = Clock()
+    pool, held = _background_pool(clock, threads=2)
+    done = []
+    pool.submit(lambda: "request")
+    pool.submit_background(done.append, 0)  # its share under load
+    assert _held_background(held) == [0]
+    clock.advance(1.0)
+    held.release()  # a 1 s job: under load the next would wait 19 s
+    for n in range(1, 6):
+        pool.submit_background(done.append, n)
+    assert not held.held  # a request ended just now and the share is used up
+    clock.advance(0.25)
+    for n in range(1, 6):
+        assert _held_background(held) == [n]  # started the moment the last one ended
+        clock.advance(1.0)
+        held.release_one()
+    assert done == list(range(6)) and not held.held and pool.background_done == 6
+
+
 def test_a_full_background_queue_drops_jobs_but_never_refuses_requests():
     held = HeldThreadPool(threads=1)
     pool = CpuPool(ImmediateReactor(), held, queue_size=1, background_queue_size=1)

@@ -107,3 +107,79 @@ def test_spenders_that_get_in_between_two_statements_of_another_take_nothing_twi
     assert len(others) == 4
     assert sum(map(allowed, [paused, *others, *later])) == 5
     assert not allowed(later[-1])
+
+
+# -- PostgreSQL: deadlocks and serialization failures run the transaction again ----------
+
+
+@pytest.fixture
+def pg_engine(postgres):
+    with postgres.database() as url:
+        engine = create_engine(url)
+        upgrade(engine)
+        yield engine
+        engine.dispose()
+
+
+def _add_tokens(conn, key: str) -> None:
+    conn.execute(rate_buckets.update().where(rate_buckets.c.key == key)
+                 .values(tokens=rate_buckets.c.tokens + 1))
+
+
+def test_a_deadlock_victim_runs_again_and_both_transactions_commit(pg_engine):
+    for key in ("a", "b"):
+        spend(pg_engine, key, 1000.0)  # 5 tokens left in each
+    each_holds_its_first_row = threading.Barrier(2, timeout=10)
+    attempts = {"a": 0, "b": 0}
+
+    def add_to_both(conn, first: str, second: str) -> None:
+        attempts[first] += 1
+        _add_tokens(conn, first)
+        if attempts[first] == 1:  # the first time, each waits for the other's row: a
+            each_holds_its_first_row.wait()  # real deadlock, which PostgreSQL breaks
+        _add_tokens(conn, second)
+
+    with ThreadPoolExecutor(2) as pool:
+        runs = [pool.submit(run_sync, pg_engine, add_to_both, "a", "b"),
+                pool.submit(run_sync, pg_engine, add_to_both, "b", "a")]
+        for run in runs:
+            run.result(timeout=60)  # neither raised the deadlock (40P01)
+    assert sorted(attempts.values()) == [1, 2]  # the victim ran once more
+    assert tokens_left(pg_engine, "a") == tokens_left(pg_engine, "b") == pytest.approx(7.0)
+
+
+@pytest.mark.parametrize(("sqlstate", "runs"), [("40001", 5), ("40P01", 5), ("23505", 1)])
+def test_only_failures_worth_another_try_are_retried_and_only_a_few_times(
+        pg_engine, sqlstate, runs):
+    attempts = []
+
+    def fail(conn) -> None:
+        attempts.append(1)
+        conn.execute(sa.text(f"DO $$ BEGIN RAISE EXCEPTION 'forced' USING ERRCODE = "
+                             f"'{sqlstate}'; END $$"))
+
+    with pytest.raises(sa.exc.DBAPIError) as raised:
+        run_sync(pg_engine, fail)
+    assert raised.value.orig.sqlstate == sqlstate
+    assert len(attempts) == runs
+
+
+def test_a_new_bucket_does_not_wait_for_old_ones_another_transaction_holds(pg_engine):
+    spend(pg_engine, "old", 1000.0)
+
+    def keys(conn):
+        return sorted(conn.execute(sa.select(rate_buckets.c.key)).scalars())
+
+    def create_without_waiting(conn) -> float:
+        conn.execute(sa.text("SET LOCAL lock_timeout = '2s'"))
+        return spend_token(conn, "tries", "new", 6.0, 0.1, 1061.0)
+
+    with pg_engine.connect() as other, other.begin():
+        other.execute(sa.select(rate_buckets).where(rate_buckets.c.key == "old")
+                      .with_for_update())
+        # "old" is full again and would be dropped, but this transaction holds it: the
+        # clean-up skips it instead of waiting (or deadlocking with another creator).
+        assert run_sync(pg_engine, create_without_waiting) == 0.0
+    assert run_sync(pg_engine, keys) == ["new", "old"]
+    spend(pg_engine, "newer", 1062.0)  # the next new bucket drops it
+    assert run_sync(pg_engine, keys) == ["new", "newer"]

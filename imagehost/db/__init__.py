@@ -24,6 +24,10 @@ T = TypeVar("T")
 
 _LOCK_RETRIES = 5
 
+#: SQLSTATEs after which PostgreSQL has rolled the whole transaction back and says that
+#: running it again may succeed: serialization_failure and deadlock_detected.
+_RETRY_SQLSTATES = frozenset({"40001", "40P01"})
+
 
 def create_engine(url: str, pool_size: int = 5) -> sa.Engine:
     """An Engine for ``url``; SQLite gets WAL, a busy timeout and foreign keys."""
@@ -107,16 +111,29 @@ def printable_url(url: str) -> str:
 
 
 def run_sync(engine: sa.Engine, thd: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run ``thd(conn, *args, **kwargs)`` in one transaction, retrying when SQLite is locked."""
+    """Run ``thd(conn, *args, **kwargs)`` in one transaction; run it again (a few times,
+    with backoff) when SQLite is locked or PostgreSQL rolled it back for a deadlock or a
+    serialization failure. Query functions touch nothing but the database, so the whole
+    transaction can run again."""
     for attempt in range(_LOCK_RETRIES):
         try:
             with engine.begin() as conn:
                 return thd(conn, *args, **kwargs)
-        except sa.exc.OperationalError as e:
-            if "locked" not in str(e.orig) or attempt == _LOCK_RETRIES - 1:
+        except sa.exc.DBAPIError as e:
+            if not _worth_retrying(e) or attempt == _LOCK_RETRIES - 1:
                 raise
             time.sleep(0.05 * 2**attempt)
     raise AssertionError("unreachable")
+
+
+def _worth_retrying(error: sa.exc.DBAPIError) -> bool:
+    """Whether the failed transaction may succeed if run again from the start."""
+    if getattr(error.orig, "sqlstate", None) in _RETRY_SQLSTATES:
+        return True
+    # SQLite's "database is locked" only: PostgreSQL's messages say "blocked by" too.
+    # (Its class, not ``import sqlite3``: a PostgreSQL daemon need not load the module.)
+    sqlite = type(error.orig).__module__ == "sqlite3"
+    return sqlite and isinstance(error, sa.exc.OperationalError) and "locked" in str(error.orig)
 
 
 def ping(conn: sa.Connection) -> None:

@@ -58,9 +58,15 @@ def _spend_locked(conn: sa.Connection, name: str, key: str, capacity: float, rat
 
 def _create(conn: sa.Connection, name: str, key: str, tokens: float, now: float,
             forget_before: float) -> bool:
-    """A new bucket; buckets full again (untouched since ``forget_before``) are dropped."""
+    """A new bucket; buckets full again (untouched since ``forget_before``) are dropped,
+    but not those another transaction holds: on PostgreSQL two processes creating
+    buckets at once would otherwise lock the same old rows in different orders and
+    deadlock. (SQLite has one writer and no row locks; the FOR UPDATE is left out.)"""
+    forgotten = (sa.select(buckets.c.key)
+                 .where(buckets.c.name == name, buckets.c.updated < forget_before)
+                 .with_for_update(skip_locked=True))
     conn.execute(buckets.delete().where(buckets.c.name == name,
-                                        buckets.c.updated < forget_before))
+                                        buckets.c.key.in_(forgotten.scalar_subquery())))
     try:
         with conn.begin_nested():
             conn.execute(buckets.insert().values(name=name, key=key, tokens=tokens,

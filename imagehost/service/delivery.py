@@ -46,11 +46,12 @@ from imagehost.imaging.probe import (
 from imagehost.imaging.render import (
     LOSSY_FORMATS,
     OUTPUT_FORMATS,
+    RenderError,
     RenderSpec,
     plan_variant,
     render_variant,
 )
-from imagehost.service.errors import BadRequest, NotFound
+from imagehost.service.errors import BadRequest, DamagedOriginal, NotFound
 from imagehost.service.intermediates import Intermediates
 from imagehost.service.pools import Pools
 from imagehost.service.transforms import (
@@ -461,7 +462,8 @@ class Delivery:
         ``immediate``: asked by the hit path (``locate_remembered``), not a route (counted
         in ``immediate_misses``).
 
-        Raises Overloaded when the CPU pool is full, NotFound if the original is gone.
+        Raises Overloaded when the CPU pool is full, NotFound if the original is gone,
+        DamagedOriginal if it cannot be decoded (then nothing is cached).
         """
         self.immediate_misses += immediate
         if content.spec is None:
@@ -588,6 +590,10 @@ class Delivery:
         if isinstance(result, Failure):
             if result.check(FileNotFoundError):
                 result = Failure(NotFound("No such image."))
+            elif result.check(RenderError):  # once per render, however many waited on it
+                _log.error("The stored original of image {id} cannot be decoded: {error}",
+                           id=key[0], error=result.getErrorMessage())
+                result = Failure(DamagedOriginal())
         else:
             if result[1] == "MISS":
                 self.renders += 1

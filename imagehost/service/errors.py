@@ -56,6 +56,16 @@ class Overloaded(ServiceError):
         self.retry_after = retry_after
 
 
+class DamagedOriginal(ServiceError):
+    """The stored original cannot be decoded (damaged on disk or in the bucket): the
+    server's fault, not the request's, and asking again will not help."""
+
+    def __init__(self, message: str = "The stored original of this image is damaged and "
+                                      "cannot be rendered; the server's operator has it "
+                                      "in the log."):
+        super().__init__(message)
+
+
 @dataclass(frozen=True)
 class Violation:
     property: str

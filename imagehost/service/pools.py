@@ -37,13 +37,19 @@ class CpuPool:
     (``submit``) always start first; background jobs (``submit_background``: renders
     nobody waits for yet, such as the thumbnail made after an upload) start only when no
     request is waiting, one at a time, and, when there are several threads, only while
-    one is left free for a request arriving meanwhile. So a background job can hold up a
-    request by at most the rest of one job, and only when requests are not keeping the
-    pool busy anyway. With ``background_quiet`` seconds, background jobs also wait until
-    no request has run for that long: under a steady load of requests they wait for the
-    load to pass. Without it, at 2 clients (a thread free between requests) the eager
-    thumbnails of a burst of uploads halved the renders of requests, at the same or a
-    lower thread priority alike (the eager figure in bench/README.md).
+    one is left free for a request arriving meanwhile. So, but for the share below, a
+    background job can hold up a request by at most the rest of one job, and only when
+    requests are not keeping the pool busy anyway. With ``background_quiet`` seconds, a
+    pool where no request has run for that long (a quiet pool) runs background jobs back
+    to back; under a steady load of requests they get ``background_share`` of one thread
+    instead: after a background job that took d seconds, the next may start (on the
+    first free thread, before waiting requests) only (1 / share - 1) * d seconds after
+    it ended (19 d for 5 %), so they still make progress while requests keep every
+    thread busy. Without a limit,
+    at 2 clients (a thread free between requests) the eager thumbnails of a burst of
+    uploads halved the renders of requests, at the same or a lower thread priority
+    alike; with none at all under load (share 0), they never ran while the load lasted
+    (the eager figure in bench/README.md).
 
     ``when_idle`` (e.g. ``imaging.memory.release_free_memory``) runs on a pool thread
     ``idle_delay`` seconds after the last job, unless another job came meanwhile.
@@ -57,7 +63,7 @@ class CpuPool:
     def __init__(self, reactor, threadpool: ThreadPool, queue_size: int, *,
                  background_queue_size: int = 256, when_idle: Callable[[], Any] | None = None,
                  idle_delay: float = 2.0, clock=None, niceness: int = 0,
-                 background_quiet: float = 0.0):
+                 background_quiet: float = 0.0, background_share: float = 0.0):
         self._reactor = reactor
         self._pool = threadpool
         self.threads = threadpool.max
@@ -77,7 +83,10 @@ class CpuPool:
         self.niceness = niceness
         self._lowered = threading.local()
         self.background_quiet = background_quiet
+        self.background_share = background_share
+        self.background_done = 0  # background jobs finished, beside those dropped
         self._last_request = float("-inf")  # when a request job last finished
+        self._background_due = float("-inf")  # when the share allows the next one
         self._quiet_call = None
 
     def start(self) -> None:
@@ -122,25 +131,36 @@ class CpuPool:
     def _next_job(self) -> _Job | None:
         if self._running >= self.threads:
             return None
+        idle_lane = self._background and self._running_background == 0
+        if idle_lane and self._share_allows():
+            return self._background.popleft()  # its share under load, even before requests
         if self._requests:
             return self._requests.popleft()
         spare = self.threads - self._running - (1 if self.threads > 1 else 0)
-        if self._background and self._running_background == 0 and spare > 0 and self._quiet():
+        if idle_lane and spare > 0 and self._quiet():
             return self._background.popleft()
         return None
 
+    def _share_allows(self) -> bool:
+        """Whether the background lane's share under load allows a job now."""
+        return bool(self.background_quiet and self.background_share
+                    and self._clock.seconds() >= self._background_due)
+
     def _quiet(self) -> bool:
         """Whether no request has run for ``background_quiet`` seconds; if not, a look at
-        the background lane is due when that will be the case."""
+        the background lane is due when that (or the share's next turn) will be the case."""
         if not self.background_quiet:
             return True
         if self._running > self._running_background:
             return False  # a request is running: its end looks again
-        wait = self._last_request + self.background_quiet - self._clock.seconds()
-        if wait <= 0:
+        now = self._clock.seconds()
+        look_at = self._last_request + self.background_quiet
+        if now >= look_at:
             return True
+        if self.background_share:
+            look_at = min(look_at, self._background_due)
         if self._quiet_call is None or not self._quiet_call.active():
-            self._quiet_call = self._clock.callLater(wait, self._quiet_over)
+            self._quiet_call = self._clock.callLater(look_at - now, self._quiet_over)
         return False
 
     def _quiet_over(self) -> None:
@@ -163,6 +183,8 @@ class CpuPool:
             self._idle_call.cancel()
         self._running += 1
         self._running_background += job.background
+        if job.background and self.background_share:
+            job.started = self._clock.seconds()
         d = deferToThreadPool(self._reactor, self._pool, self._run, job.fn, *job.args,
                               **job.kwargs)
         d.addBoth(self._finished, job)
@@ -177,7 +199,13 @@ class CpuPool:
     def _finished(self, result, job: _Job) -> None:
         self._running -= 1
         self._running_background -= job.background
-        if not job.background and self.background_quiet:
+        if job.background:
+            self.background_done += 1
+            if self.background_share:
+                now = self._clock.seconds()
+                took = now - job.started
+                self._background_due = now + took * (1 / self.background_share - 1)
+        elif self.background_quiet:
             self._last_request = self._clock.seconds()
         self._dispatch()
         if isinstance(result, Failure):
@@ -217,6 +245,7 @@ class _Job:
     kwargs: dict
     background: bool = False
     result: Deferred = field(default_factory=Deferred)
+    started: float = 0.0  # clock seconds when it went to a thread
 
 
 class IoPool:

@@ -13,6 +13,7 @@ from typing import Any
 from imagehost.service.backup import BackupFailed
 from imagehost.service.errors import (
     BadRequest,
+    DamagedOriginal,
     Forbidden,
     Gone,
     NotFound,
@@ -56,6 +57,8 @@ STATUS_BY_ERROR: dict[type[Exception], WireError] = {
     RateLimited: WireError(429),
     Overloaded: WireError(503),
     StorageUnavailable: WireError(503),
+    # The server's own data is bad: a retry will not help, so no 503 and no Retry-After.
+    DamagedOriginal: WireError(500),
     # Raised only by the CLI's backup and restore; no route can reach it.
     BackupFailed: WireError(500),
 }
