@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from PIL import Image
 
 from imagehost.db.schema import shares as shares_table
+from imagehost.service.shares import new_code
 from tests.test_albums import new_album, upload, violation
 from tests.test_library import person
 from tests.web_support import PageClient, csrf_of
@@ -269,3 +270,11 @@ async def test_shares_of_a_deleted_image_end(server):
     await alice.client.request("DELETE", f"/api/image/{image_id}")
     assert (await PageClient(server.base_url).get(f"/s/{code}")).code == 404
     assert (await alice.client.get("/api/shares")).json()["data"] == []
+
+
+def test_a_share_code_never_starts_with_a_dash_which_command_lines_read_as_an_option():
+    drawn = iter(["-9bcdefghijklmno", "-Abcdefghijklmno", "Zbcdefghijklmno-"])
+    assert new_code(lambda n: next(drawn)) == "Zbcdefghijklmno-"
+    codes = {new_code() for _ in range(200)}
+    assert len(codes) == 200
+    assert all(re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_-]{15}", code) for code in codes)

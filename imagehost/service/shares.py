@@ -111,7 +111,7 @@ class Shares:
             await self._own_album(viewer, album_id)
         password_hash = (await self._cpu.submit(auth.hash_password, password)
                          if password else None)
-        share = Share(code=secrets.token_urlsafe(CODE_BYTES), owner_id=viewer.user.id,
+        share = Share(code=new_code(), owner_id=viewer.user.id,
                       image_id=image_id, album_id=album_id, password_hash=password_hash,
                       variant=fixed, expires_at=moment, created_at=self._now())
         await self._db.run(q.insert_share, share)
@@ -250,6 +250,16 @@ class Shares:
             entry = found[0]
         return await self._delivery.locate(entry.image.id, ext, thumbnail=thumbnail,
                                            query=asked, trusted=True)
+
+
+def new_code(random_text: Callable[[int], str] = secrets.token_urlsafe) -> str:
+    """A fresh share code: ``CODE_BYTES`` random bytes as URL-safe text, never starting
+    with "-", which command lines (``imagehost share revoke CODE``) would take for an
+    option."""
+    while True:
+        code = random_text(CODE_BYTES)
+        if not code.startswith("-"):
+            return code
 
 
 def image_key(code: str, image_id: str) -> str:
