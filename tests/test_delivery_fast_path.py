@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import socket
 import time
 
 import pytest_twisted
 import sqlalchemy as sa
+from PIL import Image
+from twisted.internet.defer import DeferredList
 from twisted.internet.threads import deferToThread
 
 from tests.conftest import image_bytes, start_server
@@ -178,6 +181,7 @@ async def test_an_empty_cache_file_is_a_miss_not_an_empty_image(server, admin):
     image_id = await upload(admin, image_bytes("JPEG", (400, 300)))
     url = f"/image/{image_id}.png?w=50"
     first = await server.client.get(url)
+    await server.imagehost.delivery.written()
     [cached] = [p for p in (server.data_dir / "cache").rglob("*") if p.is_file()
                 and p.name.startswith("r1-50x")]  # (not the eager thumbnail)
     cached.write_bytes(b"")  # what a power cut after an unsynced rename can leave
@@ -191,12 +195,14 @@ async def test_an_empty_cache_file_is_a_miss_not_an_empty_image(server, admin):
 
 
 async def rendered_once(server, admin, variant: str):
-    """Upload a JPEG and render ``variant`` (``.png?w=50``) of it once: (url, answer)."""
+    """Upload a JPEG and render ``variant`` (``.png?w=50``) of it once, its cache file
+    written: (url, answer)."""
     image_id = await upload(admin, image_bytes("JPEG", (400, 300)))
     await server.imagehost.delivery.rendered_ahead(image_id)
     url = f"/image/{image_id}{variant}"
     first = await server.client.get(url)
     assert first.header("X-Cache") == "MISS"
+    await server.imagehost.delivery.written()
     return url, first
 
 
@@ -325,3 +331,90 @@ async def test_an_image_expiring_is_no_hit_after_its_expiry(server, admin, react
         assert int(hit.header("Cache-Control").split("max-age=")[1]) <= 3
     await sleep(reactor, 3.2)  # within revalidate_after: the record is not read again
     assert (await server.client.get(url)).code == 404
+
+
+# -- misses of remembered images, rendered without the route ------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_miss_answered_at_once_is_the_same_answer_as_the_routes(server, admin):
+    delivery = server.imagehost.delivery
+    image_id = await upload(admin, image_bytes("JPEG", (400, 300)))
+    await delivery.rendered_ahead(image_id)
+    at_once = await deferToThread(raw_request, server.base_url, "GET",
+                                  f"/image/{image_id}.png?w=50")
+    assert (at_once[0], at_once[1]["X-Cache"]) == (200, "MISS")
+    assert delivery.immediate_misses == 1
+    delivery.forget(image_id)  # the next request reads the record: the route answers
+    by_route = await deferToThread(raw_request, server.base_url, "GET",
+                                   f"/api/image/{image_id}.png?w=60")
+    assert (by_route[0], by_route[1]["X-Cache"]) == (200, "MISS")
+    assert delivery.immediate_misses == 1
+    for answer, width in ((at_once, 50), (by_route, 60)):
+        answer[1].pop("Date")
+        assert answer[1].pop("ETag") != answer[1].pop("X-Cache")  # (differ by variant)
+        assert Image.open(io.BytesIO(answer[2])).size == (width, round(width * 0.75))
+        assert answer[1].pop("Content-Length") == str(len(answer[2]))
+    assert at_once[1] == by_route[1]  # every other header the same
+    # Concurrent misses of one variant still share one render; each is answered.
+    renders = delivery.renders
+    urls = [f"/image/{image_id}.webp?w=70"] * 3
+    answers = await DeferredList([deferToThread(raw_request, server.base_url, "GET", u)
+                                  for u in urls], consumeErrors=False)
+    bodies = {body for _ok, (_status, _headers, body) in answers}
+    assert {status for _ok, (status, _h, _b) in answers} == {200} and len(bodies) == 1
+    assert delivery.renders == renders + 1
+    await delivery.views.flush()
+    assert views_in_db(server, image_id) == 5  # every GET answered 200 counted a view
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_miss_that_fails_gets_the_envelope_without_the_image_headers(server, admin):
+    delivery = server.imagehost.delivery
+    image_id = await upload(admin, image_bytes("JPEG", (400, 300)))
+    await delivery.rendered_ahead(image_id)
+    server.imagehost.storage.local_original(image_id, "jpg").unlink()  # damaged storage
+    at_once = await server.client.get(f"/image/{image_id}.png?w=50")
+    assert delivery.immediate_misses == 1
+    delivery.forget(image_id)
+    by_route = await server.client.get(f"/image/{image_id}.png?w=60")
+    assert delivery.immediate_misses == 1
+    for answer in (at_once, by_route):
+        assert answer.code == 404 and answer.json()["error"]["title"] == "NotFound"
+        # Nothing that would let a cache keep the error for a year, or revalidate it.
+        assert answer.header("Cache-Control") is None and answer.header("ETag") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_head_of_a_miss_goes_to_the_route(server, admin):
+    delivery = server.imagehost.delivery
+    image_id = await upload(admin, image_bytes("JPEG", (400, 300)))
+    await delivery.rendered_ahead(image_id)
+    status, headers, body = await deferToThread(raw_request, server.base_url, "HEAD",
+                                                f"/image/{image_id}.png?w=50")
+    assert (status, body, headers["X-Cache"]) == (200, b"", "MISS")
+    assert int(headers["Content-Length"]) > 0
+    assert delivery.immediate_misses == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_gone_during_the_render_of_a_miss_leaves_it_cached(server, admin,
+                                                                           reactor):
+    delivery = server.imagehost.delivery
+    image_id = await upload(admin, image_bytes("JPEG", (2000, 1500)))
+    await delivery.rendered_ahead(image_id)
+    port = int(server.base_url.rsplit(":", 1)[1])
+    url = f"/image/{image_id}.png?w=1900"
+
+    def ask_and_hang_up() -> None:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"GET " + url.encode() + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+
+    await deferToThread(ask_and_hang_up)
+    for _ in range(200):
+        if delivery.renders:
+            break
+        await sleep(reactor, 0.05)
+    assert delivery.immediate_misses == 1 and delivery.renders == 1
+    again = await server.client.get(url)
+    assert (again.code, again.header("X-Cache")) == (200, "HIT")

@@ -134,6 +134,7 @@ async def test_an_expired_image_is_404_everywhere_then_gone_after_gc(server, rea
     visitor = PageClient(server.base_url)
     for url in urls:  # served, and cached (variants rendered, the record remembered)
         assert (await visitor.get(url)).code == 200, url
+    await server.imagehost.delivery.written()
     assert any(server.imagehost.storage.variants_dir(image_id).iterdir())
 
     assert datetime.now(UTC) < expiry, "the machine is too slow for this test's 6 s"

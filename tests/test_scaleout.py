@@ -190,6 +190,7 @@ async def test_delete_through_one_daemon_reaches_the_others_cached_variant_in_bo
     url = f"/image/{image_id}_thumbnail.jpg"
     assert (await pair.b.client.get(url)).header("X-Cache") == "MISS"
     assert (await pair.b.client.get(url)).header("X-Cache") == "HIT"
+    await pair.b.imagehost.delivery.written()
     assert any(pair.b.imagehost.storage.variants_dir(image_id).iterdir())
 
     deleted_at = time.monotonic()

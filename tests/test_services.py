@@ -350,6 +350,61 @@ async def test_a_miss_renders_once_and_then_hits_the_cache(tmp_path):
         assert hit.cache == "HIT" and hit.file.read() == fired(first).data
 
 
+async def _uploaded_with_held_io(parts: Parts, io: HeldThreadPool, size=(200, 100)) -> str:
+    uploading = Deferred.fromCoroutine(parts.upload(image_bytes("PNG", size)))
+    io.release()  # the original's write
+    return fired(uploading)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_miss_is_answered_before_its_cache_file_is_written(tmp_path):
+    io = HeldThreadPool()
+    parts = Parts(tmp_path, io=io)
+    image_id = await _uploaded_with_held_io(parts, io)
+    content = fired(_png_variant(parts, image_id, 50))
+    first = fired(Deferred.fromCoroutine(parts.delivery.body(content, count_view=False)))
+    assert first.cache == "MISS" and len(io.held) == 1  # answered; the write waits
+    assert not content.cache_path.exists()
+    # Meanwhile the same variant is served from the bytes being written, not rendered
+    # again: by the route and by the hit path alike.
+    second = fired(Deferred.fromCoroutine(parts.delivery.body(content, count_view=False)))
+    at_once = parts.delivery.cached_body(content, count_view=False, read_up_to=2**16)
+    assert second.cache == at_once.cache == "HIT"
+    assert second.data == at_once.data == first.data
+    assert parts.delivery.cached_body(content, count_view=False) is None  # HEAD: no bytes
+    assert parts.delivery.renders == 1 and len(io.held) == 1
+    stopping = Deferred.fromCoroutine(parts.delivery.stop())
+    assert not stopping.called  # stop waits for the cache file
+    io.release()
+    fired(stopping)
+    assert content.cache_path.read_bytes() == first.data
+    third = fired(Deferred.fromCoroutine(parts.delivery.body(content, count_view=False)))
+    with third.file:
+        assert third.cache == "HIT" and third.file.read() == first.data
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failed_cache_write_leaves_no_file_and_the_next_request_renders_again(
+        tmp_path):
+    io = HeldThreadPool()
+    parts = Parts(tmp_path, io=io)
+    image_id = await _uploaded_with_held_io(parts, io)
+    content = fired(_png_variant(parts, image_id, 50))
+    first = fired(Deferred.fromCoroutine(parts.delivery.body(content, count_view=False)))
+    folder = content.cache_path.parent
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    folder.write_bytes(b"")  # a file where the image's folder goes: the write fails
+    io.release()
+    assert folder.read_bytes() == b""  # nothing half-written
+    again = Deferred.fromCoroutine(parts.delivery.body(content, count_view=False))
+    assert again.called  # rendered again at once; its own write waits
+    assert fired(again).cache == "MISS" and fired(again).data == first.data
+    assert parts.delivery.renders == 2
+    folder.unlink()
+    io.release()
+    assert content.cache_path.read_bytes() == first.data
+
+
 def held_calls(cpu: HeldThreadPool) -> list[str]:
     """The functions of the CPU jobs held, in order (each is wrapped by ``CpuPool._run``)."""
     return [job[2][0].__name__ for job in cpu.held]

@@ -4,9 +4,10 @@
 ETag is known before any pixel is touched, so a conditional request costs one DB read.
 ``body`` then produces the bytes: the original, a cached variant file, a variant another
 daemon shared through the storage (S3), or a fresh render on the CPU pool. Identical
-concurrent misses share one render (single flight). Smaller variants of originals that
-are expensive to decode (PNG, WebP, AVIF, HEIC) are rendered from their intermediate
-(``service.intermediates``) instead of the original.
+concurrent misses share one render (single flight). A miss is answered before its cache
+file is written; until the file has landed, its bytes serve the same variant from memory.
+Smaller variants of originals that are expensive to decode (PNG, WebP, AVIF, HEIC) are
+rendered from their intermediate (``service.intermediates``) instead of the original.
 
 Several daemons may serve one database: an image remembered here is trusted without a
 database read for ``revalidate_after`` seconds at most, so a delete made through another
@@ -25,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -140,6 +141,8 @@ class Delivery:
         self.urls = urls or ImageUrls(UrlSigner(b""), DeliveryPolicy())
         self.auto_avif = auto_avif
         self._flights: dict[tuple[str, str], list[Deferred]] = {}
+        # Variants answered whose cache file is still being written, with the write.
+        self._writing: dict[Path, tuple[bytes, Deferred[None]]] = {}
         self._reads: dict[str, list[Deferred]] = {}  # image records being read, by id
         # Images seen recently, with the clock time until which they are trusted. Only
         # fields that never change for an id are used (size, type, hash, creation time),
@@ -156,6 +159,7 @@ class Delivery:
         self._ahead: dict[str, Deferred[None]] = {}  # first views being rendered, by image
         self.hits = 0
         self.immediate_hits = 0  # hits answered by ``cached_body``, without awaiting
+        self.immediate_misses = 0  # variants rendered for the hit path, without the route
         self.misses = 0
         self.renders = 0
         self.shared_hits = 0  # local misses another daemon had rendered (S3 storage)
@@ -167,8 +171,15 @@ class Delivery:
         await self.cache.merge_scan(found)
 
     async def stop(self) -> None:
-        """Write pending view counts (call before the pools stop)."""
+        """Write pending view counts and cache files (call before the pools stop)."""
         await self.views.stop()
+        await self.written()
+
+    async def written(self) -> None:
+        """Fires once every cache file of a variant answered so far is written (or its
+        write has failed)."""
+        while self._writing:
+            await DeferredList([write for _data, write in self._writing.values()])
 
     async def locate(self, image_id: str, ext: str, *, thumbnail: bool,
                      query: Mapping[str, Sequence[str]],
@@ -302,11 +313,13 @@ class Delivery:
             if content is None or content.spec is None:
                 continue
             path = self.cache.path(image.id, content.spec.cache_key())
-            if (image.id, path.name) in self._flights:
-                continue  # a request is rendering it already
+            if (image.id, path.name) in self._flights or path in self._writing:
+                continue  # a request is rendering it already (or has just rendered it)
             _data, source = await self._produce(content, path, background=True)
             if source == "MISS":
                 self.eager_renders += 1
+            if path in self._writing:  # first views are in the cache when this fires
+                await self._writing[path][1]
 
     def _preset(self, image: ImageRecord, name: str) -> ImageContent | None:
         """What ``?p=name`` (``_thumbnail`` for the thumbnail) asks of ``image``, in the
@@ -371,13 +384,26 @@ class Delivery:
         if content.cache_path is None:
             return None
         cached = self.cache.open(content.cache_path, read_up_to=read_up_to)
-        if cached is None:
-            return None
+        if cached is not None:
+            body = Body(size=cached.size, file=cached.file, data=cached.data, cache="HIT")
+        else:
+            # A caller that reads nothing (HEAD) wants no bytes in memory: then ``body``.
+            body = self._being_written(content.cache_path, up_to=read_up_to)
+            if body is None:
+                return None
         self.hits += 1
         self.immediate_hits += 1
         if count_view:
             self.views.count(content.image.id)
-        return Body(size=cached.size, file=cached.file, data=cached.data, cache="HIT")
+        return body
+
+    def _being_written(self, path: Path, up_to: int | None = None) -> Body | None:
+        """The bytes of a variant just answered whose cache file is still being written
+        (if at most ``up_to`` bytes); None when none is."""
+        writing = self._writing.get(path)
+        if writing is None or (up_to is not None and len(writing[0]) > up_to):
+            return None
+        return Body(size=len(writing[0]), data=writing[0], cache="HIT")
 
     def forget(self, image_id: str) -> None:
         """The image was deleted through this daemon: stop trusting what was remembered
@@ -430,12 +456,16 @@ class Delivery:
         return ImageContent(image, request.ext, None, image.mime_type, f'"{image.sha256}"',
                             image.created_at)
 
-    async def body(self, content: ImageContent, *, count_view: bool) -> Body:
+    async def body(self, content: ImageContent, *, count_view: bool,
+                   immediate: bool = False) -> Body:
         """The bytes of ``content``, rendering and caching a variant on a miss.
+        ``immediate``: asked by the hit path (``locate_remembered``), not a route (counted
+        in ``immediate_misses``).
 
         Raises Overloaded when the CPU pool is full, NotFound if the original is gone,
         DamagedOriginal if it cannot be decoded (then nothing is cached).
         """
+        self.immediate_misses += immediate
         if content.spec is None:
             body = await self._original(content)
         else:
@@ -463,6 +493,10 @@ class Delivery:
         if cached is not None:
             self.hits += 1
             return Body(size=cached.size, file=cached.file, cache="HIT")
+        written = self._being_written(path)
+        if written is not None:
+            self.hits += 1
+            return written
         self.misses += 1
         data, source = await self._render_once(content, path)
         return Body(size=len(data), data=data, cache=source)
@@ -484,9 +518,9 @@ class Delivery:
     async def _produce(self, content: ImageContent, path: Path,
                        background: bool = False) -> tuple[bytes, str]:
         """Take the variant another daemon shared, or render it on the CPU pool (and share
-        it, without holding up the answer); then write this daemon's cache file on the I/O
-        pool. Returns the bytes and ``"SHARED"`` or ``"MISS"``. ``background`` renders on
-        the pool's background lane (after every waiting request)."""
+        it); then start writing this daemon's cache file on the I/O pool. Neither holds up
+        the answer. Returns the bytes and ``"SHARED"`` or ``"MISS"``. ``background``
+        renders on the pool's background lane (after every waiting request)."""
         image_id, ext, spec = content.image.id, content.original_ext, content.spec
         assert spec is not None
         key = spec.cache_key()
@@ -495,7 +529,7 @@ class Delivery:
         if remote:
             shared = await self._io.run(self._storage.get_variant, image_id, key)
             if shared is not None:
-                await self._keep(path, shared)
+                self._keep(path, shared)
                 return shared, "SHARED"
         via = await self.intermediates.source(content.image, spec)
         data: bytes | None = None
@@ -515,7 +549,7 @@ class Delivery:
             self.intermediate_renders += 1
         if remote:
             self._share(image_id, key, data)
-        await self._keep(path, data)
+        self._keep(path, data)
         return data, "MISS"
 
     def _render(self, render: Callable[[Path | bytes, RenderSpec], bytes], path: Path,
@@ -524,14 +558,26 @@ class Delivery:
         """``render(source, spec)`` on the CPU pool; on the background lane, None when the
         variant got cached while the job waited."""
         if background:
-            return self._cpu.submit_background(_render_unless_cached, path, render, source,
-                                               spec)
+            return self._cpu.submit_background(_render_unless_cached, self._is_cached, path,
+                                               render, source, spec)
         return self._cpu.submit(render, source, spec)
 
-    async def _keep(self, path: Path, data: bytes) -> None:
+    def _is_cached(self, path: Path) -> bool:
+        return path in self._writing or path.exists()
+
+    def _keep(self, path: Path, data: bytes) -> None:
         """Write a variant to this daemon's cache and evict beyond the bound (both on the
-        I/O pool); a failed write still serves."""
-        await self.cache.keep(path, data)
+        I/O pool), without waiting: until the file has landed, ``_being_written`` serves
+        its bytes, so nobody renders it again meanwhile. A failed write still served and
+        leaves no file (``atomic_write``); the next request renders it again."""
+        write = Deferred.fromCoroutine(self.cache.keep(path, data))
+        self._writing[path] = (data, write)
+        write.addErrback(lambda f: _log.failure("Cannot cache variant {path}", f, path=path))
+        write.addBoth(self._kept, path, write)
+
+    def _kept(self, _result, path: Path, write: Deferred[None]) -> None:
+        if self._writing.get(path, (None, None))[1] is write:
+            del self._writing[path]
 
     def _share(self, image_id: str, key: str, data: bytes) -> None:
         shared = self._io.run(self._storage.put_variant, image_id, key, data)
@@ -596,9 +642,11 @@ def negotiated_extension(accepts: frozenset[str], src_format: str, *, avif: bool
     return DISPLAY_EXTENSION_BY_MIME[KNOWN_FORMATS[src_format][0]]
 
 
-def _render_unless_cached(path: Path, render: Callable[[Path | bytes, RenderSpec], bytes],
+def _render_unless_cached(cached: Callable[[Path], bool], path: Path,
+                          render: Callable[[Path | bytes, RenderSpec], bytes],
                           source: Path | bytes, spec: RenderSpec) -> bytes | None:
-    """``render(source, spec)``, or None when the cache file exists already (blocking)."""
-    if path.exists():
+    """``render(source, spec)``, or None when ``cached(path)`` says the variant is cached
+    already (blocking)."""
+    if cached(path):
         return None
     return render(source, spec)

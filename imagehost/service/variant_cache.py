@@ -62,7 +62,7 @@ class VariantCache:
         ``fstat``, ``read`` and ``close``, where a file object costs twice the calls."""
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # (a file where its folder goes)
             self._forget(path)
             return None
         try:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 
 from klein import Klein
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from twisted.protocols.basic import FileSender
 from twisted.python.failure import Failure
@@ -86,11 +87,7 @@ class ImagehostAPI:
 
     @app.handle_errors(*errors.HANDLED)
     def service_error(self, request: IRequest, failure: Failure) -> bytes:
-        error = failure.value
-        wait = errors.retry_after(error)
-        if wait is not None:
-            request.setHeader(b"Retry-After", str(wait).encode())
-        return json_response(request, errors.error_body(error), errors.status_of(error))
+        return _service_error(request, failure.value)
 
     @app.handle_errors(HTTPException)
     def http_error(self, request: IRequest, failure: Failure) -> bytes:
@@ -102,11 +99,7 @@ class ImagehostAPI:
 
     @app.handle_errors(Exception)
     def unexpected_error(self, request: IRequest, failure: Failure) -> bytes:
-        _log.failure("Unhandled error in {method} {uri}", failure,
-                     method=request.method, uri=request.uri)
-        body = {"error": {"title": "InternalServerError",
-                          "message": "The server failed to handle this request."}}
-        return json_response(request, body, 500)
+        return _unexpected_error(request, failure)
 
     # -- operations --------------------------------------------------------
 
@@ -475,31 +468,54 @@ class ImagehostAPI:
         content = await delivery.locate(match["id"], match["ext"],
                                         thumbnail=bool(match["thumbnail"]),
                                         query=_query(request), accepts=_accepted_images(request))
-        _set_image_headers(request, content)
         if _etag_matches(request, content.etag):
+            _set_image_headers(request, content)
             request.setResponseCode(304)
             return None
         body = await delivery.body(content, count_view=request.method == b"GET")
+        # (Only now: an error answer must not carry the image's year-long Cache-Control.)
+        _set_image_headers(request, content)
         return await _send_body(request, content.content_type, body)
+
+
+def _service_error(request: IRequest, error: Exception) -> bytes:
+    """The envelope of a service or storage error, with ``Retry-After`` if it has one."""
+    wait = errors.retry_after(error)
+    if wait is not None:
+        request.setHeader(b"Retry-After", str(wait).encode())
+    return json_response(request, errors.error_body(error), errors.status_of(error))
+
+
+def _unexpected_error(request: IRequest, failure: Failure) -> bytes:
+    """A 500 with the envelope; the failure goes to the log."""
+    _log.failure("Unhandled error in {method} {uri}", failure,
+                 method=request.method, uri=request.uri)
+    body = {"error": {"title": "InternalServerError",
+                      "message": "The server failed to handle this request."}}
+    return json_response(request, body, 500)
 
 
 async def send_image(request: IRequest, delivery, content: ImageContent, *,
                      cache_control: bytes, count_view: bool = False) -> bytes | None:
     """Answer with located image content as the delivery routes do (ETag, 304, body),
     with another ``Cache-Control`` (share links must not be cached by proxies)."""
-    _set_image_headers(request, content)
-    request.setHeader(b"Cache-Control", cache_control)
     if _etag_matches(request, content.etag):
+        _set_image_headers(request, content)
+        request.setHeader(b"Cache-Control", cache_control)
         request.setResponseCode(304)
         return None
     body = await delivery.body(content, count_view=count_view and request.method == b"GET")
+    _set_image_headers(request, content)
+    request.setHeader(b"Cache-Control", cache_control)
     return await _send_body(request, content.content_type, body)
 class CachedImageHits(Resource):
     """The API's resource. A GET or HEAD of a cached variant of a remembered image
     (``/image/{name}``, ``/api/image/{name}``) is answered here at once, without Klein's
     routing and the Deferreds of the route, which were half the cost of such a hit
-    (bench/README.md); everything else, and whatever cannot be answered at once (a
-    miss, an original, an image to look up, an error), goes to the routes.
+    (bench/README.md); a GET of such a variant that is not cached yet is rendered from
+    here too (``_render_miss``), without routing it and resolving its URL again. Everything
+    else (an original, an image to look up, an invalid URL, a HEAD of a miss) goes to the
+    routes.
 
     What a URL (with its ``Accept``) resolved to is kept, with its headers, for as long
     as the delivery still remembers its image: parsing the query, planning the variant
@@ -542,20 +558,48 @@ class CachedImageHits(Resource):
         body = self._delivery.cached_body(content, count_view=not head,
                                           read_up_to=0 if head else _SEND_AT_ONCE)
         if body is None:
-            return None
-        if body.data is not None and content.image.expires_at is None:
-            _write_answer(request, prepared.head, body)
-            return NOT_DONE_YET
-        _set_image_headers(request, content, prepared.headers)
-        _set_body_headers(request, None, body)
-        if body.data is not None:
-            return body.data
-        assert body.file is not None
-        if head:
-            body.file.close()
-            return b""
-        _stream(request, body.file)
+            return None if head else self._render_miss(request, prepared)
+        return _send_prepared(request, prepared, body)
+
+    def _render_miss(self, request: IRequest, prepared: _PreparedHit):
+        """Render (or join the render of) a variant not cached yet and answer with it, as
+        the route would: the same headers, the envelope for an error."""
+        rendering = Deferred.fromCoroutine(self._delivery.body(
+            prepared.content, count_view=True, immediate=True))
+        # The client hung up: stop waiting (the render itself goes on for the cache).
+        request.notifyFinish().addErrback(lambda _: rendering.cancel())
+        rendering.addCallback(self._rendered, request, prepared)
+        rendering.addErrback(self._failed, request)
         return NOT_DONE_YET
+
+    @staticmethod
+    def _rendered(body: Body, request: IRequest, prepared: _PreparedHit) -> None:
+        if getattr(request, "_disconnected", False):
+            if body.file is not None:
+                body.file.close()
+            return
+        if body.file is not None and body.size <= _SEND_AT_ONCE:
+            with body.file:  # it got cached meanwhile
+                body = Body(size=body.size, data=body.file.read(), cache=body.cache)
+        answer = _send_prepared(request, prepared, body)
+        if answer is not NOT_DONE_YET:
+            request.write(answer)
+            request.finish()
+
+    @staticmethod
+    def _failed(failure: Failure, request: IRequest) -> None:
+        if failure.check(CancelledError) or getattr(request, "_disconnected", False):
+            return
+        if request.startedWriting:  # the answer itself failed half-way: nothing to add
+            _log.failure("Cannot answer {uri}", failure, uri=request.uri)
+            request.channel.loseConnection()
+            return
+        if failure.check(*errors.HANDLED):
+            answer = _service_error(request, failure.value)
+        else:
+            answer = _unexpected_error(request, failure)
+        request.write(answer)
+        request.finish()
 
     def _prepare(self, request: IRequest, name: bytes) -> _PreparedHit | None:
         match = _IMAGE_NAME.fullmatch(name.decode("latin-1"))
@@ -572,6 +616,26 @@ class CachedImageHits(Resource):
         headers = (*_image_headers(content), (b"Content-Type", content.content_type.encode()))
         head = b"".join(b"%s: %s\r\n" % pair for pair in headers)
         return _PreparedHit(content, headers, head)
+
+
+def _send_prepared(request: IRequest, prepared: _PreparedHit, body: Body):
+    """Answer 200 with the ``body`` of a variant whose headers are ``prepared``: the bytes
+    to write, or NOT_DONE_YET when the answer is (being) written already."""
+    content = prepared.content
+    head = request.method == b"HEAD"
+    if body.data is not None and content.image.expires_at is None and not head:
+        _write_answer(request, prepared.head, body)
+        return NOT_DONE_YET
+    _set_image_headers(request, content, prepared.headers)
+    _set_body_headers(request, None, body)
+    if body.data is not None:
+        return b"" if head else body.data
+    assert body.file is not None
+    if head:
+        body.file.close()
+        return b""
+    _stream(request, body.file)
+    return NOT_DONE_YET
 
 
 # URLs whose answers CachedImageHits keeps prepared (then it starts over).
