@@ -12,6 +12,12 @@ importable (a ``None`` entry in ``sys.modules``, which Python's import system de
 mean exactly that) in a process that has not yet imported the reactor and whose
 configuration needs neither TLS listeners nor an asymmetric JWT algorithm.
 ``tests/test_footprint.py`` checks both sides with a real twistd.
+
+For the same reason, libraries that only some requests need are imported where they are
+first used, not at module level: the multipart parser and the BlurHash encoder (with
+cffi) on the first upload, filetype on the first refused one, Pillow's ImageCms (with
+LittleCMS) on the first source with an embedded ICC profile, Jinja2 on the first page,
+pillow_heif on the first HEIF source. Together about 1.5 MB of every process's idle RSS.
 """
 
 from __future__ import annotations

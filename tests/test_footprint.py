@@ -6,6 +6,7 @@ Every process reports the modules it loads (``PYTHONVERBOSE``, which the workers
 """
 
 import datetime
+import io
 import ipaddress
 import json
 import os
@@ -14,19 +15,27 @@ import ssl
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
+
+from PIL import Image
 
 from imagehost.assembly import database_revision
 from imagehost.config import load_config
 from imagehost.db import HEAD_REVISION
 from tests.conftest import image_bytes
 from tests.test_daemon import REPO, free_port, stop_cleanly, wait_for_health
+from tests.test_imaging_render import swapped_primaries_profile
 
 # Optional extras and one-off tools: boto3 only with S3 storage, Alembic only to migrate.
 NOT_FOR_A_DEFAULT_DAEMON = ("boto3", "botocore", "alembic", "mako")
 # Imported only when needed (imagehost.footprint): TLS listeners or an asymmetric JWT
-# algorithm; the templates on the first page.
-NOT_AT_IDLE = (*NOT_FOR_A_DEFAULT_DAEMON, "OpenSSL", "cryptography", "jinja2")
+# algorithm; the templates on the first page; the multipart parser and the BlurHash
+# encoder on the first upload, filetype for the first refused one.
+NOT_AT_IDLE = (*NOT_FOR_A_DEFAULT_DAEMON, "OpenSSL", "cryptography", "jinja2", "multipart",
+               "blurhash", "filetype")
+# Pillow's colour management, on the first source with an embedded ICC profile.
+PIL_NOT_AT_IDLE = ("PIL.ImageCms",)
 
 
 def started_daemon(tmp_path, log, *listen: str, workers: int = 1) -> subprocess.Popen:
@@ -66,14 +75,26 @@ def test_a_default_daemon_imports_neither_boto3_nor_alembic(tmp_path):
             for path in (f"/image/{image_id}.webp?w=100", f"/image/{image_id}.jpg"):
                 get(base + path)
             serving_images = imports(log_path.read_text())
+            # What loads on first use still works: a refused upload names what it got, a
+            # source in a foreign colour space is converted to sRGB.
+            status, refusal = post_upload(base, b"%PDF-1.4\n" + bytes(64))
+            assert status == 422 and "application/pdf" in json.dumps(refusal["error"])
+            profiled = upload(base, image_bytes("PNG", (64, 48), (255, 0, 0),
+                                                icc_profile=swapped_primaries_profile()))
+            assert rendered_pixel(base + f"/image/{profiled}.png?w=32") == (0, 255, 0)
+            used_once = imports(log_path.read_text())
             for _ in range(2):  # one page from each process (connections go in turn)
                 get(base + "/")
         finally:
             text = stop_cleanly(daemon, log_path)
     assert idle.count("imagehost.assembly") == 2  # twistd and the worker
     assert top_level(idle) & set(NOT_AT_IDLE) == set()
+    assert set(idle) & set(PIL_NOT_AT_IDLE) == set()
     assert "imagehost.web.api" in serving_images and "PIL.WebPImagePlugin" in serving_images
-    assert top_level(serving_images) & set(NOT_AT_IDLE) == set()
+    assert {"multipart", "blurhash"} <= top_level(serving_images)  # the upload
+    assert top_level(serving_images) & (set(NOT_AT_IDLE) - {"multipart", "blurhash"}) == set()
+    assert serving_images & set(PIL_NOT_AT_IDLE) == set()  # no ICC profile yet
+    assert {"filetype", *PIL_NOT_AT_IDLE} <= used_once
     imported = imports(text)
     assert "jinja2" in imported  # the first page loads the templates
     assert top_level(imported) & set(NOT_FOR_A_DEFAULT_DAEMON) == set()
@@ -152,6 +173,13 @@ def imports(log: str) -> set[str]:
 
 
 def upload(base: str, data: bytes) -> str:
+    status, answer = post_upload(base, data)
+    assert status == 201, answer
+    return answer["id"]
+
+
+def post_upload(base: str, data: bytes) -> tuple[int, dict]:
+    """A guest upload of ``data``: the status and the JSON answer."""
     boundary = "imagehost-test-boundary"
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; "
             f"filename=\"a.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n").encode() + data + (
@@ -159,9 +187,18 @@ def upload(base: str, data: bytes) -> str:
     request = urllib.request.Request(
         base + "/api/guest/upload", data=body, method="POST",
         headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
-    with urllib.request.urlopen(request, timeout=20) as response:
-        assert response.status == 201
-        return json.load(response)["id"]
+    try:
+        with urllib.request.urlopen(request, timeout=20) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as e:
+        return e.code, json.load(e)
+
+
+def rendered_pixel(url: str) -> tuple[int, ...]:
+    """The top left pixel of the image at ``url``, as RGB."""
+    with urllib.request.urlopen(url, timeout=20) as response:
+        assert response.status == 200
+        return Image.open(io.BytesIO(response.read())).convert("RGB").getpixel((0, 0))
 
 
 def test_what_needs_the_tls_libraries():

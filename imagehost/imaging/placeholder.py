@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from blurhash import _functions as _encoder
 from PIL import Image
 
 from imagehost.imaging import orientation as exif
@@ -59,6 +58,10 @@ def _blurhash(small: Image.Image, x_components: int, y_components: int) -> str:
     ``blurhash.encode`` reads the pixels with ``Image.getdata``, which Pillow deprecates
     (removed in Pillow 14); ``tobytes`` gives the encoder the same RGB rows at once.
     """
+    # Imported on the first upload: a daemon that only serves never loads it (idle RSS,
+    # imagehost.footprint).
+    from blurhash import _functions as _encoder
+
     ffi = _encoder.ffi
     destination = ffi.new("char[]", _LONGEST_HASH + 1)
     hashed = _encoder.lib.create_hash_from_pixels(

@@ -10,7 +10,6 @@ import re
 import warnings
 from dataclasses import dataclass
 
-import filetype
 from PIL import Image, UnidentifiedImageError
 
 from imagehost.imaging import heif, placeholder
@@ -101,6 +100,8 @@ class TooManyPixels(Exception):
 
 def sniff_mime_type(data: bytes) -> str:
     """A mime type for bytes Pillow could not open (used in the wrong-type message)."""
+    import filetype  # only for refused uploads (idle RSS, imagehost.footprint)
+
     kind = filetype.guess(data[:8192])
     if kind is not None:
         return kind.mime

@@ -12,9 +12,9 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from PIL import Image, ImageCms
+from PIL import Image
 
 from imagehost.imaging import heif, smartcrop
 from imagehost.imaging import orientation as exif
@@ -25,6 +25,10 @@ from imagehost.imaging.probe import (
     CorruptImage,
     check_plausible_size,
 )
+
+if TYPE_CHECKING:
+    # Loaded on the first source with an embedded ICC profile (idle RSS, imagehost.footprint).
+    from PIL import ImageCms
 
 __all__ = [
     "OUTPUT_FORMATS",
@@ -359,12 +363,16 @@ class _SrgbConverter:
             return im
         transform = self._transform(im.mode)
         if transform is not None:
+            from PIL import ImageCms
+
             return ImageCms.applyTransform(im, transform)
         return im if im.mode in ("RGB", "RGBA") else im.convert("RGB")
 
     def _transform(self, mode: str) -> ImageCms.ImageCmsTransform | None:
         if self._profile is None:
             return None
+        from PIL import ImageCms
+
         if mode not in self._transforms:
             out_mode = "RGBA" if mode == "RGBA" else "RGB"
             try:
@@ -380,6 +388,8 @@ def _foreign_profile(icc_profile: bytes | None) -> ImageCms.ImageCmsProfile | No
     """The embedded profile, or None when there is none, it is sRGB or it is unreadable."""
     if not icc_profile:
         return None
+    from PIL import ImageCms
+
     try:
         profile = ImageCms.ImageCmsProfile(io.BytesIO(icc_profile))
         description = ImageCms.getProfileDescription(profile)

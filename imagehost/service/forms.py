@@ -9,8 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-import multipart
-
 from imagehost.service.errors import BadRequest, ValidationFailed
 
 _CHUNK = 64 * 1024
@@ -36,6 +34,8 @@ class UploadForm:
 
 def boundary_of(content_type: str | None) -> str:
     """The multipart boundary of a Content-Type header; BadRequest if there is none."""
+    import multipart  # on the first upload: a daemon that only serves never loads it
+
     mime, options = multipart.parse_options_header(content_type or "")
     if mime != "multipart/form-data":
         raise BadRequest("The request body must be multipart/form-data.")
@@ -67,6 +67,8 @@ def parse_upload_form(body: BinaryIO, content_type: str | None) -> UploadForm:
 
 
 def _read_fields(body: BinaryIO, boundary: str) -> dict[str, tuple[str, bytearray]]:
+    import multipart
+
     fields: dict[str, tuple[str, bytearray]] = {}
     current: bytearray | None = None
     try:
