@@ -93,12 +93,20 @@ class Page:
         """Click what loads another page (a form's button, a link) and wait until the
         old page is gone, so that a wait for an element both pages have cannot find the
         old one (a StaleElementReference a moment later)."""
-        from selenium.webdriver.support import expected_conditions as ec
+        from selenium.common.exceptions import WebDriverException
         from selenium.webdriver.support.ui import WebDriverWait
 
         old = self.find("html")
         self.find(css).click()
-        WebDriverWait(self.driver, timeout).until(ec.staleness_of(old))
+
+        def gone(_driver) -> bool:
+            try:
+                old.is_enabled()
+            except WebDriverException:  # stale, or chromedriver's "Node with given id
+                return True  # does not belong to the document" while it swaps pages
+            return False
+
+        WebDriverWait(self.driver, timeout).until(gone)
 
     def wait_text(self, css: str, text: str, timeout: float = 10) -> None:
         from selenium.webdriver.common.by import By
@@ -199,7 +207,8 @@ async def test_upload_browse_copy_edit_hide_and_delete(chromium, server, files):
         page.login()
         page.open(f"/i/{image_id}")
         page.find("#delete").click()
-        page.wait("#confirm-delete").click()
+        page.wait("#confirm-delete")
+        page.click_to_next_page("#confirm-delete")  # the image page has an h1 too
         page.wait("h1")
         assert page.path() == "/images"
         assert not page.find_all(f"a[href='/i/{image_id}']")
