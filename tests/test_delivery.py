@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import io
 import os
+import statistics
 import time
 from pathlib import Path
 
@@ -462,15 +463,18 @@ async def test_overload_gets_fast_503_while_health_answers(make_server):
     assert set(codes) <= {200, 503}, codes
     overloaded = [(r, t) for _ok, (r, t) in results if r.code == 503]
     assert len(overloaded) >= 10 and codes.count(200) >= 3, codes
-    # Neither a 503 nor /health waits behind a render: each came faster than the
-    # fastest render of this same run (fixed limits failed when the machine was busy).
+    # Neither a 503 nor /health waits behind a render: typically each takes a fraction
+    # of the fastest render of this same run, and none takes a render longer than it.
+    # (Fixed limits, and "every one faster than a render", failed on busy machines:
+    # one /health in 150 can lose a core for longer than a render.)
     fastest_render = min(t for _ok, (r, t) in results if r.code == 200)
-    for response, elapsed in overloaded:
+    for response, _elapsed in overloaded:
         assert response.header("Retry-After") == "1"
         assert response.json()["error"]["title"] == "Overloaded"
-        assert elapsed < fastest_render, (elapsed, fastest_render)
-    assert len(health_latencies) >= 3 and max(health_latencies) < fastest_render, (
-        health_latencies, fastest_render)
+    for latencies in ([t for _r, t in overloaded], health_latencies):
+        assert len(latencies) >= 3, latencies
+        assert statistics.median(latencies) < fastest_render / 4, (latencies, fastest_render)
+        assert max(latencies) < 1.0 + fastest_render, (latencies, fastest_render)
     assert time.monotonic() - started < 30
 
 
