@@ -251,7 +251,7 @@ async def collect_garbage(reactor, options: GlobalOptions, older_than: float,
                       [(kind, o.location, human_size(o.size)) for kind, o in files],
                       title=f"{verb} from {result['store']}", ids=("Path",))
         out.say(f"{verb} {result['originals']} originals without a record "
-                f"({human_size(result['originalBytes'])}) and the shared variants of "
+                f"({human_size(result['originalBytes'])}) and the variants of "
                 f"{result['variantImages']} deleted images ({human_size(result['variantBytes'])})")
         out.say(f"{verb} {len(expired)} expired images (record, original and variants)")
 

@@ -318,7 +318,7 @@ def build_imagehost(config: Config, reactor, secret: bytes, *, clock=None,
                                           "guest uploads from this address"),
                     quotas=quotas, after_upload=delivery.render_first_views)
     library = Library(pools, storage, now=utc_now, cursor_key=cursor_key,
-                      on_delete=delivery.forget, on_change=delivery.forget)
+                      on_delete=delivery.deleted, on_change=delivery.forget)
     sessions = BrowserSessions(pools, accounts, secret, ttl=config.auth.session_ttl,
                                now=utc_now)
     shares = Shares(pools, delivery, secret=secret, now=utc_now, unlock_limits=(
@@ -334,7 +334,7 @@ def build_imagehost(config: Config, reactor, secret: bytes, *, clock=None,
                      quotas=quotas, administration=administration,
                      albums=albums, shares=shares,
                      expired=ExpiredImages(pools, storage, now=utc_now,
-                                           on_delete=delivery.forget))
+                                           on_delete=delivery.deleted))
 
 
 # -- one daemon process ------------------------------------------------------------------

@@ -573,3 +573,40 @@ async def test_gc_removes_only_old_originals_that_nothing_accounts_for(server):
     assert line.startswith("Removed 0 originals without a record (0 B)")
     assert "--older-than" in await cli.fails("gc", "--older-than", "-1", code=2)
 
+
+@pytest_twisted.ensureDeferred
+async def test_gc_removes_cached_variants_of_images_without_a_record(server):
+    admin = await server.admin()
+    kept = (await admin.upload("/api/upload", image_bytes("PNG"))).json()["id"]
+    assert (await server.client.get(f"/image/{kept}.jpg?w=10")).code == 200
+    await server.imagehost.delivery.written()
+    # What a daemon stopped before it removed a deleted image's variants leaves behind.
+    cache = server.data_dir / "cache"
+    left, young = cache / "c3" / ("c3" + "0" * 34), cache / "d4" / ("d4" + "0" * 34)
+    for folder in (left, young):
+        folder.mkdir(parents=True)
+        (folder / "r1-10x10.jpg").write_bytes(image_bytes("JPEG"))
+    an_hour_ago = time.time() - 3700
+    for path in (*cache.rglob("*.jpg"), *cache.rglob("*.png")):
+        os.utime(path, (an_hour_ago, an_hour_ago))
+    os.utime(young / "r1-10x10.jpg")
+    cli = local_cli(server)
+    report = await cli.json("gc")
+    assert report["imageIds"] == [left.name]
+    assert [f["path"] for f in report["files"]] == [f"cache/c3/{left.name}/r1-10x10.jpg"]
+    assert not left.exists() and (young / "r1-10x10.jpg").exists()
+    assert [p for p in (cache / kept[:2] / kept).iterdir()]  # a recorded image's stay
+    hit = await server.client.get(f"/image/{kept}.jpg?w=10")
+    assert (hit.code, hit.header("X-Cache")) == (200, "HIT")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_delete_marks_the_image_so_no_render_under_way_caches_it(server):
+    admin = await server.admin()
+    image_id = (await admin.upload("/api/upload", image_bytes("PNG"))).json()["id"]
+    cache = server.imagehost.delivery.cache
+    assert not cache.is_deleted(image_id)
+    deleted = await admin.post_json(f"/api/image/{image_id}", {}, method="DELETE")
+    assert deleted.code == 204
+    assert cache.is_deleted(image_id)
+

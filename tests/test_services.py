@@ -71,7 +71,7 @@ class Parts:
                                  ViewCounter(self.pools, self.clock), max_dimension=4096,
                                  clock=self.clock, revalidate_after=revalidate_after)
         self.library = Library(self.pools, self.storage, now=lambda: NOW,
-                               cursor_key=b"test cursor key", on_delete=self.delivery.forget)
+                               cursor_key=b"test cursor key", on_delete=self.delivery.deleted)
         self.db.run(_insert_owner)
 
     async def upload(self, data: bytes) -> str:
@@ -506,6 +506,55 @@ async def test_a_delete_removes_the_record_first_and_the_files_on_the_io_pool(tm
     fired(deleting)
     with pytest.raises(FileNotFoundError):
         parts.storage.read_original(image_id, "png")
+
+
+
+def _cache_files(parts: Parts) -> list[Path]:
+    return [p for p in parts.storage.cache.rglob("*") if p.is_file()]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_cache_write_pending_at_a_delete_leaves_no_file_whichever_lands_first(
+        tmp_path):
+    for write_lands_first in (False, True):
+        io = HeldThreadPool()
+        parts = Parts(tmp_path / str(write_lands_first), io=io)
+        image_id = await _uploaded_with_held_io(parts, io)
+        content = fired(_png_variant(parts, image_id, 50))
+        answered = fired(Deferred.fromCoroutine(parts.delivery.body(content,
+                                                                    count_view=False)))
+        assert answered.cache == "MISS" and len(io.held) == 1  # its cache file waits
+        deleting = Deferred.fromCoroutine(parts.library.delete(Principal(OWNER), image_id))
+        assert len(io.held) == 2  # the write, then the delete's removal of the files
+        if not write_lands_first:
+            io.held.reverse()  # the removal runs first, then the rename lands
+        io.release()  # (and the removal of a file that landed after the mark)
+        fired(deleting)
+        assert _cache_files(parts) == [], write_lands_first
+        assert parts.cache.size == 0 and len(parts.cache) == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_render_finishing_after_its_image_is_deleted_caches_nothing(tmp_path):
+    cpu = HeldThreadPool()
+    parts = Parts(tmp_path, cpu=cpu)
+    uploading = Deferred.fromCoroutine(parts.upload(image_bytes("PNG", (200, 100))))
+    cpu.release()  # the upload's validation
+    image_id = fired(uploading)
+    content = fired(_png_variant(parts, image_id, 50))
+    rendering = Deferred.fromCoroutine(parts.delivery.body(content, count_view=False))
+    assert held_calls(cpu) == ["render_variant"]
+    # (The original stays on disk, so the render under way still succeeds.)
+    fired(Deferred.fromCoroutine(parts.library.delete(Principal(OWNER), image_id,
+                                                      preserve_on_disk=True)))
+    cpu.release()
+    assert fired(rendering).cache == "MISS"  # that request still gets what it asked for
+    fired(Deferred.fromCoroutine(parts.delivery.written()))
+    assert _cache_files(parts) == []
+    # An id that comes back (a restore) is cached again once it is uploaded anew.
+    assert parts.cache.is_deleted(image_id)
+    parts.delivery.render_first_views(content.image)
+    assert not parts.cache.is_deleted(image_id)
 
 
 # -- the assembly ------------------------------------------------------------------------------

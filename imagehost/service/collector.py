@@ -1,9 +1,11 @@
 """Garbage collection: stored files that no record (nor a preserved delete) accounts for.
 
-They are left by a crash between storing an original and inserting its record, and by a
-render that shares a variant while its image is being deleted. Neither is ever served;
-this removes them. Files younger than ``older_than`` seconds are kept: an upload stores
-its original a moment before its record exists.
+They are left by a crash between storing an original and inserting its record, by a
+render that shares a variant while its image is being deleted, and by a daemon that
+stopped (or whose image was deleted through another daemon) before it removed an image's
+cached variants. None is ever served; this removes them. Files younger than
+``older_than`` seconds are kept: an upload stores its original a moment before its record
+exists.
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from itertools import chain
 
 from imagehost.db import images as image_queries
 from imagehost.service.pools import Pools
 from imagehost.storage import Storage, StoredObject
+from imagehost.storage.interface import cached_variants
 
 DEFAULT_GRACE = 3600.0
 
@@ -67,7 +71,8 @@ def unrecorded_originals(storage: Storage, kept: set[str],
 
 def _find(storage: Storage, kept: set[str], cutoff: float) -> Garbage:
     garbage = Garbage(originals=unrecorded_originals(storage, kept, cutoff))
-    for variant in _unaccounted(storage.shared_variants(), kept, cutoff):
+    variants = chain(storage.shared_variants(), cached_variants(storage.cache))
+    for variant in _unaccounted(variants, kept, cutoff):
         garbage.variants.setdefault(variant.image_id, []).append(variant)
     return garbage
 

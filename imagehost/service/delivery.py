@@ -283,6 +283,7 @@ class Delivery:
         thumbnail by default) into the cache, on the CPU pool's background lane, so that
         requests go first. Nobody waits for it: failures are logged, and a request for a
         variant that is not rendered yet renders it as usual."""
+        self.cache.image_added(image.id)
         self._remember(image)
         d = Deferred.fromCoroutine(self._render_ahead(image))
         d.addErrback(lambda f: _log.warn("Cannot render the first views of {id}: {error}",
@@ -406,10 +407,18 @@ class Delivery:
         return Body(size=len(writing[0]), data=writing[0], cache="HIT")
 
     def forget(self, image_id: str) -> None:
-        """The image was deleted through this daemon: stop trusting what was remembered
-        (and let requests from now on read the record anew, not join a read under way)."""
+        """The image was changed or deleted through this daemon: stop trusting what was
+        remembered (and let requests from now on read the record anew, not join a read
+        under way)."""
         self._known_images.pop(image_id, None)
         self._reads.pop(image_id, None)
+
+    def deleted(self, image_id: str) -> None:
+        """The image's record was deleted through this daemon and its files are about to
+        be removed: ``forget`` it, and cache (or share) none of its variants from now on,
+        not even those being rendered or written (``VariantCache.image_deleted``)."""
+        self.forget(image_id)
+        self.cache.image_deleted(image_id)
 
     def _remember(self, image: ImageRecord) -> None:
         if self.revalidate_after <= 0:
@@ -421,8 +430,8 @@ class Delivery:
 
     def _drop_local_variants(self, image_id: str) -> None:
         """Another daemon deleted the image: its variants cached here are dead weight."""
-        d = self._io.run(shutil.rmtree, self._storage.variants_dir(image_id), True)
-        d.addCallback(lambda _: self.cache.forget_image(image_id))
+        self.cache.image_deleted(image_id)
+        self._io.run(shutil.rmtree, self._storage.variants_dir(image_id), True)
 
     def _content(self, image: ImageRecord, request: VariantRequest,
                  accepts: frozenset[str]) -> ImageContent:
@@ -547,7 +556,7 @@ class Delivery:
             return b"", "HIT"  # a request rendered it while this background job waited
         if via is not None:
             self.intermediate_renders += 1
-        if remote:
+        if remote and not self.cache.is_deleted(image_id):
             self._share(image_id, key, data)
         self._keep(path, data)
         return data, "MISS"
@@ -563,6 +572,9 @@ class Delivery:
         return self._cpu.submit(render, source, spec)
 
     def _is_cached(self, path: Path) -> bool:
+        # Runs on a CPU pool thread while the reactor changes ``_writing``: a single
+        # membership test is atomic under the GIL, and a stale answer only costs a render
+        # done twice (or skips one that a request has just made).
         return path in self._writing or path.exists()
 
     def _keep(self, path: Path, data: bytes) -> None:

@@ -27,6 +27,8 @@ from imagehost.service.pools import IoPool
 from imagehost.storage import TEMP_PREFIX, Storage, atomic_write
 
 _log = Logger()
+# Deleted images remembered: far more than renders can be in flight when a delete comes.
+_DELETED_MARKS = 10_000
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,9 @@ class VariantCache:
         self._entries: OrderedDict[Path, int] = OrderedDict()  # oldest use first
         self.size = 0
         self.evictions = 0
+        # Images deleted through this daemon, most recent last: none of their variants is
+        # written any more, not even one rendered or being written when the delete came.
+        self._deleted: OrderedDict[str, None] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -98,15 +103,43 @@ class VariantCache:
 
     async def keep(self, path: Path, data: bytes) -> None:
         """Write a file into the cache and evict beyond the bound (both on the I/O pool);
-        a failed write is only logged by its absence (the bytes still serve)."""
-        if await self._io.run(_write_cache_file, path, data):
-            await self.stored(path, len(data))
+        a failed write is only logged by its absence (the bytes still serve). Nothing is
+        left of a variant whose image was deleted (``image_deleted``) before or while it
+        was written."""
+        image_id = path.parent.name
+        if image_id in self._deleted:
+            return
+        if not await self._io.run(_write_cache_file, path, data):
+            return
+        if image_id in self._deleted:
+            # Deleted while this was written: the delete's removal of the image's folder
+            # may have run before the rename, so this file could outlive it.
+            await self._io.run(_unlink_all, [path])
+            return
+        await self.stored(path, len(data))
 
     def stored(self, path: Path, size: int) -> Deferred:
         """Account for a variant just written, evicting the least recently used beyond the
         bound; fires once the evicted files are gone."""
         self._record(path, size)
         return self._evict()
+
+    def image_deleted(self, image_id: str) -> None:
+        """The image is being deleted: write none of its variants from now on (call it
+        before its files are removed) and drop those indexed."""
+        self._deleted[image_id] = None
+        self._deleted.move_to_end(image_id)
+        while len(self._deleted) > _DELETED_MARKS:
+            self._deleted.popitem(last=False)
+        self.forget_image(image_id)
+
+    def image_added(self, image_id: str) -> None:
+        """The image exists (again: an id restored after its delete): cache its variants."""
+        self._deleted.pop(image_id, None)
+
+    def is_deleted(self, image_id: str) -> bool:
+        """Whether the image was deleted through this daemon (``image_deleted``)."""
+        return image_id in self._deleted
 
     def forget_image(self, image_id: str) -> None:
         """Drop an image's variants from the index (after ``storage.delete_variants``)."""

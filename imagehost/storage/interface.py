@@ -29,6 +29,20 @@ def original_name(name: str) -> tuple[str, str] | None:
     return image_id, ext
 
 
+def cached_variants(cache: Path) -> Iterator[StoredObject]:
+    """Every file in a variant cache folder (``<cache>/<id[0:2]>/<id>/<key>``), temp files
+    aside, located relative to the cache's parent (the data directory) (blocking)."""
+    for path in cache.glob("*/*/*"):
+        if path.name.startswith(TEMP_PREFIX):
+            continue
+        try:
+            stat = path.stat()
+        except FileNotFoundError:  # evicted while we listed
+            continue
+        yield StoredObject(path.parent.name, "", stat.st_size, stat.st_mtime,
+                           str(path.relative_to(cache.parent)))
+
+
 class Storage(Protocol):
     """Where originals and variants live (every method blocks: call it on the I/O pool).
 
