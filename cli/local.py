@@ -173,7 +173,7 @@ async def create_api_key(reactor, options: GlobalOptions, username: str, name: s
     result = wire.new_api_key_json(new.key, new.record)
     if sharex is not None:
         path = Path(sharex or f"imagehost-{username}.sxcu")
-        write_sharex_uploader(path, config.server.public_url, new.key, **(sharex_options or {}))
+        write_sharex_uploader(path, config.server.client_url(), new.key, **(sharex_options or {}))
         result["sharexFile"] = str(path)
     out = options.output()
 
@@ -317,7 +317,7 @@ async def image_url(reactor, options: GlobalOptions, image_id: str,
     """Print the URL of an image variant, signed with the installation's key if required."""
     async with installation(reactor, options) as host:
         path = await host.delivery.url_of(image_id, {k: [v] for k, v in parameters.items()})
-    url = options.config().server.public_url.rstrip("/") + path
+    url = options.config().server.client_url() + path
     out = options.output()
     out.show({"id": image_id, "url": url, "path": path}, lambda: out.say(url))
 

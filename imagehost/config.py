@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 
 class ConfigError(Exception):
@@ -84,6 +85,8 @@ def parse_workers(text: str) -> int | str:
 #: Endpoint types whose connections twistd can hand to worker processes.
 HANDOFF_ENDPOINTS = ("tcp", "tcp6", "unix")
 STORAGE_BACKENDS = ("local", "s3")
+#: What clients are told to reach when ``[server] public_url`` is not set (the CLI).
+DEFAULT_PUBLIC_URL = "http://localhost:8080"
 SIGNATURE_MODES = ("off", "transforms", "all")
 
 
@@ -99,6 +102,23 @@ def _backend(text: str) -> str:
     if backend not in STORAGE_BACKENDS:
         raise ValueError(f"must be one of {', '.join(STORAGE_BACKENDS)}; got {text!r}")
     return backend
+
+
+def _public_url(text: str) -> str:
+    """"" (not set) or an absolute http(s) URL naming a host, without a trailing slash."""
+    url = text.strip().rstrip("/")
+    if not url:
+        return ""
+    parts = urlsplit(url)
+    try:
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        port_ok = False
+    if (parts.scheme not in ("http", "https") or not parts.hostname or not port_ok
+            or parts.username or parts.password or parts.query or parts.fragment):
+        raise ValueError("must be an absolute http:// or https:// URL such as "
+                         f"https://img.example.com; got {text!r}")
+    return url
 
 
 def _intermediate_size(text: str) -> int:
@@ -126,7 +146,7 @@ class Key:
 KEYS: tuple[Key, ...] = (
     Key("server", "data_dir", str, "./data"),
     Key("server", "listen", _list, ["tcp:8080"]),
-    Key("server", "public_url", str, "http://localhost:8080"),
+    Key("server", "public_url", _public_url, ""),
     Key("server", "max_body_size", int, 64 * 1000 * 1000),
     Key("server", "shutdown_timeout", float, 10.0),
     Key("server", "workers", parse_workers, "auto"),
@@ -222,6 +242,11 @@ class ServerSection:
     header_timeout: float
     idle_timeout: float
     trusted_proxies: list[str]
+
+    def client_url(self) -> str:
+        """Where clients reach this server (ShareX files, URLs the CLI prints):
+        ``public_url``, or the default listener's address when it is not set."""
+        return self.public_url or DEFAULT_PUBLIC_URL
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,20 @@
-"""Which address a request comes from: the peer, or what a trusted proxy says it is."""
+"""Which address a request comes from (the peer, or what a trusted proxy says it is),
+and which host name it was sent to."""
 
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable
 
 from twisted.web.iweb import IRequest
 
 _Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+# A Host header (RFC 9110 7.2): a DNS name or IPv4 address, or an IPv6 one in brackets;
+# an optional port. Nothing else may end up in an absolute URL we write.
+_HOST = re.compile(rf"(?P<name>{_LABEL}(?:\.{_LABEL})*\.?|\[(?P<ipv6>[0-9A-Fa-f:.]+)\])"
+                   r"(?::(?P<port>[0-9]{1,5}))?")
 
 
 class ClientAddresses:
@@ -67,3 +74,23 @@ def _parse(text: str) -> _Address | None:
         return ipaddress.ip_address(text)
     except ValueError:
         return None
+
+
+def addressed_host(request: IRequest) -> str | None:
+    """The ``host[:port]`` the request's ``Host`` header names, checked: None when there is
+    none (HTTP/1.0), ValueError when it is not a host name or IP address with an optional
+    port, or when there are several."""
+    headers = request.requestHeaders.getRawHeaders(b"host")
+    if headers is None:
+        return None
+    if len(headers) > 1:
+        raise ValueError("more than one Host header")
+    text = headers[0].decode("latin-1")
+    match = _HOST.fullmatch(text)
+    if match is None or len(match["name"]) > 253:
+        raise ValueError(f"not a host name: {text!r}")
+    if match["port"] is not None and not 0 < int(match["port"]) < 65536:
+        raise ValueError(f"not a port: {match['port']!r}")
+    if match["ipv6"] is not None:
+        ipaddress.IPv6Address(match["ipv6"])  # ValueError for one that is not
+    return text

@@ -46,7 +46,7 @@ from imagehost.service.shares import UNLOCK_TTL, SharedContent, share_ext
 from imagehost.service.sharex import SHAREX_EXPIRIES, sharex_uploader
 from imagehost.web import errors
 from imagehost.web.api import send_image
-from imagehost.web.clients import ClientAddresses
+from imagehost.web.clients import ClientAddresses, addressed_host
 from imagehost.web.responses import dump_json
 
 _log = Logger()
@@ -232,11 +232,20 @@ class ImagehostPages:
         return body.encode("utf-8")
 
     def base_url(self, request: IRequest) -> str:
-        """Absolute URLs for share snippets and OpenGraph: as the browser addressed us."""
-        scheme = "https" if self._clients.via_https(request) else "http"
-        host = (request.getHeader(b"host") or b"").decode("latin-1")
-        if not host or any(c in host for c in "/\\@ "):
+        """Where absolute URLs (OpenGraph, share snippets, ShareX files) point:
+        ``[server] public_url`` when it is set, whatever the request's ``Host`` says (a
+        forged one must not end up in a page that unfurlers and caches keep); else as
+        the browser addressed us, the ``Host`` checked (BadRequest when it is no host)."""
+        if self._public_url:
             return self._public_url
+        scheme = "https" if self._clients.via_https(request) else "http"
+        try:
+            host = addressed_host(request)
+        except ValueError as e:
+            raise BadRequest("The Host header does not name a host.") from e
+        if host is None:  # HTTP/1.0 without Host: the address it connected to
+            local = request.getHost()
+            host = (f"[{local.host}]" if ":" in local.host else local.host) + f":{local.port}"
         return f"{scheme}://{host}"
 
     def _client(self, request: IRequest) -> str:

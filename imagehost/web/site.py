@@ -14,7 +14,7 @@ from twisted.logger import Logger
 from twisted.web import server
 from twisted.web.http import HTTPChannel
 
-from imagehost.web.clients import ClientAddresses
+from imagehost.web.clients import ClientAddresses, addressed_host
 
 _log = Logger(namespace="imagehost.access")
 
@@ -184,6 +184,10 @@ class LimitedRequest(server.Request):
             return 400, "BadRequest", "The request path is not valid UTF-8."
         if b"\0" in path:  # names nothing; and PostgreSQL refuses NUL in a lookup (500)
             return 404, "NotFound", "No such resource."
+        try:
+            addressed_host(self)  # RFC 9112 3.2: an invalid Host is a 400 (werkzeug: 500)
+        except ValueError:
+            return 400, "BadRequest", "The Host header does not name a host."
         return None
 
     def gotLength(self, length):
