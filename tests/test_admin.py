@@ -178,14 +178,22 @@ async def test_disabling_a_user_ends_every_login_at_once_on_every_daemon(make_se
 async def test_an_admin_resets_a_password(server, admin):
     user = await make_user(admin, "carol")
     carol, tokens = await logged_in(server, "carol")
+    browser = PageClient(server.base_url)
+    await browser.login("carol", PASSWORD)
+    carol_user = await server.imagehost.accounts.user_named("carol")
+    key = (await server.imagehost.accounts.create_api_key(carol_user, "k")).key
     path = f"/api/admin/users/{user['id']}/password"
     error = await refused(server, await admin.post_json(path, {"password": "short"}), 422)
     assert error["violations"][0]["property"] == "password"
     await refused(server, await admin.post_json(path, {}), 422)
     await refused(server, await admin.post_json("/api/admin/users/nobody/password",
                                                 {"password": "long-enough-1"}), 404)
+    assert (await browser.get("/account")).code == 200
     assert (await admin.post_json(path, {"password": "new-password-1"})).code == 204
     await refused(server, await carol.get("/api/user"), 401)
+    assert (await browser.get("/account")).code in (302, 303)  # the browser session ended
+    # API keys stay: separate credentials, revoked one by one (README, "Ending logins").
+    assert (await server.client.get("/api/user", token=key)).code == 200
     await refused(server, await server.client.post_json(
         "/api/auth/refresh", {"refresh_token": tokens["refresh_token"]}), 401)
     await refused(server, await server.client.post_json(
