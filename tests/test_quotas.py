@@ -207,3 +207,40 @@ async def test_the_upload_page_shows_the_quota_message(server, admin):
     scripted = await browser.upload(second, json=True)
     assert scripted.code == 422
     assert scripted.json()["error"]["message"] == "The image quota is used up: 1 of 1 images."
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_hand_over_past_the_receivers_quota_is_refused_and_moves_nothing(server,
+                                                                                 admin):
+    accounts = server.imagehost.accounts
+    receiver = await alice(server)
+    carol = await accounts.create_user("carol", "carol@example.com", "carol-password-1")
+    tokens = await server.client.login("carol", "carol-password-1")
+    giver = server.client.with_token(tokens["access_token"])
+    images = same_size_pngs(3)
+    carols = [(await giver.upload("/api/upload", data)).json()["id"] for data in images[:2]]
+    assert (await receiver.upload("/api/upload", images[2])).code == 201
+    alice_id = (await accounts.user_named("alice")).id
+    cmd = local_cli(server)
+    await cmd.ok("user", "quota", "alice", "--images", "2")
+    hand_over = {"images": "handOver", "to": alice_id}
+
+    error = await refused(server, await admin.post_json(
+        f"/api/admin/users/{carol.id}", hand_over, method="DELETE"), 422)
+    assert error["violations"] == [{"property": "to", "message": (
+        f"The images cannot go to alice: 2 images of {2 * len(images[0])} bytes would pass "
+        "their quota: 1 of 2 images in use. Nothing was changed.")}]
+    await cmd.ok("user", "quota", "alice", "--images", "unlimited",
+                 "--bytes", str(2 * len(images[0])))
+    line = await cmd.fails("user", "delete", "carol", "--hand-images-to", "alice")
+    assert line.startswith("to: The images cannot go to alice: 2 images of ")
+    assert f": {len(images[0])} of {2 * len(images[0])} bytes (" in line and "\n" not in line
+    # Nothing moved: carol is still there, logged in, with both her images.
+    history = (await giver.get("/api/images/history/1")).json()
+    assert sorted(i["id"] for i in history["data"]) == sorted(carols)
+    assert (await usage(receiver))["images"] == 1
+
+    await cmd.ok("user", "quota", "alice", "--bytes", "default")
+    handed = await admin.post_json(f"/api/admin/users/{carol.id}", hand_over, method="DELETE")
+    assert handed.code == 200 and handed.json()["handedOverImages"] == 2
+    assert (await usage(receiver))["images"] == 3

@@ -7,7 +7,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from imagehost.db.quotas import lock_owner
+from imagehost.db.quotas import Limits, Usage, lock_owners, usage, would_pass
 from imagehost.db.schema import api_keys, images, refresh_tokens, users
 from imagehost.db.types import identity_key
 
@@ -208,19 +208,34 @@ class DeletedUser:
     handed_over: int
 
 
-def delete_user(conn: sa.Connection, user_id: str, hand_to: str | None) -> DeletedUser | None:
+@dataclass(frozen=True)
+class HandOverRefused:
+    """A hand-over that would take the receiver past their limits: nothing was changed."""
+
+    receiver: Usage  # what the receiver stores
+    moving: Usage  # what the hand-over would add
+
+
+def delete_user(conn: sa.Connection, user_id: str, hand_to: str | None,
+                receiver_limits: Limits = Limits()) -> DeletedUser | HandOverRefused | None:
     """Delete a user with their API keys, tokens and sessions; their images go to
     ``hand_to`` or, when it is None, are deleted (their files are the caller's to remove).
-    None if there is no such user.
+    None if there is no such user; HandOverRefused (and nothing done) when the images
+    would take ``hand_to`` past ``receiver_limits``.
 
-    Must be the first function of its transaction: the user is locked first (see
+    Must be the first function of its transaction: both users are locked first (see
     ``imagehost.db.quotas.lock_owner``), so an upload racing the delete either lands before
     it (and is deleted or handed over with the rest) or fails on the missing user; it
-    never becomes a guest upload through ``ON DELETE SET NULL``.
+    never becomes a guest upload through ``ON DELETE SET NULL``; and the receiver's usage
+    cannot grow between the quota check and the hand-over.
     """
-    lock_owner(conn, user_id)
+    lock_owners(conn, [user_id] if hand_to is None else [user_id, hand_to])
     if user_by_id(conn, user_id) is None:
         return None
+    if hand_to is not None and not receiver_limits.unlimited:
+        moving, held = usage(conn, user_id), usage(conn, hand_to)
+        if would_pass(receiver_limits, held, moving):
+            return HandOverRefused(held, moving)
     owned = images.c.owner_id == user_id
     removed: list[tuple[str, str]] = []
     handed_over = 0

@@ -83,6 +83,22 @@ def lock_owner(conn: sa.Connection, owner_id: str | None) -> None:
         conn.execute(sa.select(users.c.id).where(users.c.id == owner_id).with_for_update())
 
 
+def lock_owners(conn: sa.Connection, owner_ids: Iterable[str]) -> None:
+    """``lock_owner`` for several users at once (in id order, so that two transactions
+    locking the same users cannot deadlock). Must be the transaction's first statement."""
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        return
+    conn.execute(sa.select(users.c.id).where(users.c.id.in_(sorted(set(owner_ids))))
+                 .order_by(users.c.id).with_for_update())
+
+
+def would_pass(limits: Limits, current: Usage, adding: Usage) -> bool:
+    """Whether ``current`` plus ``adding`` would hold more than ``limits`` allow."""
+    return ((limits.bytes is not None and current.bytes + adding.bytes > limits.bytes)
+            or (limits.images is not None and current.images + adding.images > limits.images))
+
+
 def insert_image_within(conn: sa.Connection, image: ImageRecord, limits: Limits) -> Usage | None:
     """Insert ``image`` unless its owner would then hold more than ``limits`` allow;
     returns the usage that refused it, else None.
@@ -91,8 +107,7 @@ def insert_image_within(conn: sa.Connection, image: ImageRecord, limits: Limits)
     """
     lock_owner(conn, image.owner_id)
     current = usage(conn, image.owner_id)
-    if ((limits.bytes is not None and current.bytes + image.size > limits.bytes)
-            or (limits.images is not None and current.images + 1 > limits.images)):
+    if would_pass(limits, current, Usage(image.size, 1)):
         return current
     insert_image(conn, image)
     return None

@@ -13,14 +13,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from imagehost.db import accounts as q
-from imagehost.db.accounts import DeletedUser, User
+from imagehost.db.accounts import DeletedUser, HandOverRefused, User
 from imagehost.db.library import Ordering, SortKey
 from imagehost.db.quotas import Limits, Usage
 from imagehost.service.accounts import Accounts
 from imagehost.service.errors import BadRequest, Forbidden, NotFound, ValidationFailed
 from imagehost.service.library import Cursor, Library, parse_limit
 from imagehost.service.pools import Pools
-from imagehost.service.quotas import Quotas
+from imagehost.service.quotas import Quotas, hand_over_refused
 
 ROLES = ("ROLE_USER", "ROLE_ADMIN")
 #: What a user's deletion does with their images: one of these, always said explicitly.
@@ -140,8 +140,8 @@ class Administration:
         user = await self._accounts.user(user_id)
         if acting is not None and acting.id == user.id:
             raise Forbidden("Delete your own account with DELETE /api/user.")
-        hand_to = await self._receiver(user, images, to)
-        return await self._delete(user, hand_to)
+        receiver = await self._receiver(user, images, to)
+        return await self._delete(user, receiver)
 
     async def delete_own(self, user: User, password: object,
                          prop: str = "password") -> DeletedUser:
@@ -157,7 +157,7 @@ class Administration:
                                 "administrator first.")
         return await self._delete(user, None)
 
-    async def _receiver(self, user: User, images: object, to: object) -> str | None:
+    async def _receiver(self, user: User, images: object, to: object) -> User | None:
         if images == DELETE_IMAGES:
             return None
         if images != HAND_OVER_IMAGES:
@@ -171,10 +171,20 @@ class Administration:
         receiver = await self._db.run(q.user_by_id, to)
         if receiver is None:
             raise ValidationFailed.one("to", "No such user.")
-        return receiver.id
+        return receiver
 
-    async def _delete(self, user: User, hand_to: str | None) -> DeletedUser:
-        deleted = await self._db.run(q.delete_user, user.id, hand_to)
+    async def _delete(self, user: User, receiver: User | None) -> DeletedUser:
+        """Delete ``user``, handing their images to ``receiver`` (None: deleting them);
+        all or nothing: a hand-over past the receiver's quota is ValidationFailed on
+        ``to`` and changes nothing."""
+        if receiver is None:
+            deleted = await self._db.run(q.delete_user, user.id, None)
+        else:
+            limits = await self._quotas.limits(receiver)
+            deleted = await self._db.run(q.delete_user, user.id, receiver.id, limits)
+            if isinstance(deleted, HandOverRefused):
+                raise hand_over_refused(receiver.username, limits, deleted.receiver,
+                                        deleted.moving)
         if deleted is None:
             raise NotFound("No such user.")
         await self._library.remove_deleted(deleted.removed)

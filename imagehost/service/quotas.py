@@ -61,6 +61,22 @@ def check(limits: Limits, usage: Usage, size: int, *, guest: bool) -> None:
             f"{size} bytes.")
 
 
+def hand_over_refused(receiver: str, limits: Limits, held: Usage,
+                      moving: Usage) -> ValidationFailed:
+    """Why a user's images cannot be handed to ``receiver`` (a violation of ``to``):
+    ``held`` plus ``moving`` passes ``limits``."""
+    passed = []
+    if limits.images is not None and held.images + moving.images > limits.images:
+        passed.append(f"{held.images} of {limits.images} images")
+    if limits.bytes is not None and held.bytes + moving.bytes > limits.bytes:
+        passed.append(f"{held.bytes} of {limits.bytes} bytes "
+                      f"({_readable(held.bytes)} of {_readable(limits.bytes)})")
+    return ValidationFailed.one(
+        "to", f"The images cannot go to {receiver}: {moving.images} images of "
+              f"{moving.bytes} bytes would pass their quota: {' and '.join(passed)} in use. "
+              "Nothing was changed.")
+
+
 def own_limit_json(value: int | None) -> int | str:
     """A user's own limit as the API shows and takes it: a number, "default" or
     "unlimited"."""
