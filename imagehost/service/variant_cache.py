@@ -22,6 +22,7 @@ from typing import BinaryIO
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
+from imagehost.imaging.whole import is_whole, is_whole_data
 from imagehost.service.pools import IoPool
 from imagehost.storage import TEMP_PREFIX, Storage, atomic_write
 
@@ -57,7 +58,8 @@ class VariantCache:
         return self._storage.variants_dir(image_id) / key
 
     def open(self, path: Path, read_up_to: int = 0) -> CachedFile | None:
-        """Open a cached variant and mark it as just used; None when it is not cached.
+        """Open a cached variant and mark it as just used; None when it is not cached, or
+        not a whole image (``imaging.whole``: then it is removed, to be rendered again).
         A file of at most ``read_up_to`` bytes is read at once and closed: one ``open``,
         ``fstat``, ``read`` and ``close``, where a file object costs twice the calls."""
         try:
@@ -68,13 +70,15 @@ class VariantCache:
         try:
             size = os.fstat(fd).st_size
             data = os.read(fd, size) if 0 < size <= read_up_to else None
+            if data is None:
+                whole = is_whole(lambda offset, length: os.pread(fd, length, offset), size)
+            else:
+                whole = len(data) == size and is_whole_data(data)
         except BaseException:
             os.close(fd)
             raise
-        if size == 0 or (data is not None and len(data) != size):
-            # No encoder writes an empty image: a power cut cut this one short.
-            os.close(fd)
-            self._forget(path)
+        if not whole:
+            self._refuse(path, fd)
             return None
         self._record(path, size)
         if data is not None:
@@ -83,16 +87,13 @@ class VariantCache:
         return CachedFile(open(fd, "rb"), size)  # noqa: SIM115 - the caller closes it
 
     def touch(self, path: Path) -> bool:
-        """Mark a cached file as just used, without opening it; False when it is not
-        there (a stat on the calling thread, like ``open``)."""
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            self._forget(path)
+        """Mark a cached file as just used, without reading it; False when it is not
+        there or not whole (on the calling thread, like ``open``)."""
+        cached = self.open(path)
+        if cached is None:
             return False
-        if size == 0:
-            return False
-        self._record(path, size)
+        assert cached.file is not None
+        cached.file.close()
         return True
 
     async def keep(self, path: Path, data: bytes) -> None:
@@ -141,6 +142,20 @@ class VariantCache:
         self.size += size - self._entries.get(path, 0)
         self._entries[path] = size
         self._entries.move_to_end(path)
+
+    def _refuse(self, path: Path, fd: int) -> None:
+        """Remove a cached file that is not a whole image (what a power cut can leave of
+        a file written without fsync), so that it is rendered again; closes ``fd``."""
+        _log.warn("Removing the damaged cached variant {path}", path=path)
+        try:
+            # Unless a writer has just replaced it with a whole one (another inode).
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                path.unlink()
+        except FileNotFoundError:
+            pass
+        finally:
+            os.close(fd)
+        self._forget(path)
 
     def _forget(self, path: Path) -> None:
         self.size -= self._entries.pop(path, 0)

@@ -1,0 +1,79 @@
+"""Whether an encoded image file is whole: what a crash before its data reached the disk
+cannot leave looking right.
+
+Cached variants are written without fsync (they can be rendered again). After a power
+cut such a file can be empty, cut short, or of the right length but full of zeros. Each
+format we encode marks its start and its end (or, for RIFF and ISOBMFF, its length), so
+a handful of bytes at both ends tells a whole file from a damaged one without decoding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk: empty, then its CRC
+_ISOBMFF_BOXES = 64  # an AVIF has a handful of top-level boxes; more is not ours
+HEAD_SIZE = 16
+TAIL_SIZE = len(_PNG_END)
+
+#: ``read_at(offset, length)``: up to ``length`` bytes of the file from ``offset``.
+ReadAt = Callable[[int, int], bytes]
+
+
+def is_whole(read_at: ReadAt, size: int) -> bool:
+    """Whether the ``size`` bytes that ``read_at`` reads are a whole JPEG, PNG, WebP, GIF
+    or AVIF (checked by their start and end markers or recorded lengths, never decoded);
+    False for anything else, an empty file included."""
+    if size < HEAD_SIZE:
+        return False
+    head = read_at(0, HEAD_SIZE)
+    if head[4:8] == b"ftyp":
+        return _boxes_fill(read_at, size)
+    return _marks_whole(head, read_at(size - TAIL_SIZE, TAIL_SIZE), size)
+
+
+def is_whole_data(data: bytes) -> bool:
+    """``is_whole`` of bytes in memory (a few slices: free next to reading them)."""
+    size = len(data)
+    if size < HEAD_SIZE:
+        return False
+    if data[4:8] == b"ftyp":
+        return _boxes_fill(lambda offset, length: data[offset:offset + length], size)
+    return _marks_whole(data[:HEAD_SIZE], data[-TAIL_SIZE:], size)
+
+
+def _marks_whole(head: bytes, tail: bytes, size: int) -> bool:
+    """Whether a file that starts with ``head`` and ends with ``tail`` (``TAIL_SIZE``
+    bytes) is a whole JPEG, PNG, WebP or GIF."""
+    if head.startswith(b"\xff\xd8\xff"):
+        return tail.endswith(b"\xff\xd9")
+    if head.startswith(_PNG_SIGNATURE):
+        return tail == _PNG_END
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return int.from_bytes(head[4:8], "little") + 8 == size
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return tail.endswith(b";")
+    return False
+
+
+def _boxes_fill(read_at: ReadAt, size: int) -> bool:
+    """Whether the top-level ISOBMFF boxes (AVIF) end exactly at ``size``."""
+    offset = 0
+    for _box in range(_ISOBMFF_BOXES):
+        if offset == size:
+            return True
+        header = read_at(offset, 16)
+        if len(header) < 8:
+            return False
+        length = int.from_bytes(header[0:4], "big")
+        if length == 0:  # the last box, to the end of the file
+            return True
+        if length == 1:  # a 64-bit length follows the type
+            if len(header) < 16:
+                return False
+            length = int.from_bytes(header[8:16], "big")
+        if length < 8:
+            return False
+        offset += length
+    return offset == size
