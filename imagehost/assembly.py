@@ -237,14 +237,15 @@ def build_pools(config: Config, reactor) -> Pools:
     """The DB, CPU and I/O pools (created, not started).
 
     Also fixes the allocator's mmap threshold for this process, so decoded images go
-    back to the system when freed, and trims the heap once renders go idle
-    (``imagehost.imaging.memory``).
+    back to the system when freed, lets Pillow reuse the blocks of finished images while
+    renders go on, and gives both back once renders go idle (``imagehost.imaging.memory``).
     """
     memory.map_large_buffers()
     engine = create_engine(config.database_url, config.database.pool_size)
     db_pool = ThreadPool(minthreads=1, maxthreads=db_threads(engine, config.database.pool_size),
                          name="imagehost-db")
     cpu_threads = config.render_threads()
+    memory.keep_image_blocks(memory.BLOCKS_PER_RENDER_THREAD * cpu_threads)
     cpu_pool = ThreadPool(minthreads=cpu_threads, maxthreads=cpu_threads, name="imagehost-cpu")
     io_pool = ThreadPool(minthreads=1, maxthreads=io_threads(config), name="imagehost-io")
     return Pools(db=Database(engine, reactor, db_pool),
