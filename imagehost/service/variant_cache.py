@@ -96,11 +96,15 @@ class VariantCache:
         cached.file.close()
         return True
 
-    async def keep(self, path: Path, data: bytes) -> None:
+    def keep(self, path: Path, data: bytes) -> Deferred[None]:
         """Write a file into the cache and evict beyond the bound (both on the I/O pool);
         a failed write is only logged by its absence (the bytes still serve)."""
-        if await self._io.run(_write_cache_file, path, data):
-            await self.stored(path, len(data))
+        write = self._io.run(_write_cache_file, path, data)
+        write.addCallback(self._written, path, len(data))
+        return write
+
+    def _written(self, written: bool, path: Path, size: int) -> Deferred | None:
+        return self.stored(path, size) if written else None
 
     def stored(self, path: Path, size: int) -> Deferred:
         """Account for a variant just written, evicting the least recently used beyond the
