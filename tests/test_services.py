@@ -275,6 +275,28 @@ async def test_cpu_threads_run_at_a_lower_priority_than_the_reactor(reactor):
         pool.stop()
 
 
+def test_the_idle_timer_is_set_once_per_idle_period_not_once_per_job():
+    clock = Clock()
+    timers = []
+    set_timer = clock.callLater
+    clock.callLater = lambda *args: timers.append(args[0]) or set_timer(*args)
+    calls = []
+    pool = CpuPool(ImmediateReactor(), ImmediateThreadPool(), queue_size=4,
+                   when_idle=lambda: calls.append(clock.seconds()), idle_delay=2.0,
+                   clock=clock)
+    pool.start()
+    for _ in range(20):  # a job every 0.1 s, as renders under load
+        pool.submit(lambda: None)
+        clock.advance(0.1)
+    # One timer per idle delay (it looks again when it fires), not one per job.
+    assert timers == [2.0, pytest.approx(1.9)]
+    clock.advance(1.85)
+    assert calls == []
+    clock.advance(0.1)  # 2 s after the last job (at 1.9 s) ended
+    assert calls == [pytest.approx(3.95)]
+    assert len(timers) == 2
+
+
 def test_when_idle_runs_once_the_pool_has_been_idle_for_the_delay():
     clock = Clock()
     calls = []
@@ -381,6 +403,23 @@ async def test_a_miss_is_answered_before_its_cache_file_is_written(tmp_path):
     third = fired(Deferred.fromCoroutine(parts.delivery.body(content, count_view=False)))
     with third.file:
         assert third.cache == "HIT" and third.file.read() == first.data
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_hit_path_miss_takes_bytes_being_written_that_it_would_not_read_at_once(
+        tmp_path):
+    io = HeldThreadPool()
+    parts = Parts(tmp_path, io=io)
+    image_id = await _uploaded_with_held_io(parts, io)
+    content = fired(_png_variant(parts, image_id, 50))
+    first = fired(Deferred.fromCoroutine(parts.delivery.body(content, count_view=False)))
+    # The hit path reads at once only bytes up to a size: these are more, so it renders...
+    assert parts.delivery.cached_body(content, count_view=False, read_up_to=10) is None
+    second = fired(parts.delivery.render_miss(content))
+    # ...and gets the bytes being written, not a render of its own.
+    assert second.cache == "HIT" and second.data == first.data
+    assert parts.delivery.renders == 1 and parts.delivery.immediate_misses == 1
+    io.release()
 
 
 @pytest_twisted.ensureDeferred

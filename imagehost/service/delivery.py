@@ -465,16 +465,12 @@ class Delivery:
         return ImageContent(image, request.ext, None, image.mime_type, f'"{image.sha256}"',
                             image.created_at)
 
-    async def body(self, content: ImageContent, *, count_view: bool,
-                   immediate: bool = False) -> Body:
+    async def body(self, content: ImageContent, *, count_view: bool) -> Body:
         """The bytes of ``content``, rendering and caching a variant on a miss.
-        ``immediate``: asked by the hit path (``locate_remembered``), not a route (counted
-        in ``immediate_misses``).
 
         Raises Overloaded when the CPU pool is full, NotFound if the original is gone,
         DamagedOriginal if it cannot be decoded (then nothing is cached).
         """
-        self.immediate_misses += immediate
         if content.spec is None:
             body = await self._original(content)
         else:
@@ -482,6 +478,29 @@ class Delivery:
         if count_view:
             self.views.count(content.image.id)
         return body
+
+    def render_miss(self, content: ImageContent) -> Deferred[Body]:
+        """``body`` of a variant whose file ``cached_body`` has just found missing (a GET
+        of the hit path, counted in ``immediate_misses``): its bytes being written (larger
+        than ``cached_body`` was asked to take), or its render, joined or started, without
+        the coroutines of ``body`` or opening the file again; the view counts once the
+        bytes are there. Fails as ``body``."""
+        assert content.cache_path is not None
+        self.immediate_misses += 1
+        written = self._being_written(content.cache_path)
+        if written is not None:
+            self.hits += 1
+            self.views.count(content.image.id)
+            return succeed(written)
+        self.misses += 1
+        rendering = self._render_once(content, content.cache_path)
+        rendering.addCallback(self._rendered_body, content.image.id)
+        return rendering
+
+    def _rendered_body(self, rendered: tuple[bytes, str], image_id: str) -> Body:
+        data, source = rendered
+        self.views.count(image_id)
+        return Body(size=len(data), data=data, cache=source)
 
     async def _original(self, content: ImageContent) -> Body:
         image_id, ext = content.image.id, content.original_ext
@@ -496,8 +515,8 @@ class Delivery:
         return Body(size=os.fstat(f.fileno()).st_size, file=f)
 
     async def _variant(self, content: ImageContent) -> Body:
-        assert content.spec is not None
-        path = self.cache.path(content.image.id, content.spec.cache_key())
+        assert content.cache_path is not None
+        path = content.cache_path
         cached = self.cache.open(path)
         if cached is not None:
             self.hits += 1
@@ -582,7 +601,7 @@ class Delivery:
         I/O pool), without waiting: until the file has landed, ``_being_written`` serves
         its bytes, so nobody renders it again meanwhile. A failed write still served and
         leaves no file (``atomic_write``); the next request renders it again."""
-        write = Deferred.fromCoroutine(self.cache.keep(path, data))
+        write = self.cache.keep(path, data)
         self._writing[path] = (data, write)
         write.addErrback(lambda f: _log.failure("Cannot cache variant {path}", f, path=path))
         write.addBoth(self._kept, path, write)

@@ -11,6 +11,7 @@ Tests build them around synchronous thread pools (``tests/support.py``).
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
@@ -79,6 +80,7 @@ class CpuPool:
         self._idle_delay = idle_delay
         self._clock = reactor if clock is None else clock
         self._idle_call = None
+        self._idle_since = 0.0  # clock seconds when the pool last went idle
         self.background_dropped = 0
         self.niceness = niceness
         self._lowered = threading.local()
@@ -179,15 +181,17 @@ class CpuPool:
         self._schedule_idle()
 
     def _start(self, job: _Job) -> None:
-        if self._idle_call is not None and self._idle_call.active():
-            self._idle_call.cancel()
         self._running += 1
         self._running_background += job.background
         if job.background and self.background_share:
             job.started = self._clock.seconds()
-        d = deferToThreadPool(self._reactor, self._pool, self._run, job.fn, *job.args,
-                              **job.kwargs)
-        d.addBoth(self._finished, job)
+        # (No Deferred per job: the thread hands its result straight to ``_finished``.)
+        self._pool.callInThreadWithCallback(functools.partial(self._hand_back, job),
+                                            self._run, job.fn, *job.args, **job.kwargs)
+
+    def _hand_back(self, job: _Job, _succeeded: bool, result) -> None:
+        """On the pool thread: give the job's result (or Failure) to the reactor thread."""
+        self._reactor.callFromThread(self._finished, result, job)
 
     def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``fn`` on a pool thread, which first lowers its own priority (once)."""
@@ -214,16 +218,22 @@ class CpuPool:
             job.result.callback(result)
 
     def _schedule_idle(self) -> None:
+        # One timer per idle period, not one per job (a callLater and its cancel were a
+        # part of the reactor's time per render): when it fires, it looks again.
         if self._when_idle is None or self._running or self._requests or self._background:
             return
-        if self._idle_call is not None and self._idle_call.active():
-            self._idle_call.reset(self._idle_delay)
-            return
-        self._idle_call = self._clock.callLater(self._idle_delay, self._went_idle)
+        self._idle_since = self._clock.seconds()
+        if self._idle_call is None:
+            self._idle_call = self._clock.callLater(self._idle_delay, self._went_idle)
 
     def _went_idle(self) -> None:
         self._idle_call = None
-        if not self._running and self._pool.started:
+        if self._running or self._requests or self._background:
+            return  # busy again: its end schedules the next look
+        wait = self._idle_since + self._idle_delay - self._clock.seconds()
+        if wait > 0:  # a job ran meanwhile: idle for the delay after it
+            self._idle_call = self._clock.callLater(wait, self._went_idle)
+        elif self._pool.started:
             self._pool.callInThread(self._when_idle)
 
 

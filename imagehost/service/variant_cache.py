@@ -101,22 +101,27 @@ class VariantCache:
         cached.file.close()
         return True
 
-    async def keep(self, path: Path, data: bytes) -> None:
+    def keep(self, path: Path, data: bytes) -> Deferred[None]:
         """Write a file into the cache and evict beyond the bound (both on the I/O pool);
         a failed write is only logged by its absence (the bytes still serve). Nothing is
         left of a variant whose image was deleted (``image_deleted``) before or while it
         was written."""
         image_id = path.parent.name
         if image_id in self._deleted:
-            return
-        if not await self._io.run(_write_cache_file, path, data):
-            return
+            return succeed(None)
+        write = self._io.run(_write_cache_file, path, data)
+        write.addCallback(self._written, path, len(data), image_id)
+        return write
+
+    def _written(self, written: bool, path: Path, size: int,
+                 image_id: str) -> Deferred | None:
+        if not written:
+            return None
         if image_id in self._deleted:
             # Deleted while this was written: the delete's removal of the image's folder
             # may have run before the rename, so this file could outlive it.
-            await self._io.run(_unlink_all, [path])
-            return
-        await self.stored(path, len(data))
+            return self._io.run(_unlink_all, [path])
+        return self.stored(path, size)
 
     def stored(self, path: Path, size: int) -> Deferred:
         """Account for a variant just written, evicting the least recently used beyond the

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 
 from klein import Klein
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
 from twisted.protocols.basic import FileSender
 from twisted.python.failure import Failure
@@ -564,8 +564,7 @@ class CachedImageHits(Resource):
     def _render_miss(self, request: IRequest, prepared: _PreparedHit):
         """Render (or join the render of) a variant not cached yet and answer with it, as
         the route would: the same headers, the envelope for an error."""
-        rendering = Deferred.fromCoroutine(self._delivery.body(
-            prepared.content, count_view=True, immediate=True))
+        rendering = self._delivery.render_miss(prepared.content)
         # The client hung up: stop waiting (the render itself goes on for the cache).
         request.notifyFinish().addErrback(lambda _: rendering.cancel())
         rendering.addCallback(self._rendered, request, prepared)
