@@ -38,7 +38,8 @@ NOT_AT_IDLE = (*NOT_FOR_A_DEFAULT_DAEMON, "OpenSSL", "cryptography", "jinja2", "
 PIL_NOT_AT_IDLE = ("PIL.ImageCms",)
 
 
-def started_daemon(tmp_path, log, *listen: str, workers: int = 1) -> subprocess.Popen:
+def started_daemon(tmp_path, log, *listen: str, workers: int = 1,
+                   env: dict | None = None) -> subprocess.Popen:
     listeners = [arg for endpoint in listen for arg in ("--listen", endpoint)]
     return subprocess.Popen(
         [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
@@ -46,7 +47,7 @@ def started_daemon(tmp_path, log, *listen: str, workers: int = 1) -> subprocess.
          "--data-dir", str(tmp_path / "data")],
         cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
         env=dict(os.environ, PYTHONPATH=str(REPO), IMAGEHOST_ACCESS_ALLOW_GUEST_UPLOADS="true",
-                 PYTHONVERBOSE="1"))
+                 PYTHONVERBOSE="1", **(env or {})))
 
 
 def test_a_default_daemon_imports_neither_boto3_nor_alembic(tmp_path):
@@ -99,6 +100,30 @@ def test_a_default_daemon_imports_neither_boto3_nor_alembic(tmp_path):
     assert "jinja2" in imported  # the first page loads the templates
     assert top_level(imported) & set(NOT_FOR_A_DEFAULT_DAEMON) == set()
     assert top_level(imported) & {"OpenSSL", "cryptography"} == set()
+
+
+def test_a_postgresql_daemon_does_not_load_sqlite3(tmp_path, postgres):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log_path = tmp_path / "twistd.log"
+    with postgres.database() as url, log_path.open("wb") as log:
+        env = {"IMAGEHOST_DATABASE_URL": url}
+        first = started_daemon(tmp_path, log, f"tcp:{port}:interface=127.0.0.1", env=env)
+        wait_for_health(base)
+        stop_cleanly(first, log_path)
+        log.truncate(0)
+        log.seek(0)
+        daemon = started_daemon(tmp_path, log, f"tcp:{port}:interface=127.0.0.1", workers=2,
+                                env=env)
+        try:
+            wait_for_health(base)
+            wait_for_line(log_path, "imagehost worker 1 (pid")
+            image_id = upload(base, image_bytes("JPEG", (64, 48)))
+            get(base + f"/image/{image_id}.png?w=32")
+        finally:
+            text = stop_cleanly(daemon, log_path)
+    imported = top_level(imports(text))
+    assert "psycopg" in imported and "sqlite3" not in imported
 
 
 def test_a_tls_listener_loads_the_tls_libraries_and_serves(tmp_path):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -44,6 +43,8 @@ def sqlite_path(url: str) -> Path:
 
 def snapshot_sqlite(url: str, target: Path) -> None:
     """Copy the SQLite database at ``url`` into ``target`` (replaced atomically)."""
+    import sqlite3  # here: a PostgreSQL daemon does not load it (imagehost.footprint)
+
     temp = target.with_name(target.name + ".partial")
     temp.unlink(missing_ok=True)
     source = sqlite3.connect(sqlite_path(url), timeout=30)
