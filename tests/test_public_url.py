@@ -66,6 +66,7 @@ async def test_without_one_the_host_must_be_a_host_name(server):
     for host, base in (("img.example.org", "http://img.example.org"),
                        (f"127.0.0.1:{port}", server.base_url),
                        ("[::1]:8080", "http://[::1]:8080"),
+                       ("image_host:8080", "http://image_host:8080"),  # a Compose service
                        (None, server.base_url)):  # HTTP/1.0 without Host: where it came
         status, _head, body = await page(server, f"/i/{image_id}", host)
         assert (status, og_image(body)) == (200, f"{base}/image/{image_id}.jpg"), host

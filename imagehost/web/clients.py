@@ -10,7 +10,9 @@ from collections.abc import Iterable
 from twisted.web.iweb import IRequest
 
 _Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+# Underscores are not in DNS host names, but container and service names (Docker
+# Compose's "image_host") carry them in Host headers on internal networks.
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
 # A Host header (RFC 9110 7.2): a DNS name or IPv4 address, or an IPv6 one in brackets;
 # an optional port. Nothing else may end up in an absolute URL we write.
 _HOST = re.compile(rf"(?P<name>{_LABEL}(?:\.{_LABEL})*\.?|\[(?P<ipv6>[0-9A-Fa-f:.]+)\])"
