@@ -463,17 +463,19 @@ async def test_overload_gets_fast_503_while_health_answers(make_server):
     assert set(codes) <= {200, 503}, codes
     overloaded = [(r, t) for _ok, (r, t) in results if r.code == 503]
     assert len(overloaded) >= 10 and codes.count(200) >= 3, codes
-    # Neither a 503 nor /health waits behind a render: typically each takes a fraction
-    # of the fastest render of this same run, and none takes a render longer than it.
-    # (Fixed limits, and "every one faster than a render", failed on busy machines:
-    # one /health in 150 can lose a core for longer than a render.)
+    # Neither a 503 nor /health waits behind a render: typically each takes well under
+    # the fastest render of this same run (one that waited would take at least that),
+    # and none takes a render longer than it. (Fixed limits, and "every one faster than
+    # a render", failed on busy machines: one /health in 150 can lose a core for longer
+    # than a render. A quarter of a render failed once renders got faster: the 30
+    # requests of the burst are parsed one after another, about 0.12 s in all on CI.)
     fastest_render = min(t for _ok, (r, t) in results if r.code == 200)
     for response, _elapsed in overloaded:
         assert response.header("Retry-After") == "1"
         assert response.json()["error"]["title"] == "Overloaded"
     for latencies in ([t for _r, t in overloaded], health_latencies):
         assert len(latencies) >= 3, latencies
-        assert statistics.median(latencies) < fastest_render / 4, (latencies, fastest_render)
+        assert statistics.median(latencies) < fastest_render / 2, (latencies, fastest_render)
         assert max(latencies) < 1.0 + fastest_render, (latencies, fastest_render)
     assert time.monotonic() - started < 30
 
