@@ -211,12 +211,16 @@ def print_tables(results: dict, console: Console | None = None) -> None:
     for name, (value, target, higher) in ratios(results).items():
         table.add_row(name, _ok(value, target, higher))
     console.print(table)
-    if results.get("profile"):
-        console.print("[bold]py-spy, imagehost under uncached load (self samples %)[/]")
-        for name, share in results["profile"]["self"][:12]:
+    profiles = results.get("profile") or {}
+    if "self" in profiles:  # an older run's JSON: the uncached profile alone
+        profiles = {"uncached": profiles}
+    for part, profile in profiles.items():
+        console.print(f"[bold]py-spy, imagehost under {part} load (self samples %)[/]")
+        for name, share in profile["self"][:12]:
             console.print(f"  {share:5.1f}%  {name}")
 
 
+_REPO = Path(__file__).resolve().parent.parent  # the daemons profiled run from this tree
 _FRAME = re.compile(r"^(?P<fn>.+?) \((?P<file>[^:]+)(?::\d+)?\)$")
 
 
@@ -246,7 +250,7 @@ def _short(frame: str) -> str:
     if not match:
         return frame.strip()
     path = match["file"]
-    for marker in ("site-packages/", "/lib/python3", "/work/main/"):
+    for marker in ("site-packages/", "/lib/python3", f"{_REPO}/"):
         if marker in path:
             path = path.split(marker, 1)[1]
     return f"{match['fn']} ({path})"

@@ -198,7 +198,9 @@ class Bench:
                 "sources": kind, "format": ext, "clients": clients,
                 **{name: median_of(r) for name, r in runs.items()}})
         if args.profile:
-            self.profile(ih, variants["jpeg", "jpg"], per_run)
+            chunk = variants["jpeg", "jpg"].take(per_run * 2)
+            self.profile("uncached", ih, [imagehost_path(self.ids, s, z, q, "jpg")
+                                          for s, z, q in chunk], 8)
         th.stop()
 
     def measure_uncached(self, ih, th, chunk, ext: str, clients: int, name: str) -> dict:
@@ -217,24 +219,23 @@ class Bench:
         return loadgen.run_gets(self.wrk, server.base_url, paths, connections=clients,
                                 duration=duration, count_cache=count_cache)
 
-    def profile(self, ih, variants: Variants, per_run: int) -> None:
-        """py-spy (GIL holders, all processes) during one more uncached run (8 clients, JPEG)."""
-        raw = HERE / "results" / "profile-uncached.txt"
+    def profile(self, part: str, server, paths: list[str], clients: int) -> None:
+        """py-spy (GIL holders, all processes of ``server``) during one more run of ``paths``
+        at ``clients`` connections: ``results["profile"][part]``."""
+        raw = HERE / "results" / f"profile-{part}.txt"
         seconds = max(5, round(self.args.duration))
-        log(f"profiling imagehost with py-spy for {seconds}s -> {raw}")
+        log(f"profiling {server.name} ({part}) with py-spy for {seconds}s -> {raw}")
         spy = subprocess.Popen(
             # --subprocesses: the --workers processes too; --gil: only samples holding the
             # GIL, which is what the HTTP and orchestration overhead competes for.
-            [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(ih.pid),
+            [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(server.pid),
              "--subprocesses", "--gil",
              "--duration", str(seconds), "--rate", "200", "--format", "raw", "--output",
              str(raw)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(1)
-        chunk = variants.take(per_run * 2)
-        self.gets(ih, [imagehost_path(self.ids, s, z, q, "jpg") for s, z, q in chunk], 8,
-                  seconds)
+        self.gets(server, paths, clients, seconds)
         spy.wait(60)
-        self.results["profile"] = report.summarise_profile(raw)
+        self.results.setdefault("profile", {})[part] = report.summarise_profile(raw)
 
     # -- 2. cached hits ------------------------------------------------------------
 
@@ -276,6 +277,8 @@ class Bench:
                                             count_cache=name.startswith("imagehost")))
                 if name.startswith("imagehost") and runs[name][-1]["misses"]:
                     raise RuntimeError(f"{name} cached run had misses: {runs[name][-1]}")
+        if args.profile:  # the hit path of one process alone: all of it on the reactor
+            self.profile("cached", one, ih_paths, args.connections)
         self.results["cached"] = {"connections": args.connections,
                                   "mean_size": statistics.mean(sizes),
                                   **{n: median_of(r) for n, r in runs.items()}}
@@ -477,7 +480,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-rate", type=float, default=150.0,
                         help="distinct variants prepared per second of an uncached run")
     parser.add_argument("--profile", action="store_true",
-                        help="also record imagehost with py-spy under uncached load")
+                        help="also record imagehost with py-spy (needs the bench extra) under "
+                             "uncached load and, one process alone, under cached hits")
     parser.add_argument("--only", choices=(*PARTS, *EXTRA_PARTS),
                         action="append", help="run only these parts (repeatable)")
     parser.add_argument("--nice", type=int, default=0,

@@ -139,12 +139,13 @@ def _status_kb(pid: int, field: str) -> int:
 
 # -- imagehost -------------------------------------------------------------------
 
-def start_imagehost(data_dir: Path, logs: Path, **settings: str) -> Server:
+def start_imagehost(data_dir: Path, logs: Path, repo: Path = REPO,
+                    **settings: str) -> Server:
     """``twistd -n imagehost`` on a data dir as the README starts it (every other setting
     at its default: process count, access log through twistd's log), guest uploads on;
-    extra ``section_key=value``."""
+    extra ``section_key=value``. ``repo``: the checkout whose code runs (this one)."""
     port = free_port()
-    env = {"PYTHONPATH": str(REPO), "IMAGEHOST_ACCESS_ALLOW_GUEST_UPLOADS": "true",
+    env = {"PYTHONPATH": str(repo), "IMAGEHOST_ACCESS_ALLOW_GUEST_UPLOADS": "true",
            "IMAGEHOST_IMAGE_MAX_SIZE": "60000000",
            # The load generator is one client address: measure uploads, not the abuse limit.
            "IMAGEHOST_LIMITS_GUEST_UPLOADS_PER_MINUTE_PER_IP": "0"}

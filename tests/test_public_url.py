@@ -8,10 +8,12 @@ import re
 
 import pytest
 import pytest_twisted
+from twisted.internet.threads import deferToThread
 
 from imagehost.config import ConfigError, load_config
 from tests.conftest import image_bytes, start_server
 from tests.test_bad_input import raw_request
+from tests.test_delivery_fast_path import exchange
 
 PUBLIC_URL = "https://img.example.com"
 
@@ -98,3 +100,27 @@ def test_unset_the_cli_tells_clients_the_default_listener():
         "", "http://localhost:8080")
     config = load_config(environ={"IMAGEHOST_SERVER_PUBLIC_URL": "https://i.example/"})
     assert config.server.client_url() == "https://i.example"
+
+
+@pytest_twisted.ensureDeferred
+async def test_every_request_on_a_connection_has_its_host_checked(server):
+    # A connection's last valid Host is remembered (not checked again): a bad one after
+    # it is still a 400, and a good one after that is served again.
+    image_id = await public_image(server)
+    port = int(server.base_url.rsplit(":", 1)[1])
+    hosts = [b"Host: img.example.org", b"Host: evil.example/x", b"Host: img.example.org",
+             b"Host: img.example.org\r\nHost: evil.example", b"Host: img.example.org:8080",
+             b"Host: img.example.org:99999", b"Host: img.example.org"]
+    path = f"/image/{image_id}.png?w=20".encode()  # a render, then cached hits
+    requests = b"".join(b"GET %s HTTP/1.1\r\n%s\r\n\r\n" % (path, host) for host in hosts)
+    answers, closed = await deferToThread(exchange, port, requests, len(hosts))
+    assert [status for status, _, _ in answers] == [
+        "HTTP/1.1 200 OK", "HTTP/1.1 400 Bad Request", "HTTP/1.1 200 OK",
+        "HTTP/1.1 400 Bad Request", "HTTP/1.1 200 OK", "HTTP/1.1 400 Bad Request",
+        "HTTP/1.1 200 OK"]
+    assert [headers.get("X-Cache") for _, headers, _ in answers] == [
+        "MISS", None, "HIT", None, "HIT", None, "HIT"]
+    for _, _, body in answers[1::2]:
+        assert json.loads(body)["error"] == {
+            "title": "BadRequest", "message": "The Host header does not name a host."}
+    assert not closed

@@ -82,7 +82,12 @@ def addressed_host(request: IRequest) -> str | None:
     """The ``host[:port]`` the request's ``Host`` header names, checked: None when there is
     none (HTTP/1.0), ValueError when it is not a host name or IP address with an optional
     port, or when there are several."""
-    headers = request.requestHeaders.getRawHeaders(b"host")
+    return checked_host(request.requestHeaders.getRawHeaders(b"host"))
+
+
+def checked_host(headers: list[bytes] | None) -> str | None:
+    """``addressed_host`` of a request whose ``Host`` header values are ``headers`` (None:
+    no such header)."""
     if headers is None:
         return None
     if len(headers) > 1:
