@@ -188,6 +188,8 @@ def twistd_with_a_worker(tmp_path: Path, **env: str) -> Iterator[tuple[subproces
 
 def test_workers_get_connections_in_turn_are_replaced_and_stop_with_twistd(tmp_path):
     with twistd_with_a_worker(tmp_path) as (daemon, port, worker):
+        # A worker runs without docstrings and asserts (-OO: less idle memory).
+        assert b"-OO" in Path(f"/proc/{worker}/cmdline").read_bytes().split(b"\0")
         # Keep-alive clients connecting at once are dealt out evenly, every time;
         # sharing accept() on one socket gave all 8 to one process in 2 of 5 tries.
         for _ in range(3):
