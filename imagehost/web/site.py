@@ -181,7 +181,6 @@ class LimitedRequest(server.Request):
             self.setHeader(b"Content-Type", b"application/json")
             self.setHeader(b"X-Content-Type-Options", b"nosniff")
             body = _error_json(title, message)
-            # (A length, not chunks: the connection goes on with the next request.)
             self.setHeader(b"Content-Length", b"%d" % len(body))
             self.write(body)
             self.finish()
@@ -204,8 +203,12 @@ class LimitedRequest(server.Request):
         if b"\0" in path:  # names nothing; and PostgreSQL refuses NUL in a lookup (500)
             return 404, "NotFound", "No such resource."
         # RFC 9112 3.2: an invalid Host is a 400 (werkzeug: 500)
-        if not self.channel.names_a_host(self.requestHeaders.getRawHeaders(b"host")):
+        hosts = self.requestHeaders.getRawHeaders(b"host")
+        if not self.channel.names_a_host(hosts):
             return 400, "BadRequest", "The Host header does not name a host."
+        if hosts is None and self.clientproto == b"HTTP/1.1":
+            # RFC 9112 3.2: HTTP/1.1 requires Host (only HTTP/1.0 may leave it out).
+            return 400, "BadRequest", "An HTTP/1.1 request must carry a Host header."
         return None
 
     def gotLength(self, length):
