@@ -10,7 +10,7 @@ import pytest
 import pytest_twisted
 
 from imagehost.config import ConfigError, load_config
-from tests.conftest import image_bytes, start_server
+from tests.conftest import image_bytes, running_server
 from tests.test_bad_input import raw_request
 
 PUBLIC_URL = "https://img.example.com"
@@ -20,12 +20,8 @@ PUBLIC_URL = "https://img.example.com"
 async def configured(tmp_path, reactor, database_url):
     """A daemon with ``[server] public_url`` set."""
     sections = {"server": {"public_url": PUBLIC_URL + "/"}}
-    if database_url:
-        sections["database"] = {"url": database_url}
-    running = await start_server(tmp_path, reactor, sections)
-    yield running
-    if running.service.running:
-        await running.service.stopService()
+    async with running_server(tmp_path, reactor, database_url, sections) as running:
+        yield running
 
 
 async def public_image(server) -> str:
