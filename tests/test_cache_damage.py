@@ -99,10 +99,11 @@ def test_real_encodings_of_every_kind_are_whole():
                                                                         **options)
             assert is_whole_data(buffer.getvalue()), (picture, fmt, options)
     for fmt in ("WEBP", "GIF", "AVIF"):
-        frames = [Image.new("RGB", (40, 30), color) for color in ((0, 0, 0),) * 3 + ((9, 0, 0),)]
-        buffer = io.BytesIO()
-        frames[0].save(buffer, fmt, save_all=True, append_images=frames[1:], duration=100)
-        assert is_whole_data(buffer.getvalue()), fmt
+        for count in (4, 20):  # (more frames than chunks are walked)
+            frames = [Image.new("RGB", (40, 30), (n % 2 * 9, n, 0)) for n in range(count)]
+            buffer = io.BytesIO()
+            frames[0].save(buffer, fmt, save_all=True, append_images=frames[1:], duration=100)
+            assert is_whole_data(buffer.getvalue()), (fmt, count)
 
 
 def damaged(data: bytes, how: str) -> bytes:

@@ -11,7 +11,7 @@ import pytest_twisted
 from twisted.internet.threads import deferToThread
 
 from imagehost.config import ConfigError, load_config
-from tests.conftest import image_bytes, start_server
+from tests.conftest import image_bytes, running_server
 from tests.test_bad_input import raw_request
 from tests.test_delivery_fast_path import exchange
 
@@ -22,12 +22,8 @@ PUBLIC_URL = "https://img.example.com"
 async def configured(tmp_path, reactor, database_url):
     """A daemon with ``[server] public_url`` set."""
     sections = {"server": {"public_url": PUBLIC_URL + "/"}}
-    if database_url:
-        sections["database"] = {"url": database_url}
-    running = await start_server(tmp_path, reactor, sections)
-    yield running
-    if running.service.running:
-        await running.service.stopService()
+    async with running_server(tmp_path, reactor, database_url, sections) as running:
+        yield running
 
 
 async def public_image(server) -> str:
