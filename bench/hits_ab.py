@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for server in started.values():
             server.stop()
+        shutil.rmtree(work, ignore_errors=True)
     first = names[0]
     for name in names:
         ratios = [a / b for a, b in zip(rates[name], rates[first], strict=True)]
