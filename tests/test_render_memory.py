@@ -151,3 +151,13 @@ def test_the_daemon_allows_one_heavy_render_per_core(tmp_path):
         memory.limit_heavy_renders(None)
     slots = sorted(p.name for p in (tmp_path / "render-slots").iterdir())
     assert len(slots) >= 1 and set(slots) <= {f"slot-{n}" for n in range(os.cpu_count())}
+
+
+def test_a_heavy_render_goes_ahead_where_no_slot_can_be_made(tmp_path):
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_bytes(b"")  # the slots' folder cannot be made under a file
+    memory.limit_heavy_renders(memory.RenderSlots(blocked / "render-slots", 1))
+    try:
+        assert _timed_render(_big_png(), 3000) < 30
+    finally:
+        memory.limit_heavy_renders(None)

@@ -122,21 +122,31 @@ class RenderSlots:
         try:
             yield
         finally:
-            os.close(fd)  # releases the lock
+            if fd is not None:
+                os.close(fd)  # releases the lock
 
-    def _take(self) -> int:
+    def _take(self) -> int | None:
+        """A locked slot's descriptor; None where slots cannot be had at all (a read-only
+        folder, a file system without ``flock``): the render goes ahead unlimited rather
+        than failing."""
         # Start at a different slot per thread, so waiters do not all poll the same one.
         first = threading.get_ident() % len(self._paths)
         order = self._paths[first:] + self._paths[:first]
-        while True:
-            for path in order:
-                fd = self._open(path)
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    return fd
-                except BlockingIOError:
-                    os.close(fd)
-            time.sleep(_SLOT_POLL)
+        try:
+            while True:
+                for path in order:
+                    fd = self._open(path)
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        return fd
+                    except BlockingIOError:
+                        os.close(fd)
+                    except OSError:
+                        os.close(fd)
+                        raise
+                time.sleep(_SLOT_POLL)
+        except OSError:
+            return None
 
     def _open(self, path: Path) -> int:
         try:
