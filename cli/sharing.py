@@ -24,6 +24,18 @@ async def _call(reactor, options: RemoteOptions, method: str, path: str,
     return await _with_server(reactor, options, send)
 
 
+async def _every_page(reactor, options: RemoteOptions, path: str, items: str) -> Any:
+    """The answer of ``path``'s first page, with the ``items`` of every page after it
+    (followed by ``meta.nextCursor``, 100 at a time) added to its own."""
+    first = await _call(reactor, options, "GET", path, params={"limit": "100"})
+    page = first
+    while page["meta"]["nextCursor"]:
+        page = await _call(reactor, options, "GET", path,
+                           params={"limit": "100", "cursor": page["meta"]["nextCursor"]})
+        first[items] += page[items]
+    return first
+
+
 # -- albums -----------------------------------------------------------------------
 
 
@@ -56,7 +68,8 @@ async def album_list(reactor, options: RemoteOptions, limit: int | None,
 
 
 async def album_show(reactor, options: RemoteOptions, album_id: str) -> None:
-    album = await _call(reactor, options, "GET", f"/api/album/{album_id}")
+    album = await _every_page(reactor, options, f"/api/album/{album_id}", "images")
+    del album["meta"]
     out = Output(options.as_json)
 
     def human() -> None:
@@ -115,7 +128,7 @@ async def share_create(reactor, options: RemoteOptions, target: dict[str, str],
 
 
 async def share_list(reactor, options: RemoteOptions) -> None:
-    shares = (await _call(reactor, options, "GET", "/api/shares"))["data"]
+    shares = (await _every_page(reactor, options, "/api/shares", "data"))["data"]
     out = Output(options.as_json)
     out.show(shares, lambda: out.table(
         ["Code", "Of", "Expires", "Password", "Views"],

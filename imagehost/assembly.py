@@ -329,7 +329,8 @@ def build_imagehost(config: Config, reactor, secret: bytes, *, clock=None,
                       on_delete=delivery.deleted, on_change=delivery.forget)
     sessions = BrowserSessions(pools, accounts, secret, ttl=config.auth.session_ttl,
                                now=utc_now)
-    shares = Shares(pools, delivery, secret=secret, now=utc_now, unlock_limits=(
+    shares = Shares(pools, delivery, secret=secret, now=utc_now, cursor_key=cursor_key,
+                    unlock_limits=(
         RateLimit(pools, "share-unlock-ip", limits.share_unlocks_per_minute_per_ip, time.time,
                   "password attempts from this address"),
         RateLimit(pools, "share-unlock", limits.share_unlocks_per_minute_per_share, time.time,

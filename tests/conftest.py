@@ -5,8 +5,10 @@ The daemon is built by the same ``makeService`` twistd uses, listening on port 0
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -178,13 +180,26 @@ async def make_server(tmp_path, reactor):
             await running.service.stopService()
 
 
+@contextlib.asynccontextmanager
+async def running_server(tmp_path: Path, reactor, database_url: str = "",
+                         sections: dict | None = None) -> AsyncIterator[Server]:
+    """A daemon with these config ``sections`` on ``database_url`` ("": the embedded
+    SQLite), stopped afterwards unless the test stopped it."""
+    sections = dict(sections or {})
+    if database_url:
+        sections["database"] = {"url": database_url}
+    running = await start_server(tmp_path, reactor, sections)
+    try:
+        yield running
+    finally:
+        if running.service.running:
+            await running.service.stopService()
+
+
 @pytest_twisted.async_yield_fixture
 async def server(tmp_path, reactor, database_url):
-    sections = {"database": {"url": database_url}} if database_url else {}
-    running = await start_server(tmp_path, reactor, sections)
-    yield running
-    if running.service.running:
-        await running.service.stopService()
+    async with running_server(tmp_path, reactor, database_url) as running:
+        yield running
 
 
 @pytest_twisted.async_fixture

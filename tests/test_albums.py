@@ -256,3 +256,70 @@ async def test_deleting_a_user_removes_their_albums_and_shares(server, admin):
         for code in codes:
             assert (await PageClient(server.base_url).get(f"/s/{code}")).code == 404
         assert (await admin.get("/api/shares")).json()["data"] == []
+
+
+async def page_through(client, path: str, items: str, limit: int = 10,
+                       between=None) -> tuple[list[str], list[dict]]:
+    """Follow ``meta.nextCursor`` from ``path``'s first page: the ids of every page's
+    ``items`` in order, and the pages. ``between()`` runs after the first page."""
+    ids, pages, cursor = [], [], None
+    while True:
+        query = f"?limit={limit}" + (f"&cursor={cursor}" if cursor else "")
+        response = await client.get(path + query)
+        assert response.code == 200, response.body
+        pages.append(response.json())
+        ids += [item.get("id") or item["code"] for item in pages[-1][items]]
+        cursor = pages[-1]["meta"]["nextCursor"]
+        if len(pages) == 1 and between is not None:
+            await between()
+        if cursor is None:
+            return ids, pages
+
+
+async def assert_cursor_refused(client, path: str, cursor: str) -> None:
+    """``cursor`` on ``path`` is a 400 with the error envelope."""
+    response = await client.get(f"{path}?cursor={cursor}")
+    assert response.code == 400, (path, response.body)
+    error = response.json()["error"]
+    assert error["title"] == "BadRequest", error
+    assert error["message"].startswith('"cursor" is malformed; use meta.nextCursor'), error
+
+
+def forged(cursor: str) -> str:
+    """``cursor`` with its payload changed and its signature kept."""
+    body, _, mac = cursor.partition(".")
+    return body[:-2] + ("AA" if body[-2:] != "AA" else "BB") + "." + mac
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_albums_images_are_paged_in_order_by_signed_cursor(server):
+    alice, bob = await person(server, "alice"), await person(server, "bob")
+    images = [await upload(alice.client, description=str(n)) for n in range(26)]
+    album_id = (await new_album(alice.client, "Many", isPublic=True))["id"]
+    other_id = (await new_album(alice.client, "Other", isPublic=True))["id"]
+    for target in (album_id, other_id):
+        response = await alice.client.post_json(f"/api/album/{target}/images",
+                                                {"imageIds": images[:25]})
+        assert response.code == 200, response.body
+    path = f"/api/album/{album_id}"
+
+    async def append_one() -> None:  # lands after the 25: no image is repeated or skipped
+        await alice.client.post_json(f"{path}/images", {"imageIds": [images[25]]})
+
+    ids, pages = await page_through(alice.client, path, "images", between=append_one)
+    assert ids == images and [len(p["images"]) for p in pages] == [10, 10, 6]
+    assert [p["meta"]["total"] for p in pages] == [25, 26, 26]
+    assert {(p["imageCount"], p["coverImageId"]) for p in pages[1:]} == {(26, images[0])}
+    assert pages[0]["meta"]["size"] == 10 and pages[-1]["meta"]["nextCursor"] is None
+    # The default page is 10 images, as in the feed; more than 100 is a 400.
+    default = (await alice.client.get(path)).json()
+    assert [i["id"] for i in default["images"]] == images[:10]
+    assert (await alice.client.get(f"{path}?limit=101")).code == 400
+    # Someone else sees the public album's pages the same way.
+    assert (await page_through(bob.client, path, "images", limit=7))[0] == images
+
+    cursor = pages[0]["meta"]["nextCursor"]
+    await assert_cursor_refused(alice.client, path, forged(cursor))
+    await assert_cursor_refused(alice.client, f"/api/album/{other_id}", cursor)
+    album_cursor = (await alice.client.get("/api/albums?limit=1")).json()["meta"]["nextCursor"]
+    await assert_cursor_refused(alice.client, path, album_cursor)

@@ -60,10 +60,59 @@ def test_every_encoding_we_write_is_whole_and_any_cut_of_it_is_not():
         for size in {0, 1, 15, 16, len(data) // 2, len(data) - 1}:
             assert not is_whole_data(data[:size]), (name, size)
         assert not is_whole_data(bytes(len(data))), name  # the length, but zeros
+        if name != "webp":  # a lossy VP8 stream may end in zeros (imaging/whole.py)
+            assert not is_whole_data(damaged(data, "zero tail")), name
+
+
+def test_a_lossless_webp_or_an_avif_with_its_tail_lost_as_zeros_is_not_whole():
+    """Their lengths sit in the first block: a file whose last blocks never reached the
+    disk has them right, and only the data's end tells."""
+    rgba = Image.frombytes("RGBA", (300, 200), random.Random(3).randbytes(300 * 200 * 4))
+    for fmt, options in (("WEBP", {"lossless": True}), ("AVIF", {"quality": 60}),
+                         ("WEBP", {"lossless": True, "exif": b"Exif\0\0" + bytes(40)})):
+        buffer = io.BytesIO()
+        rgba.save(buffer, fmt, **options)
+        data = buffer.getvalue()
+        assert is_whole_data(data), fmt
+        block = 4096 if len(data) > 8192 else len(data) // 2
+        for lost_from in (len(data) - 1 - (len(data) - 1) % block, len(data) // 2):
+            lost = data[:lost_from] + bytes(len(data) - lost_from)
+            assert not is_whole_data(lost), (fmt, options, lost_from)
+
+
+def test_real_encodings_of_every_kind_are_whole():
+    """No false alarm (a variant taken for damaged is rendered again on every hit):
+    flat, black, noisy and graded pictures, lossy and lossless, still and animated."""
+    rng = random.Random(11)
+    pictures = [Image.new("RGB", (3000, 2000)), Image.new("RGBA", (64, 64)),
+                Image.new("L", (1, 1), 255)]
+    for _ in range(12):
+        size, mode = (rng.randint(1, 300), rng.randint(1, 300)), rng.choice(["RGB", "RGBA"])
+        pictures += [Image.new(mode, size, tuple(rng.randrange(256) for _ in mode)),
+                     Image.frombytes(mode, size, rng.randbytes(size[0] * size[1] * len(mode))),
+                     Image.linear_gradient("L").resize(size).convert(mode)]
+    for picture in pictures:
+        for fmt, options in (("WEBP", {"lossless": True}), ("WEBP", {"quality": 80}),
+                             ("WEBP", {"quality": 5}), ("AVIF", {})):
+            buffer = io.BytesIO()
+            picture.convert("RGBA" if "A" in picture.mode else "RGB").save(buffer, fmt,
+                                                                        **options)
+            assert is_whole_data(buffer.getvalue()), (picture, fmt, options)
+    for fmt in ("WEBP", "GIF", "AVIF"):
+        for count in (4, 20):  # (more frames than chunks are walked)
+            frames = [Image.new("RGB", (40, 30), (n % 2 * 9, n, 0)) for n in range(count)]
+            buffer = io.BytesIO()
+            frames[0].save(buffer, fmt, save_all=True, append_images=frames[1:], duration=100)
+            assert is_whole_data(buffer.getvalue()), (fmt, count)
 
 
 def damaged(data: bytes, how: str) -> bytes:
-    return data[: len(data) // 2] if how == "cut short" else bytes(len(data))
+    """``data`` cut short, zeroed, or zeroed from its middle on (same length)."""
+    if how == "cut short":
+        return data[: len(data) // 2]
+    if how == "zero tail":
+        return data[: len(data) // 2] + bytes(len(data) - len(data) // 2)
+    return bytes(len(data))
 
 
 def variant_file(server, image_id: str, key_start: str):
@@ -78,7 +127,8 @@ async def test_a_damaged_variant_is_rendered_again_on_the_fast_path(server, admi
     image_id = await upload(admin, image_bytes("JPEG", (400, 300)))
     await delivery.rendered_ahead(image_id)
     for ext in ("jpg", "png", "webp", "gif", "avif"):
-        for how in ("cut short", "zeros"):
+        # (a lossy WebP's lost tail is not seen without a decode: imaging/whole.py)
+        for how in ("cut short", "zeros") + (() if ext == "webp" else ("zero tail",)):
             url = f"/image/{image_id}.{ext}?w=50"
             first = await server.client.get(url)
             await delivery.written()

@@ -67,3 +67,19 @@ async def test_remote_albums_and_shares(server, tmp_path):
     await remote.ok("album", "delete", album_id)
     assert (await remote.fails("album", "show", album_id)) == "No such album. (HTTP 404)"
     assert (await remote.json("detail", ids[0]))["id"] == ids[0]
+
+
+@pytest_twisted.ensureDeferred
+async def test_remote_share_list_and_album_show_follow_every_page(server, admin):
+    """The API pages shares and an album's images (100 at most); the CLI shows them all."""
+    key = (await local_cli(server).json("apikey", "create", "admin"))["key"]
+    remote = remote_cli(server, "--api-key", key)
+    uploaded = await admin.upload("/api/upload", image_bytes("PNG", size=(20, 20)))
+    image_id = uploaded.json()["id"]
+    codes = [(await admin.post_json("/api/shares", {"imageId": image_id})).json()["code"]
+             for _ in range(101)]
+    assert [s["code"] for s in await remote.json("share", "list")] == codes[::-1]
+    album_id = (await admin.post_json("/api/albums", {"title": "One"})).json()["id"]
+    await admin.post_json(f"/api/album/{album_id}/images", {"imageIds": [image_id]})
+    shown = await remote.json("album", "show", album_id)
+    assert [i["id"] for i in shown["images"]] == [image_id] and "meta" not in shown

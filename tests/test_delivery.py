@@ -63,8 +63,9 @@ def cached_files(data_dir: Path, image_id: str | None = None) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file()]
 
 
-def views_in_db(data_dir: Path, image_id: str) -> int:
-    engine = sa.create_engine(f"sqlite:///{data_dir / 'imagehost.db'}")
+def views_in_db(server, image_id: str) -> int:
+    """The image's view count in the daemon's database (also once the daemon stopped)."""
+    engine = sa.create_engine(server.db.engine.url)
     try:
         with engine.connect() as conn:
             return conn.execute(sa.text("SELECT views FROM images WHERE id = :id"),
@@ -372,7 +373,7 @@ async def test_views_are_written_at_shutdown(tmp_path, reactor):
     assert (await server.client.get(f"/image/{image_id}.bmp")).code == 404
     assert (await server.client.get(f"/image/{image_id}.jpg?w=0")).code == 400
     await server.service.stopService()
-    assert views_in_db(server.data_dir, image_id) == len(paths) + 1
+    assert views_in_db(server, image_id) == len(paths) + 1
 
 
 # -- a damaged original --------------------------------------------------------
@@ -544,3 +545,60 @@ async def test_an_unknown_eager_preset_is_one_clear_line(tmp_path, reactor):
         await start_server(tmp_path, reactor, {"delivery": {"eager_presets": "thumb"}})
     assert str(stopped.value) == (
         "imagehost: [delivery] eager_presets: unknown preset 'thumb' (known: thumbnail)")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_restored_image_is_cached_again_by_the_daemon_that_deleted_it_and_another(
+        make_server, reactor):
+    """A delete marks the image so that no render under way caches it, on the daemon that
+    deleted it and on another (two daemons on one database and data directory, as
+    ``--workers`` runs them) once it finds the record gone. When the record comes back
+    with the same id (restored from a database backup), both cache its variants again."""
+    from imagehost.db.schema import images
+
+    sections = {"cache": {"revalidate_after": "0.2"}}
+    first, other = await make_server(sections), await make_server(sections)
+    admin = await first.admin()
+    image_id = (await admin.upload("/api/upload", image_bytes("PNG", (300, 200)))).json()["id"]
+    url = f"/image/{image_id}.jpg?w=40"
+    assert (await other.client.get(url)).code == 200  # the other daemon remembers it
+
+    def record(conn):
+        return dict(conn.execute(sa.select(images).where(images.c.id == image_id))
+                    .mappings().one())
+
+    saved = await first.db.run(record)
+    deleted = await admin.post_json(f"/api/image/{image_id}", {"preserveOnDisk": True},
+                                    method="DELETE")
+    assert deleted.code == 204
+    await deferLater(reactor, 0.3, lambda: None)  # the other's memory of it runs out
+    for daemon in (first, other):
+        assert (await daemon.client.get(url)).code == 404
+        assert daemon.imagehost.delivery.cache.is_deleted(image_id)
+
+    await first.db.run(lambda conn: conn.execute(images.insert().values(**saved)))
+    for daemon in (first, other):
+        delivery = daemon.imagehost.delivery
+        answers = [await daemon.client.get(url) for _ in range(2)]
+        await delivery.written()
+        assert [(a.code, a.header("X-Cache")) for a in answers] == [
+            (200, "MISS"), (200, "HIT")], daemon.base_url
+        assert not delivery.cache.is_deleted(image_id)
+        [variant] = daemon.imagehost.storage.variants_dir(image_id).iterdir()
+        assert variant.read_bytes() == answers[0].body
+        variant.unlink()  # the next daemon renders its own
+
+
+def test_a_read_under_way_when_the_delete_came_leaves_its_mark(tmp_path):
+    """A record read that began before the mark may have seen the record before its
+    delete: only a read begun after the mark lifts it."""
+    from imagehost.service.variant_cache import VariantCache
+    from imagehost.storage.local import LocalStorage
+
+    cache = VariantCache(LocalStorage(tmp_path), max_size=1, io=None)
+    cache.image_deleted("a")
+    before = cache.marks_made() - 1
+    cache.image_found("a", before)
+    assert cache.is_deleted("a")
+    cache.image_found("a", cache.marks_made())
+    assert not cache.is_deleted("a")

@@ -12,8 +12,8 @@ from PIL import Image
 from twisted.internet.defer import DeferredList
 from twisted.internet.threads import deferToThread
 
-from tests.conftest import image_bytes, start_server
-from tests.test_delivery import raw_request
+from tests.conftest import image_bytes, running_server
+from tests.test_delivery import raw_request, views_in_db
 
 REVALIDATE_AFTER = 1.0
 
@@ -22,12 +22,8 @@ REVALIDATE_AFTER = 1.0
 async def bounded(tmp_path, reactor, database_url):
     """A daemon that trusts a remembered image for REVALIDATE_AFTER seconds."""
     sections = {"cache": {"revalidate_after": REVALIDATE_AFTER}}
-    if database_url:
-        sections["database"] = {"url": database_url}
-    running = await start_server(tmp_path, reactor, sections)
-    yield running
-    if running.service.running:
-        await running.service.stopService()
+    async with running_server(tmp_path, reactor, database_url, sections) as running:
+        yield running
 
 
 async def sleep(reactor, seconds: float) -> None:
@@ -40,16 +36,6 @@ async def upload(client, data: bytes) -> str:
     response = await client.upload("/api/upload", data)
     assert response.code == 201, response.body
     return response.json()["id"]
-
-
-def views_in_db(server, image_id: str) -> int:
-    engine = sa.create_engine(server.db.engine.url)
-    try:
-        with engine.connect() as conn:
-            return conn.execute(sa.text("SELECT views FROM images WHERE id = :id"),
-                                {"id": image_id}).scalar_one()
-    finally:
-        engine.dispose()
 
 
 def delete_row(server, image_id: str) -> None:

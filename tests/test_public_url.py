@@ -10,7 +10,7 @@ import pytest
 import pytest_twisted
 
 from imagehost.config import ConfigError, load_config
-from tests.conftest import image_bytes, start_server
+from tests.conftest import image_bytes, running_server
 from tests.test_bad_input import raw_request
 
 PUBLIC_URL = "https://img.example.com"
@@ -20,12 +20,8 @@ PUBLIC_URL = "https://img.example.com"
 async def configured(tmp_path, reactor, database_url):
     """A daemon with ``[server] public_url`` set."""
     sections = {"server": {"public_url": PUBLIC_URL + "/"}}
-    if database_url:
-        sections["database"] = {"url": database_url}
-    running = await start_server(tmp_path, reactor, sections)
-    yield running
-    if running.service.running:
-        await running.service.stopService()
+    async with running_server(tmp_path, reactor, database_url, sections) as running:
+        yield running
 
 
 async def public_image(server) -> str:
@@ -82,6 +78,28 @@ async def test_without_one_the_host_must_be_a_host_name(server):
     two = await raw_request(server, b"GET /health HTTP/1.0\r\nHost: a.example\r\n"
                                     b"Host: evil.example\r\nConnection: close\r\n\r\n")
     assert two.startswith(b"HTTP/1.0 400 "), two
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_http11_request_without_host_is_a_400_with_the_envelope(server):
+    """RFC 9112 3.2: a server MUST answer 400 to an HTTP/1.1 request that lacks Host
+    (HTTP/1.0 may leave it out, as the test above shows)."""
+    image_id = await public_image(server)
+    cached = f"/image/{image_id}.png?w=20"
+    assert (await server.client.get(cached)).code == 200  # now a hit for the fast path
+    for path in (f"/i/{image_id}", "/health", cached, "/api/settings/public", "/login"):
+        for host_line in (b"", b"Host: img.example.org\r\n"):
+            answer = await raw_request(server, b"GET " + path.encode() + b" HTTP/1.1\r\n"
+                                       + host_line + b"Connection: close\r\n\r\n")
+            head, _, body = answer.partition(b"\r\n\r\n")
+            if host_line:
+                assert head.startswith(b"HTTP/1.1 200 "), (path, head)
+                continue
+            assert head.startswith(b"HTTP/1.1 400 "), (path, head)
+            assert b"\r\ncontent-type: application/json" in head.lower(), head
+            assert json.loads(body)["error"] == {
+                "title": "BadRequest",
+                "message": "An HTTP/1.1 request must carry a Host header."}
 
 
 @pytest.mark.parametrize("value", ["img.example.com", "ftp://img.example.com", "https://",

@@ -352,14 +352,19 @@ def _png_variant(parts: Parts, image_id: str, width: int):
         image_id, "png", thumbnail=False, query={"w": [str(width)]}))
 
 
-@pytest_twisted.ensureDeferred
-async def test_a_miss_renders_once_and_then_hits_the_cache(tmp_path):
+def _held_renders_of_a_png(tmp_path: Path):
+    """Services whose CPU pool holds its jobs, with a 200x100 PNG uploaded: the pool, the
+    services and its 50 px wide variant, located."""
     cpu = HeldThreadPool()
     parts = Parts(tmp_path, cpu=cpu)
     uploading = Deferred.fromCoroutine(parts.upload(image_bytes("PNG", (200, 100))))
     cpu.release()  # the upload's validation
-    image_id = fired(uploading)
-    content = fired(_png_variant(parts, image_id, 50))
+    return cpu, parts, fired(_png_variant(parts, fired(uploading), 50))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_miss_renders_once_and_then_hits_the_cache(tmp_path):
+    cpu, parts, content = _held_renders_of_a_png(tmp_path)
     first = Deferred.fromCoroutine(parts.delivery.body(content, count_view=True))
     second = Deferred.fromCoroutine(parts.delivery.body(content, count_view=True))
     assert len(cpu.held) == 1  # identical misses share one render
@@ -378,13 +383,21 @@ async def _uploaded_with_held_io(parts: Parts, io: HeldThreadPool, size=(200, 10
     return fired(uploading)
 
 
-@pytest_twisted.ensureDeferred
-async def test_a_miss_is_answered_before_its_cache_file_is_written(tmp_path):
+async def _answered_with_held_io(root: Path):
+    """Services whose I/O pool holds its jobs, with a 200x100 PNG uploaded and its 50 px
+    wide variant answered (rendered; its cache file's write held): the pool, the
+    services, the variant's content and the answer."""
     io = HeldThreadPool()
-    parts = Parts(tmp_path, io=io)
+    parts = Parts(root, io=io)
     image_id = await _uploaded_with_held_io(parts, io)
     content = fired(_png_variant(parts, image_id, 50))
-    first = fired(Deferred.fromCoroutine(parts.delivery.body(content, count_view=False)))
+    return io, parts, content, fired(Deferred.fromCoroutine(
+        parts.delivery.body(content, count_view=False)))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_miss_is_answered_before_its_cache_file_is_written(tmp_path):
+    io, parts, content, first = await _answered_with_held_io(tmp_path)
     assert first.cache == "MISS" and len(io.held) == 1  # answered; the write waits
     assert not content.cache_path.exists()
     # Meanwhile the same variant is served from the bytes being written, not rendered
@@ -408,11 +421,7 @@ async def test_a_miss_is_answered_before_its_cache_file_is_written(tmp_path):
 @pytest_twisted.ensureDeferred
 async def test_the_hit_path_miss_takes_bytes_being_written_that_it_would_not_read_at_once(
         tmp_path):
-    io = HeldThreadPool()
-    parts = Parts(tmp_path, io=io)
-    image_id = await _uploaded_with_held_io(parts, io)
-    content = fired(_png_variant(parts, image_id, 50))
-    first = fired(Deferred.fromCoroutine(parts.delivery.body(content, count_view=False)))
+    io, parts, content, first = await _answered_with_held_io(tmp_path)
     # The hit path reads at once only bytes up to a size: these are more, so it renders...
     assert parts.delivery.cached_body(content, count_view=False, read_up_to=10) is None
     second = fired(parts.delivery.render_miss(content))
@@ -425,11 +434,7 @@ async def test_the_hit_path_miss_takes_bytes_being_written_that_it_would_not_rea
 @pytest_twisted.ensureDeferred
 async def test_a_failed_cache_write_leaves_no_file_and_the_next_request_renders_again(
         tmp_path):
-    io = HeldThreadPool()
-    parts = Parts(tmp_path, io=io)
-    image_id = await _uploaded_with_held_io(parts, io)
-    content = fired(_png_variant(parts, image_id, 50))
-    first = fired(Deferred.fromCoroutine(parts.delivery.body(content, count_view=False)))
+    io, parts, content, first = await _answered_with_held_io(tmp_path)
     folder = content.cache_path.parent
     folder.parent.mkdir(parents=True, exist_ok=True)
     folder.write_bytes(b"")  # a file where the image's folder goes: the write fails
@@ -556,14 +561,11 @@ def _cache_files(parts: Parts) -> list[Path]:
 async def test_a_cache_write_pending_at_a_delete_leaves_no_file_whichever_lands_first(
         tmp_path):
     for write_lands_first in (False, True):
-        io = HeldThreadPool()
-        parts = Parts(tmp_path / str(write_lands_first), io=io)
-        image_id = await _uploaded_with_held_io(parts, io)
-        content = fired(_png_variant(parts, image_id, 50))
-        answered = fired(Deferred.fromCoroutine(parts.delivery.body(content,
-                                                                    count_view=False)))
+        io, parts, content, answered = await _answered_with_held_io(
+            tmp_path / str(write_lands_first))
         assert answered.cache == "MISS" and len(io.held) == 1  # its cache file waits
-        deleting = Deferred.fromCoroutine(parts.library.delete(Principal(OWNER), image_id))
+        deleting = Deferred.fromCoroutine(parts.library.delete(Principal(OWNER),
+                                                               content.image.id))
         assert len(io.held) == 2  # the write, then the delete's removal of the files
         if not write_lands_first:
             io.held.reverse()  # the removal runs first, then the rename lands
@@ -575,12 +577,8 @@ async def test_a_cache_write_pending_at_a_delete_leaves_no_file_whichever_lands_
 
 @pytest_twisted.ensureDeferred
 async def test_a_render_finishing_after_its_image_is_deleted_caches_nothing(tmp_path):
-    cpu = HeldThreadPool()
-    parts = Parts(tmp_path, cpu=cpu)
-    uploading = Deferred.fromCoroutine(parts.upload(image_bytes("PNG", (200, 100))))
-    cpu.release()  # the upload's validation
-    image_id = fired(uploading)
-    content = fired(_png_variant(parts, image_id, 50))
+    cpu, parts, content = _held_renders_of_a_png(tmp_path)
+    image_id = content.image.id
     rendering = Deferred.fromCoroutine(parts.delivery.body(content, count_view=False))
     assert held_calls(cpu) == ["render_variant"]
     # (The original stays on disk, so the render under way still succeeds.)

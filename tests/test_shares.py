@@ -13,7 +13,14 @@ from PIL import Image
 
 from imagehost.db.schema import shares as shares_table
 from imagehost.service.shares import new_code
-from tests.test_albums import new_album, upload, violation
+from tests.test_albums import (
+    assert_cursor_refused,
+    forged,
+    new_album,
+    page_through,
+    upload,
+    violation,
+)
 from tests.test_library import person
 from tests.web_support import PageClient, csrf_of
 
@@ -278,3 +285,30 @@ def test_a_share_code_never_starts_with_a_dash_which_command_lines_read_as_an_op
     codes = {new_code() for _ in range(200)}
     assert len(codes) == 200
     assert all(re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_-]{15}", code) for code in codes)
+
+
+@pytest_twisted.ensureDeferred
+async def test_own_shares_are_paged_newest_first_by_signed_cursor(server):
+    alice, bob = await person(server, "alice"), await person(server, "bob")
+    image_id = await upload(alice.client)
+    made = [(await share(alice.client, imageId=image_id))["code"] for _ in range(25)]
+    await share(bob.client, imageId=await upload(bob.client))
+    added = []
+
+    async def share_again() -> None:  # newer than the first page: not in the later ones
+        added.append((await share(alice.client, imageId=image_id))["code"])
+
+    codes, pages = await page_through(alice.client, "/api/shares", "data",
+                                      between=share_again)
+    assert codes == made[::-1] and [len(p["data"]) for p in pages] == [10, 10, 5]
+    assert [p["meta"]["total"] for p in pages] == [25, 26, 26]
+    assert (await page_through(alice.client, "/api/shares", "data"))[0] == added + codes
+    assert [s["code"] for s in (await alice.client.get("/api/shares")).json()["data"]] == (
+        added + codes)[:10]
+    assert (await alice.client.get("/api/shares?limit=0")).code == 400
+
+    cursor = pages[0]["meta"]["nextCursor"]
+    await assert_cursor_refused(alice.client, "/api/shares", forged(cursor))
+    await assert_cursor_refused(bob.client, "/api/shares", cursor)  # Alice's, not Bob's
+    album_cursor = (await alice.client.get("/api/albums?limit=1")).json()["meta"]["nextCursor"]
+    await assert_cursor_refused(alice.client, "/api/shares", album_cursor)

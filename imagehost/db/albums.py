@@ -8,6 +8,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
+from imagehost.db.keyset import keyset_page
 from imagehost.db.schema import album_images, albums, images
 
 
@@ -45,15 +46,11 @@ def list_albums(conn: sa.Connection, owner_id: str, limit: int,
     """A page of an owner's albums, newest first, continuing after (created_at, id);
     the albums, whether more follow, and how many the owner has."""
     query = _SELECT_ALBUMS.where(albums.c.owner_id == owner_id)
-    if after is not None:
-        bound = sa.tuple_(sa.literal(after[0], albums.c.created_at.type),
-                          sa.literal(after[1], albums.c.id.type))
-        query = query.where(sa.tuple_(albums.c.created_at, albums.c.id) < bound)
-    query = query.order_by(albums.c.created_at.desc(), albums.c.id.desc()).limit(limit + 1)
-    rows = conn.execute(query).all()
+    rows, more = keyset_page(conn, query, (albums.c.created_at, albums.c.id),
+                             descending=True, limit=limit, after=after)
     total = conn.execute(sa.select(sa.func.count()).select_from(albums)
                          .where(albums.c.owner_id == owner_id)).scalar_one()
-    return [Album(*r) for r in rows[:limit]], len(rows) > limit, total
+    return [Album(*r) for r in rows], more, total
 
 
 def update_album(conn: sa.Connection, album_id: str, now: datetime, **values: object) -> None:

@@ -15,6 +15,7 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from imagehost.db.images import IMAGE_COLUMNS, ImageRecord
+from imagehost.db.keyset import count_rows, keyset_page
 from imagehost.db.schema import album_images, images, users
 
 # Sort keys a listing may use -> the column holding them.
@@ -168,12 +169,48 @@ def album_entries(conn: sa.Connection, album_id: str, *, public_only: bool,
                   now: datetime) -> list[LibraryEntry]:
     """The entries of an album's images in album order (only public ones if
     ``public_only``), without images expired at ``now``."""
+    query = _album_query(album_id, public_only, now).order_by(*_ALBUM_ORDER)
+    return [_entry(r) for r in conn.execute(query)]
+
+
+@dataclass(frozen=True)
+class AlbumEntriesPage:
+    """A page of an album's entries, with what the whole album shows."""
+
+    entries: list[LibraryEntry]
+    more: bool
+    total: int
+    cover: LibraryEntry | None  # the chosen cover if shown, else the first entry
+    last_key: tuple[int, str] | None  # (position, image id) of the page's last entry
+
+
+def album_entries_page(conn: sa.Connection, album_id: str, cover_image_id: str | None, *,
+                       public_only: bool, now: datetime, limit: int,
+                       after: tuple[int, str] | None) -> AlbumEntriesPage:
+    """``album_entries`` a page at a time: in album order after (position, image id)."""
+    query = _album_query(album_id, public_only, now)
+    rows, more = keyset_page(conn, query.add_columns(album_images.c.position), _ALBUM_ORDER,
+                             descending=False, limit=limit, after=after)
+    cover = None
+    if cover_image_id is not None:
+        cover = conn.execute(query.where(images.c.id == cover_image_id)).first()
+    if cover is None:
+        cover = conn.execute(query.order_by(*_ALBUM_ORDER).limit(1)).first()
+    entries = [_entry(row[:-1]) for row in rows]
+    return AlbumEntriesPage(entries, more, count_rows(conn, query),
+                            None if cover is None else _entry(cover),
+                            (rows[-1][-1], entries[-1].image.id) if rows else None)
+
+
+_ALBUM_ORDER = (album_images.c.position, album_images.c.image_id)
+
+
+def _album_query(album_id: str, public_only: bool, now: datetime) -> sa.Select:
     query = (_ENTRIES.join(album_images, album_images.c.image_id == images.c.id)
-             .where(album_images.c.album_id == album_id, not_expired(now))
-             .order_by(album_images.c.position, images.c.id))
+             .where(album_images.c.album_id == album_id, not_expired(now)))
     if public_only:
         query = query.where(images.c.is_public == sa.true())
-    return [_entry(r) for r in conn.execute(query)]
+    return query
 
 
 def not_expired(now: datetime) -> sa.ColumnElement[bool]:

@@ -8,6 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from imagehost.db.keyset import count_rows, keyset_page
 from imagehost.db.schema import shares
 
 
@@ -39,11 +40,14 @@ def share_by_code(conn: sa.Connection, code: str) -> Share | None:
     return None if row is None else Share(*row)
 
 
-def list_shares(conn: sa.Connection, owner_id: str, limit: int) -> list[Share]:
-    """An owner's shares, newest first."""
-    query = (sa.select(*_COLUMNS).where(shares.c.owner_id == owner_id)
-             .order_by(shares.c.created_at.desc(), shares.c.code).limit(limit))
-    return [Share(*row) for row in conn.execute(query)]
+def list_shares(conn: sa.Connection, owner_id: str, limit: int,
+                after: tuple[datetime, str] | None = None) -> tuple[list[Share], bool, int]:
+    """A page of an owner's shares, newest first, continuing after (created_at, code);
+    the shares, whether more follow, and how many the owner has."""
+    query = sa.select(*_COLUMNS).where(shares.c.owner_id == owner_id)
+    rows, more = keyset_page(conn, query, (shares.c.created_at, shares.c.code),
+                             descending=True, limit=limit, after=after)
+    return [Share(*row) for row in rows], more, count_rows(conn, query)
 
 
 def delete_share(conn: sa.Connection, code: str) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from imagehost.db import albums as q
@@ -19,15 +19,14 @@ from imagehost.db import library as library_queries
 from imagehost.db.albums import Album
 from imagehost.db.library import LibraryEntry
 from imagehost.service.accounts import Principal
-from imagehost.service.errors import BadRequest, Forbidden, NotFound, ValidationFailed, Violation
-from imagehost.service.library import edit_violations, open_cursor, parse_limit, sign_cursor
+from imagehost.service.errors import Forbidden, NotFound, ValidationFailed, Violation
+from imagehost.service.library import Keyset, edit_violations, parse_limit
 from imagehost.service.pools import Pools
 
 MAX_TITLE = 255
 MAX_DESCRIPTION = 1000
 #: Images in one album, and ids in one request.
 MAX_ALBUM_IMAGES = 1000
-_MALFORMED_CURSOR = '"cursor" is malformed; use meta.nextCursor.'
 
 
 @dataclass(frozen=True)
@@ -42,18 +41,24 @@ class AlbumPage:
 
 @dataclass(frozen=True)
 class AlbumView:
-    """An album as one viewer may see it: its images in order, the cover's entry."""
+    """An album as one viewer may see it: its images in order (all, or a page of
+    ``size`` of the ``total``), the cover's entry."""
 
     album: Album
     entries: list[LibraryEntry]
     can_manage: bool
+    cover: LibraryEntry | None
+    size: int
+    total: int
+    next_cursor: str | None
 
-    @property
-    def cover(self) -> LibraryEntry | None:
-        for entry in self.entries:
-            if entry.image.id == self.album.cover_image_id:
-                return entry
-        return self.entries[0] if self.entries else None
+
+def _cover(album: Album, entries: list[LibraryEntry]) -> LibraryEntry | None:
+    """The chosen cover among ``entries``, else the first of them."""
+    for entry in entries:
+        if entry.image.id == album.cover_image_id:
+            return entry
+    return entries[0] if entries else None
 
 
 class Albums:
@@ -78,39 +83,46 @@ class Albums:
                   cursor: str | None = None) -> AlbumPage:
         """The viewer's albums, newest first, by signed cursor."""
         size = parse_limit(limit)
-        after = None if cursor is None else self._decode(cursor, viewer)
-        found, more, total = await self._db.run(q.list_albums, viewer.user.id, size, after)
-        next_cursor = None
-        if more and found:
-            last = found[-1]
-            next_cursor = sign_cursor({"k": "albums", "u": viewer.user.id,
-                                       "c": last.created_at.isoformat(), "i": last.id},
-                                      self._cursor_key)
-        return AlbumPage(found, size, total, next_cursor)
-
-    def _decode(self, cursor: str, viewer: Principal) -> tuple[datetime, str]:
-        payload = open_cursor(cursor, self._cursor_key)
-        try:
-            if payload["k"] != "albums" or payload["u"] != viewer.user.id:
-                raise ValueError("another listing's cursor")
-            created = datetime.fromisoformat(payload["c"])
-            if created.tzinfo is None or not isinstance(payload["i"], str):
-                raise ValueError("bad cursor payload")
-            return created.astimezone(UTC), payload["i"]
-        except (KeyError, TypeError, ValueError) as e:
-            raise BadRequest(_MALFORMED_CURSOR) from e
+        keyset = Keyset("albums", viewer.user.id)
+        found, more, total = await self._db.run(q.list_albums, viewer.user.id, size,
+                                                keyset.after(cursor, self._cursor_key))
+        last = (found[-1].created_at, found[-1].id) if found else None
+        return AlbumPage(found, size, total, keyset.next_cursor(more, last, self._cursor_key))
 
     async def view(self, viewer: Principal | None, album_id: str) -> AlbumView:
-        """An album and the images ``viewer`` may see in it (None: not logged in)."""
+        """An album and all the images ``viewer`` may see in it (None: not logged in)."""
+        album, can_manage, public_only = await self._visible(viewer, album_id)
+        entries = await self._db.run(library_queries.album_entries, album.id,
+                                     public_only=public_only, now=self._now())
+        return AlbumView(album, entries, can_manage, cover=_cover(album, entries),
+                         size=len(entries), total=len(entries), next_cursor=None)
+
+    async def view_page(self, viewer: Principal, album_id: str, *, limit: str | None = None,
+                        cursor: str | None = None) -> AlbumView:
+        """An album and a page of the images ``viewer`` may see in it, in album order by
+        signed cursor."""
+        size = parse_limit(limit)
+        album, can_manage, public_only = await self._visible(viewer, album_id)
+        keyset = Keyset("album images", album.id)
+        page = await self._db.run(library_queries.album_entries_page, album.id,
+                                  album.cover_image_id, public_only=public_only,
+                                  now=self._now(), limit=size,
+                                  after=keyset.after(cursor, self._cursor_key))
+        return AlbumView(album, page.entries, can_manage, cover=page.cover, size=size,
+                         total=page.total,
+                         next_cursor=keyset.next_cursor(page.more, page.last_key,
+                                                        self._cursor_key))
+
+    async def _visible(self, viewer: Principal | None,
+                       album_id: str) -> tuple[Album, bool, bool]:
+        """The album if ``viewer`` may see it (else NotFound), whether they may manage it,
+        and whether they see only its public images."""
         album = await self._db.run(q.album_by_id, album_id)
         can_manage = album is not None and _may_manage(viewer, album)
         if album is None or not (album.is_public or can_manage):
             raise NotFound("No such album.")
         owner_sees = viewer is not None and viewer.user.id == album.owner_id
-        entries = await self._db.run(library_queries.album_entries, album.id,
-                                     public_only=not (owner_sees or can_manage),
-                                     now=self._now())
-        return AlbumView(album, entries, can_manage)
+        return album, can_manage, not (owner_sees or can_manage)
 
     async def edit(self, viewer: Principal, album_id: str, *, title: object = None,
                    description: object = None, is_public: object = None,

@@ -210,14 +210,19 @@ class Delivery:
         if waiters is None:
             waiters = self._reads[image_id] = [waiter]
             read = self._db.run(q.image_by_id, image_id)
-            read.addBoth(self._image_read, image_id, waiters)
+            read.addBoth(self._image_read, image_id, waiters, self.cache.marks_made())
         else:
             waiters.append(waiter)
         return waiter
 
-    def _image_read(self, result, image_id: str, waiters: list[Deferred]) -> None:
+    def _image_read(self, result, image_id: str, waiters: list[Deferred],
+                    marks_before: int) -> None:
         if self._reads.get(image_id) is waiters:
             del self._reads[image_id]
+        if isinstance(result, ImageRecord):
+            # Its delete mark (this daemon's delete, or its own finding that another
+            # deleted it) is lifted once the record is back: a restored id is cached again.
+            self.cache.image_found(image_id, marks_before)
         _fire(waiters, result)
 
     def resolve(self, image_id: str, ext: str, *, thumbnail: bool,

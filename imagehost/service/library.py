@@ -49,6 +49,7 @@ _DATED_KEYS = {"created_at", "updated_at"}
 _MAX_SORT_NUMBER = 2**63 - 1  # views and sizes are BIGINT columns
 _MAC_BYTES = 16
 _MALFORMED_CURSOR = '"cursor" is malformed; use meta.nextCursor or prevCursor.'
+_MALFORMED_KEYSET_CURSOR = '"cursor" is malformed; use meta.nextCursor.'
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,49 @@ def open_cursor(text: str, signing_key: bytes) -> Any:
         return json.loads(_unb64(body))
     except (binascii.Error, ValueError) as e:
         raise BadRequest(_MALFORMED_CURSOR) from e
+
+
+@dataclass(frozen=True)
+class Keyset:
+    """Cursors of a listing in one fixed order by (value, id): a user's albums or shares
+    by creation time, an album's images by position. A cursor names its listing and
+    scope (whose albums, which album), so it continues nothing else."""
+
+    listing: str
+    scope: str
+
+    def cursor(self, value: datetime | int, row_id: str, signing_key: bytes) -> str:
+        """The opaque cursor that continues after the row keyed (``value``, ``row_id``)."""
+        wire = value.isoformat() if isinstance(value, datetime) else value
+        return sign_cursor({"k": self.listing, "u": self.scope, "c": wire, "i": row_id},
+                           signing_key)
+
+    def next_cursor(self, more: bool, last_key: tuple[datetime | int, str] | None,
+                    signing_key: bytes) -> str | None:
+        """The cursor of the page after one that ended at ``last_key`` (None if no rows
+        follow it)."""
+        return self.cursor(*last_key, signing_key) if more and last_key is not None else None
+
+    def after(self, text: str | None, signing_key: bytes) -> tuple[datetime | int, str] | None:
+        """The key a client's cursor continues after (None without one); BadRequest for
+        a cursor that is not this listing's."""
+        if text is None:
+            return None
+        payload = open_cursor(text, signing_key)
+        try:
+            if payload["k"] != self.listing or payload["u"] != self.scope:
+                raise ValueError("another listing's cursor")
+            value, row_id = payload["c"], payload["i"]
+            if not isinstance(row_id, str):
+                raise ValueError("bad cursor payload")
+            if type(value) is int:
+                return value, row_id
+            moment = datetime.fromisoformat(value)
+            if moment.tzinfo is None:
+                raise ValueError("bad cursor payload")
+            return moment.astimezone(UTC), row_id
+        except (KeyError, TypeError, ValueError) as e:
+            raise BadRequest(_MALFORMED_KEYSET_CURSOR) from e
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ from imagehost.service.errors import (
     ValidationFailed,
     Violation,
 )
+from imagehost.service.library import Keyset, parse_limit
 from imagehost.service.links import OG_IMAGE_WIDTH
 from imagehost.service.moments import parse_moment
 from imagehost.service.pools import Pools
@@ -74,16 +75,28 @@ class SharedContent:
         return image_key(self.share.code, entry.image.id)
 
 
+@dataclass(frozen=True)
+class SharePage:
+    """One page of a user's shares."""
+
+    shares: list[Share]
+    size: int
+    total: int
+    next_cursor: str | None
+
+
 class Shares:
     """Creating, listing, revoking and opening share links."""
 
     def __init__(self, pools: Pools, delivery: Delivery, *, secret: bytes,
-                 now: Callable[[], datetime], unlock_limits: Sequence[RateLimit]):
+                 now: Callable[[], datetime], cursor_key: bytes,
+                 unlock_limits: Sequence[RateLimit]):
         self._db = pools.db
         self._cpu = pools.cpu
         self._delivery = delivery
         self._cookie_key = hmac.new(secret, b"imagehost share unlock", hashlib.sha256).digest()
         self._now = now
+        self._cursor_key = cursor_key
         self._unlock_limits = tuple(unlock_limits)
 
     def now(self) -> datetime:
@@ -118,8 +131,20 @@ class Shares:
         return share
 
     async def own(self, viewer: Principal) -> list[Share]:
-        """The viewer's shares, newest first (expired ones too, until revoked)."""
-        return await self._db.run(q.list_shares, viewer.user.id, MAX_LISTED)
+        """The viewer's shares, newest first (expired ones too, until revoked; at most
+        ``MAX_LISTED``)."""
+        found, _more, _total = await self._db.run(q.list_shares, viewer.user.id, MAX_LISTED)
+        return found
+
+    async def own_page(self, viewer: Principal, *, limit: str | None = None,
+                       cursor: str | None = None) -> SharePage:
+        """A page of the viewer's shares, newest first, by signed cursor."""
+        size = parse_limit(limit)
+        keyset = Keyset("shares", viewer.user.id)
+        found, more, total = await self._db.run(q.list_shares, viewer.user.id, size,
+                                                keyset.after(cursor, self._cursor_key))
+        last = (found[-1].created_at, found[-1].code) if found else None
+        return SharePage(found, size, total, keyset.next_cursor(more, last, self._cursor_key))
 
     async def revoke(self, viewer: Principal, code: str) -> None:
         """End a share at once; only its owner or an administrator may (else 404)."""

@@ -51,9 +51,11 @@ class VariantCache:
         self._entries: OrderedDict[Path, int] = OrderedDict()  # oldest use first
         self.size = 0
         self.evictions = 0
-        # Images deleted through this daemon, most recent last: none of their variants is
-        # written any more, not even one rendered or being written when the delete came.
-        self._deleted: OrderedDict[str, None] = OrderedDict()
+        # Images deleted through this daemon (or found gone), most recent last, each with
+        # the count of marks made when it was marked: none of their variants is written
+        # any more, not even one rendered or being written when the delete came.
+        self._deleted: OrderedDict[str, int] = OrderedDict()
+        self._marks_made = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -132,7 +134,8 @@ class VariantCache:
     def image_deleted(self, image_id: str) -> None:
         """The image is being deleted: write none of its variants from now on (call it
         before its files are removed) and drop those indexed."""
-        self._deleted[image_id] = None
+        self._marks_made += 1
+        self._deleted[image_id] = self._marks_made
         self._deleted.move_to_end(image_id)
         while len(self._deleted) > _DELETED_MARKS:
             self._deleted.popitem(last=False)
@@ -141,6 +144,20 @@ class VariantCache:
     def image_added(self, image_id: str) -> None:
         """The image exists (again: an id restored after its delete): cache its variants."""
         self._deleted.pop(image_id, None)
+
+    def marks_made(self) -> int:
+        """How many delete marks were made so far (what ``image_found`` compares with)."""
+        return self._marks_made
+
+    def image_found(self, image_id: str, marks_before: int) -> None:
+        """A read of the image's record that began when ``marks_made()`` was
+        ``marks_before`` found it. If the image was marked before that read began, its
+        record was deleted and has been made again since (a mark follows the record's
+        delete): cache its variants again. A read already under way when the mark came
+        may have seen the record before its delete, so it leaves the mark alone."""
+        marked = self._deleted.get(image_id)
+        if marked is not None and marked <= marks_before:
+            del self._deleted[image_id]
 
     def is_deleted(self, image_id: str) -> bool:
         """Whether the image was deleted through this daemon (``image_deleted``)."""

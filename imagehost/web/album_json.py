@@ -8,7 +8,7 @@ from imagehost.db.albums import Album
 from imagehost.service.accounts import Principal
 from imagehost.service.albums import AlbumPage, AlbumView
 from imagehost.service.wire import iso
-from imagehost.web.library_json import feed_item_json
+from imagehost.web.library_json import feed_item_json, keyset_meta
 
 
 def album_json(album: Album) -> dict[str, Any]:
@@ -20,15 +20,17 @@ def album_json(album: Album) -> dict[str, Any]:
 
 
 def album_view_json(view: AlbumView, viewer: Principal) -> dict[str, Any]:
-    """``GET /api/album/{id}``: the album with the images the viewer may see, in order."""
+    """``GET /api/album/{id}``: the album with (a page of) the images the viewer may see,
+    in order; ``imageCount`` counts them all."""
     cover = view.cover
     return {**album_json(view.album), "coverImageId": cover.image.id if cover else None,
-            "imageCount": len(view.entries),
+            "imageCount": view.total,
+            "meta": keyset_meta(view.size, view.total, view.next_cursor),
             "images": [feed_item_json(e, viewer) for e in view.entries]}
 
 
 def album_page_json(page: AlbumPage) -> dict[str, Any]:
-    return {"meta": {"size": page.size, "total": page.total, "nextCursor": page.next_cursor},
+    return {"meta": keyset_meta(page.size, page.total, page.next_cursor),
             "data": [album_json(a) for a in page.albums]}
 
 

@@ -401,7 +401,9 @@ class ImagehostAPI:
     @app.route("/api/album/<string:album_id>", methods=["GET"])
     @authenticated()
     async def album(self, request: IRequest, principal: Principal, album_id: str) -> bytes:
-        view = await self.imagehost.albums.view(principal, album_id)
+        view = await self.imagehost.albums.view_page(principal, album_id,
+                                                     limit=_arg(request, "limit"),
+                                                     cursor=_arg(request, "cursor"))
         return json_response(request, album_json.album_view_json(view, principal))
 
     @app.route("/api/album/<string:album_id>", methods=["PATCH"])
@@ -447,8 +449,11 @@ class ImagehostAPI:
     @app.route("/api/shares", methods=["GET"])
     @authenticated()
     async def list_shares(self, request: IRequest, principal: Principal) -> bytes:
-        shares = await self.imagehost.shares.own(principal)
-        return json_response(request, {"data": [share_json(s) for s in shares]})
+        listed = await self.imagehost.shares.own_page(principal, limit=_arg(request, "limit"),
+                                                      cursor=_arg(request, "cursor"))
+        return json_response(request, {
+            "meta": library_json.keyset_meta(listed.size, listed.total, listed.next_cursor),
+            "data": [share_json(s) for s in listed.shares]})
 
     @app.route("/api/share/<string:code>", methods=["DELETE"])
     @authenticated()

@@ -84,6 +84,11 @@ def history_item_json(entry: LibraryEntry, viewer: Principal) -> dict[str, Any]:
     })
 
 
+def keyset_meta(size: int, total: int, next_cursor: str | None) -> dict[str, Any]:
+    """``meta`` of a listing paged by ``nextCursor`` only (albums, shares, album images)."""
+    return {"size": size, "total": total, "nextCursor": next_cursor}
+
+
 def feed_json(page: Page, viewer: Principal) -> dict[str, Any]:
     meta = {"size": page.size, "page": page.page, "total": page.total,
             "nextCursor": page.next_cursor, "prevCursor": page.prev_cursor}

@@ -164,7 +164,9 @@ class LimitedRequest(server.Request):
             self.setResponseCode(code)
             self.setHeader(b"Content-Type", b"application/json")
             self.setHeader(b"X-Content-Type-Options", b"nosniff")
-            self.write(_error_json(title, message))
+            body = _error_json(title, message)
+            self.setHeader(b"Content-Length", b"%d" % len(body))
+            self.write(body)
             self.finish()
             return
         super().process()
@@ -185,9 +187,12 @@ class LimitedRequest(server.Request):
         if b"\0" in path:  # names nothing; and PostgreSQL refuses NUL in a lookup (500)
             return 404, "NotFound", "No such resource."
         try:
-            addressed_host(self)  # RFC 9112 3.2: an invalid Host is a 400 (werkzeug: 500)
+            host = addressed_host(self)  # RFC 9112 3.2: an invalid Host is a 400 (werkzeug: 500)
         except ValueError:
             return 400, "BadRequest", "The Host header does not name a host."
+        if host is None and self.clientproto == b"HTTP/1.1":
+            # RFC 9112 3.2: HTTP/1.1 requires Host (only HTTP/1.0 may leave it out).
+            return 400, "BadRequest", "An HTTP/1.1 request must carry a Host header."
         return None
 
     def gotLength(self, length):
