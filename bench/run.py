@@ -44,6 +44,8 @@ PARTS = ("uncached", "cached", "firstview", "overload", "upload", "memory")
 #: and ``eager`` (issue 18).
 EXTRA_PARTS = ("delivery", "quality", "eager")
 SIZES = range(512, 399, -1)  # all use the same JPEG draft scale for 4 MP sources
+#: The memory part's wide burst: fits over half of a 14 MP source's 4320 px width.
+WIDE_BURST_WIDTHS = (3000, 2800, 2600, 2400, 2200, 2000)
 QUALITIES = (80, 79, 81, 78, 82, 77, 83, 76, 84, 75, 85)
 # The PNG and WebP rows have 2-3 sources each: more qualities keep every variant distinct.
 WIDE_QUALITIES = (*QUALITIES, *range(86, 96), *range(74, 59, -1))
@@ -378,8 +380,17 @@ class Bench:
         burst = [(src, 500 - n, 80) for n in range(self.args.burst) for src in huge]
         log(f"memory: {len(burst)} renders of 48 MP sources, 8 at a time")
         ih_huge = self.burst(ih, [imagehost_path(ids, s, z, q, "jpg") for s, z, q in burst])
+        # Outputs over half the source's width: the JPEG draft cannot shrink the decode, so
+        # every render holds the whole 14 MP source (the issue's burst: thumbor's peak was
+        # 298 MB there, against its ~55 MB in the fit-512 burst above).
+        burst = [(src, width, 80) for width in WIDE_BURST_WIDTHS for src in big]
+        log(f"memory: {len(burst)} wide renders of 14 MP sources, 8 at a time")
+        ih_wide = self.burst(ih, [imagehost_path(ids, s, z, q, "jpg") for s, z, q in burst])
+        th_wide = self.burst(th, [thumbor_path(self.photos.root, s, z, q, "jpg")
+                                  for s, z, q in burst])
         self.results["memory"] = {"imagehost_14mp": ih_big, "thumbor_14mp": th_big,
                                   "imagehost_48mp": ih_huge,
+                                  "imagehost_14mp_wide": ih_wide, "thumbor_14mp_wide": th_wide,
                                   "render_threads": self.threads,
                                   "idle_rss_per_process": idle,
                                   "idle_pss_per_process": idle_pss}
@@ -388,8 +399,8 @@ class Bench:
 
     def burst(self, server, paths: list[str]) -> dict:
         """Peak RSS (VmHWM, reset just before) of the process tree while ``paths`` are
-        fetched 8 at a time, the peak of its PSS (sampled every 20 ms meanwhile), and its
-        RSS in the 10 s after."""
+        fetched 8 at a time, the peaks of its RSS and PSS (sampled every 20 ms meanwhile),
+        and its RSS in the 10 s after."""
         idle, idle_pss = server.tree_rss(), server.tree_pss()
         server.reset_peak()
         started = time.monotonic()
@@ -398,10 +409,11 @@ class Bench:
             with urllib.request.urlopen(server.base_url + path, timeout=120) as response:
                 return response.status, len(response.read())
 
-        with ThreadPoolExecutor(9) as pool:
+        with ThreadPoolExecutor(2) as samplers, ThreadPoolExecutor(8) as clients:
             sampling = threading.Event()
-            peak_pss = pool.submit(sample_peak, server.tree_pss, sampling)
-            answers = list(pool.map(fetch, paths))
+            peak_pss = samplers.submit(sample_peak, server.tree_pss, sampling)
+            sampled_rss = samplers.submit(sample_peak, server.tree_rss, sampling)
+            answers = list(clients.map(fetch, paths))
             sampling.set()
         if any(status != 200 for status, _ in answers):
             raise RuntimeError(f"{server.name}: failed renders in the memory burst")
@@ -416,7 +428,8 @@ class Bench:
             time.sleep(0.25)
         return {"idle_rss": idle, "peak_rss": peak, "renders": len(paths), "seconds": seconds,
                 "rss_after": after[0], "rss_10s": after[-1], "return_seconds": returned,
-                "idle_pss": idle_pss, "peak_pss": peak_pss.result()}
+                "idle_pss": idle_pss, "peak_pss": peak_pss.result(),
+                "peak_rss_sampled": sampled_rss.result()}
 
 
 def sample_peak(measure, done: threading.Event, interval: float = 0.02) -> int:

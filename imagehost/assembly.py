@@ -65,6 +65,9 @@ BACKGROUND_QUIET = 0.25
 #: after a job of d seconds, the next starts 19 d after it), so they make progress.
 BACKGROUND_SHARE = 0.05
 
+#: Lock files of the heavy-render slots, in the data directory (one per core).
+RENDER_SLOTS_FOLDER = "render-slots"
+
 #: Threads for file and S3 calls, beyond one per CPU thread (deletes, health checks,
 #: shares and cache writes wait on the network or the disk, not on a core).
 IO_THREADS_EXTRA = 10
@@ -238,7 +241,9 @@ def build_pools(config: Config, reactor) -> Pools:
 
     Also fixes the allocator's mmap threshold for this process, so decoded images go
     back to the system when freed, lets Pillow reuse the blocks of finished images while
-    renders go on, and gives both back once renders go idle (``imagehost.imaging.memory``).
+    renders go on, gives both back once renders go idle, and lets only as many heavy
+    renders (sources decoded at nearly full size) as there are cores hold their images at
+    once among all the processes on the data directory (``imagehost.imaging.memory``).
     """
     memory.map_large_buffers()
     engine = create_engine(config.database_url, config.database.pool_size)
@@ -246,6 +251,8 @@ def build_pools(config: Config, reactor) -> Pools:
                          name="imagehost-db")
     cpu_threads = config.render_threads()
     memory.keep_image_blocks(memory.BLOCKS_PER_RENDER_THREAD * cpu_threads)
+    memory.limit_heavy_renders(memory.RenderSlots(config.data_dir / RENDER_SLOTS_FOLDER,
+                                                  os.cpu_count() or 1))
     cpu_pool = ThreadPool(minthreads=cpu_threads, maxthreads=cpu_threads, name="imagehost-cpu")
     io_pool = ThreadPool(minthreads=1, maxthreads=io_threads(config), name="imagehost-io")
     return Pools(db=Database(engine, reactor, db_pool),

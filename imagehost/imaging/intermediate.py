@@ -29,6 +29,7 @@ import os
 
 from PIL import ExifTags, Image
 
+from imagehost.imaging import memory
 from imagehost.imaging import orientation as exif
 from imagehost.imaging.geometry import fit_size
 from imagehost.imaging.render import (
@@ -66,6 +67,7 @@ MIN_REDUCTION = 2
 DRAFT_GAP = 1.5
 JPEG_QUALITY = 95
 _FRAMES_NOTE = "imagehost intermediate of {frames} frames"
+_DECODED_BYTES_PER_PIXEL = 4  # Pillow keeps RGB as RGBX
 
 
 class NotFromIntermediate(Exception):
@@ -106,8 +108,10 @@ def make_intermediate(source: str | os.PathLike[str] | bytes, long_side: int) ->
         frames = getattr(im, "n_frames", 1)
         orientation = exif.orientation(im)
         icc_profile = im.info.get("icc_profile")
-        im.load()
-        small = _reduced(working_mode(im), long_side)
+        with memory.heavy_render(_DECODED_BYTES_PER_PIXEL * im.size[0] * im.size[1]):
+            im.load()
+            small = _reduced(working_mode(im), long_side)
+            im.close()  # the decoded source, before the slot goes to the next render
     metadata = Image.Exif()
     metadata[ExifTags.Base.ImageDescription] = _FRAMES_NOTE.format(frames=frames)
     if orientation != 1:

@@ -16,7 +16,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from PIL import Image
 
-from imagehost.imaging import heif, smartcrop
+from imagehost.imaging import heif, memory, smartcrop
 from imagehost.imaging import orientation as exif
 from imagehost.imaging.geometry import Geometry, crop_size, fit_size
 from imagehost.imaging.probe import (
@@ -262,15 +262,28 @@ def render_frames(
     to_srgb = _SrgbConverter(im.info.get("icc_profile"))
     loop = im.info.get("loop")
     frames, durations = [], []
-    for index, frame in enumerate(_source_frames(im, animate)):
-        if index == 0 and spec.smart:
-            geometry = _smart_geometry(frame, geometry)
-        durations.append(int(frame.info.get("duration", 0)))
-        out = to_srgb(exif.upright(_resample(working_mode(frame), geometry), orientation))
-        if out is frame and animate:
-            out = out.copy()  # the next seek() reuses the source object
-        frames.append(_output_mode(out, spec.format))
+    with memory.heavy_render(_working_bytes(im, geometry)):
+        for index, frame in enumerate(_source_frames(im, animate)):
+            if index == 0 and spec.smart:
+                geometry = _smart_geometry(frame, geometry)
+            durations.append(int(frame.info.get("duration", 0)))
+            out = to_srgb(exif.upright(_resample(working_mode(frame), geometry), orientation))
+            if out is frame and animate:
+                out = out.copy()  # the next seek() reuses the source object
+            frames.append(_output_mode(out, spec.format))
+        if frames[0] is not im:
+            im.close()  # the decoded source's pixels, before the slot goes to the next render
     return frames, durations, loop
+
+
+def _working_bytes(im: Image.Image, geometry: Geometry) -> int:
+    """About what decoding and resampling ``im`` (as drafted) to ``geometry`` hold at once:
+    the decoded source, LANCZOS's first (horizontal) pass and the output, at 4 bytes a
+    pixel (Pillow keeps RGB as RGBX)."""
+    _left, top, _right, bottom = geometry.box
+    region_height = min(im.size[1], math.ceil(bottom - top))
+    return 4 * (im.size[0] * im.size[1] + geometry.width * region_height
+                + geometry.width * geometry.height)
 
 
 def _is_animated(im: Image.Image) -> bool:
