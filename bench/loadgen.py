@@ -57,7 +57,9 @@ def run_gets(wrk: str, base_url: str, paths: list[str], *, connections: int,
             capture_output=True, text=True, env=env, check=True)
     finally:
         os.unlink(f.name)
-    line = next(x for x in result.stdout.splitlines() if x.startswith("JSON:"))
+    line = next((x for x in result.stdout.splitlines() if x.startswith("JSON:")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no result: {result.stdout[-800:]} {result.stderr[-800:]}")
     raw = json.loads(line[5:])
     seconds = raw["duration_us"] / 1e6
     errors = sum(raw[k] for k in ("connect_errors", "read_errors", "write_errors",
