@@ -33,8 +33,8 @@ import ctypes
 import ctypes.util
 import fcntl
 import functools
+import itertools
 import os
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -110,6 +110,7 @@ class RenderSlots:
     def __init__(self, folder: Path, count: int):
         self._paths = [folder / f"slot-{n}" for n in range(max(1, count))]
         self._folder = folder
+        self._turns = itertools.count()
 
     @contextmanager
     def held(self, nbytes: int) -> Iterator[None]:
@@ -129,8 +130,8 @@ class RenderSlots:
         """A locked slot's descriptor; None where slots cannot be had at all (a read-only
         folder, a file system without ``flock``): the render goes ahead unlimited rather
         than failing."""
-        # Start at a different slot per thread, so waiters do not all poll the same one.
-        first = threading.get_ident() % len(self._paths)
+        # Each take starts at the next slot, so waiters do not all poll the same one first.
+        first = next(self._turns) % len(self._paths)
         order = self._paths[first:] + self._paths[:first]
         try:
             while True:
