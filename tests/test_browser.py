@@ -109,11 +109,14 @@ class Page:
         WebDriverWait(self.driver, timeout).until(gone)
 
     def wait_text(self, css: str, text: str, timeout: float = 10) -> None:
+        from selenium.common.exceptions import WebDriverException
         from selenium.webdriver.common.by import By
         from selenium.webdriver.support import expected_conditions as ec
         from selenium.webdriver.support.ui import WebDriverWait
 
-        WebDriverWait(self.driver, timeout).until(
+        # While the page navigates, Chrome may answer for an element of the old document
+        # ("Node with given id does not belong to the document"): ask again until timeout.
+        WebDriverWait(self.driver, timeout, ignored_exceptions=(WebDriverException,)).until(
             ec.text_to_be_present_in_element((By.CSS_SELECTOR, css), text))
 
     def title(self) -> str:
