@@ -1,8 +1,9 @@
 """Giving the memory of decoded images back to the system (glibc's allocator).
 
 A render decodes a source into buffers of megabytes (Pillow allocates them with
-``malloc`` in blocks of up to 16 MB; its own block cache is off by default). glibc serves
-such buffers from ``mmap`` and returns them on ``free`` only while they are above its
+``malloc`` in blocks of up to 16 MB by default, its block cache off; the daemon makes
+them 2 MB and keeps some, see ``keep_image_blocks``). glibc serves such buffers from
+``mmap`` and returns them on ``free`` only while they are above its
 *dynamic* mmap threshold, which rises to the size of the largest buffer freed so far (up
 to 32 MB): after the first renders, later buffers come from the heap arenas and stay in
 the process when freed. Measured in bench/README.md ("Memory return"): a daemon idling at
