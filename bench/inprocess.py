@@ -38,10 +38,20 @@ def render(path: Path, size: int, quality: int, ext: str) -> bytes:
 
 
 def run_for(duration: float, threads: int, jobs, fn) -> dict:
-    """Keep ``threads`` jobs in flight for ``duration`` seconds; rate and latencies."""
+    """Keep ``threads`` jobs in flight for ``duration`` seconds, or until ``jobs`` runs
+    out (then the rate is over the time the jobs took); rate and latencies."""
     latencies: list[float] = []
     produced = 0
     jobs = iter(jobs)
+    ran_out = False
+
+    def submit(pool, running) -> None:
+        nonlocal ran_out
+        job = next(jobs, None)
+        if job is None:
+            ran_out = True
+        else:
+            running.add(pool.submit(timed, job))
 
     def timed(job):
         started = time.perf_counter()
@@ -51,7 +61,9 @@ def run_for(duration: float, threads: int, jobs, fn) -> dict:
     started = time.perf_counter()
     stop_at = started + duration
     with ThreadPoolExecutor(threads) as pool:
-        running = {pool.submit(timed, next(jobs)) for _ in range(threads)}
+        running: set = set()
+        for _ in range(threads):
+            submit(pool, running)
         while running:
             done, running = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
@@ -59,7 +71,7 @@ def run_for(duration: float, threads: int, jobs, fn) -> dict:
                 latencies.append(latency)
                 produced += len(result) if isinstance(result, bytes) else 0
                 if time.perf_counter() < stop_at:
-                    running.add(pool.submit(timed, next(jobs)))
+                    submit(pool, running)
     elapsed = time.perf_counter() - started
     latencies.sort()
     return {
@@ -67,6 +79,7 @@ def run_for(duration: float, threads: int, jobs, fn) -> dict:
         "p50_ms": statistics.median(latencies) * 1000,
         "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
         "out_bytes": produced / max(1, len(latencies)),
+        "ran_out": ran_out,
     }
 
 

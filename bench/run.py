@@ -22,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -490,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--firstviews", type=int, default=5,
                         help="uploads whose first thumbnail view is timed")
     parser.add_argument("--burst", type=int, default=8, help="renders per 14/48 MP source")
-    parser.add_argument("--max-rate", type=float, default=150.0,
+    parser.add_argument("--max-rate", type=float, default=300.0,
                         help="distinct variants prepared per second of an uncached run")
     parser.add_argument("--profile", action="store_true",
                         help="also record imagehost with py-spy (needs the bench extra) under "
@@ -534,6 +535,7 @@ def main(argv: list[str] | None = None) -> int:
             bench.results["eager"] = eager.run(bench, log)
     except Exception as e:  # keep what was measured, say what failed
         error = f"{type(e).__name__}: {e}"
+        traceback.print_exc()
     finally:
         bench.close()
     results = {"error": error,"command": " ".join([Path(sys.executable).name, *sys.argv]),
