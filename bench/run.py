@@ -491,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--firstviews", type=int, default=5,
                         help="uploads whose first thumbnail view is timed")
     parser.add_argument("--burst", type=int, default=8, help="renders per 14/48 MP source")
-    parser.add_argument("--max-rate", type=float, default=300.0,
+    parser.add_argument("--max-rate", type=float, default=220.0,
                         help="distinct variants prepared per second of an uncached run")
     parser.add_argument("--profile", action="store_true",
                         help="also record imagehost with py-spy (needs the bench extra) under "

@@ -213,9 +213,11 @@ KEYS: tuple[Key, ...] = (
 _BY_NAME = {(k.section, k.name): k for k in KEYS}
 _BY_ENV_VAR = {k.env_var: k for k in KEYS}
 
+#: Set to keep twistd in the interpreter it was started with (``footprint.run_lean``).
+KEEP_INTERPRETER_ENV = "IMAGEHOST_KEEP_INTERPRETER"
 #: ``IMAGEHOST_*`` variables that are not settings: the CLI's remote options, its debug
-#: switch, and the test suite's own (``IMAGEHOST_TEST_*``).
-OTHER_ENV_VARS = ("IMAGEHOST_URL", "IMAGEHOST_API_KEY", "IMAGEHOST_DEBUG")
+#: switch, the one above, and the test suite's own (``IMAGEHOST_TEST_*``).
+OTHER_ENV_VARS = ("IMAGEHOST_URL", "IMAGEHOST_API_KEY", "IMAGEHOST_DEBUG", KEEP_INTERPRETER_ENV)
 _TEST_ENV_PREFIX = "IMAGEHOST_TEST_"
 #: ``[presets]`` holds names the operator chooses (each one a preset), not declared keys;
 #: ``IMAGEHOST_PRESETS_<NAME>`` defines one from the environment.

@@ -28,16 +28,11 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 
 from imagehost.daemon import ListeningService
+from imagehost.footprint import LEAN_INTERPRETER_OPTIONS
 from imagehost.handoff import MARKER_BY_FAMILY, READY, TAKEN
 
 _log = Logger()
 _RESPAWN_DELAY = 1.0
-#: How a worker's interpreter runs: without docstrings and asserts (``-OO``; docstrings
-#: alone are about 3.4 MB of a worker's idle RSS, half of them SQLAlchemy's and
-#: Twisted's) and without the column ranges of traceback lines (0.3-0.6 MB). Nothing a
-#: worker runs reads a docstring or needs an assert to be correct; twistd itself keeps
-#: both (its option help is made of docstrings). bench/README.md has the measurements.
-WORKER_INTERPRETER_OPTIONS = ("-OO", "-X", "no_debug_ranges")
 _ACCEPTS_PER_WAKEUP = 64
 
 
@@ -84,7 +79,7 @@ class WorkerProcesses(service.Service):
         channel = _Channel(self._reactor, ours, functools.partial(
             serve_here, self._reactor, self._site))
         worker = _Worker(self, index, channel)
-        args = [sys.executable, *WORKER_INTERPRETER_OPTIONS, "-m", "imagehost.worker",
+        args = [sys.executable, *LEAN_INTERPRETER_OPTIONS, "-m", "imagehost.worker",
                 "--index", str(index),
                 "--handoff", str(theirs.fileno()), *self._arguments]
         self._reactor.spawnProcess(worker, sys.executable, args, env=os.environ,

@@ -55,6 +55,7 @@ class Options(usage.Options):
         footprint.leave_out_tls(self.config)
         for endpoint in self["listen"]:
             check_endpoint(endpoint)
+        footprint.run_lean()  # the options are good: start again without docstrings
 
 
 def check_endpoint(endpoint: str) -> None:

@@ -87,6 +87,31 @@ def test_twistd_starts_clean_and_stops_on_sigterm(tmp_path):
     assert set(metadata.tables) | {"alembic_version"} == tables
 
 
+def test_the_twistd_script_runs_again_without_docstrings_in_the_same_process(tmp_path):
+    """``twistd imagehost`` parses its options, then starts again with ``-OO`` (and no
+    traceback column ranges) under the same pid; the option help still has its text."""
+    script = Path(sys.executable).with_name("twistd")
+    help_text = subprocess.run([str(script), "imagehost", "--help"], capture_output=True,
+                               text=True, timeout=60, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert help_text.returncode == 0, help_text.stderr
+    assert "Listen on a Twisted endpoint" in help_text.stdout  # a docstring
+    port = free_port()
+    log = tmp_path / "twistd.log"
+    with log.open("wb") as out:
+        daemon = subprocess.Popen(
+            [str(script), "-n", "--pidfile=", "imagehost", "--listen",
+             f"tcp:{port}:interface=127.0.0.1", "--data-dir", str(tmp_path / "data")],
+            cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=out,
+            stderr=subprocess.STDOUT)
+        try:
+            wait_for_health(f"http://127.0.0.1:{port}")
+            command = Path(f"/proc/{daemon.pid}/cmdline").read_bytes().split(b"\0")
+        finally:
+            stop_cleanly(daemon, log)
+    assert command[1:4] == [b"-OO", b"-X", b"no_debug_ranges"]
+    assert command[4] == str(script).encode() and b"--listen" in command
+
+
 @pytest_twisted.ensureDeferred
 async def test_stopping_waits_for_requests_in_flight(server, admin, reactor):
     from twisted.internet.task import deferLater

@@ -31,9 +31,10 @@ from tests.test_imaging_render import swapped_primaries_profile
 NOT_FOR_A_DEFAULT_DAEMON = ("boto3", "botocore", "alembic", "mako")
 # Imported only when needed (imagehost.footprint): TLS listeners or an asymmetric JWT
 # algorithm; the templates on the first page; the multipart parser and the BlurHash
-# encoder on the first upload, filetype for the first refused one.
+# encoder on the first upload, filetype for the first refused one, PyJWT with the first
+# access token.
 NOT_AT_IDLE = (*NOT_FOR_A_DEFAULT_DAEMON, "OpenSSL", "cryptography", "jinja2", "multipart",
-               "blurhash", "filetype")
+               "blurhash", "filetype", "jwt")
 # Pillow's colour management, on the first source with an embedded ICC profile.
 PIL_NOT_AT_IDLE = ("PIL.ImageCms",)
 
