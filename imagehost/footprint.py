@@ -22,7 +22,9 @@ pillow_heif on the first HEIF source. Together about 1.5 MB of every process's i
 Every process runs without docstrings and asserts (``-OO``) and without the column
 ranges of traceback lines: the workers are started so, and twistd starts itself again
 so (``run_lean``) once its options are parsed, which is after ``--help`` has printed
-the option help that twistd makes of docstrings.
+the option help that twistd makes of docstrings. It starts again as
+``imagehost.lean_twistd``, which is twistd knowing only the imagehost plugin: the scan of
+every installed twistd plugin imports ``unittest`` and ``argparse`` among others.
 """
 
 from __future__ import annotations
@@ -73,7 +75,8 @@ def leave_out_tls(config: Config) -> bool:
 
 def run_lean() -> None:
     """Unless it already does, run this twistd again, in place (same process id, same
-    arguments and environment), with ``LEAN_INTERPRETER_OPTIONS``; returns only when it
+    arguments and environment), with ``LEAN_INTERPRETER_OPTIONS`` and as
+    ``imagehost.lean_twistd`` (twistd without its plugin scan); returns only when it
     does not: not started as ``twistd`` or ``python -m twisted`` (a test, an embedding
     program), already lean, or ``IMAGEHOST_KEEP_INTERPRETER`` set.
 
@@ -84,7 +87,8 @@ def run_lean() -> None:
         return
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(sys.executable, [sys.executable, *LEAN_INTERPRETER_OPTIONS, *sys.orig_argv[1:]])
+    os.execv(sys.executable, [sys.executable, *LEAN_INTERPRETER_OPTIONS,
+                              "-m", "imagehost.lean_twistd", *sys.argv])
 
 
 def _started_as_twistd() -> bool:

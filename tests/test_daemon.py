@@ -109,7 +109,32 @@ def test_the_twistd_script_runs_again_without_docstrings_in_the_same_process(tmp
         finally:
             stop_cleanly(daemon, log)
     assert command[1:4] == [b"-OO", b"-X", b"no_debug_ranges"]
-    assert command[4] == str(script).encode() and b"--listen" in command
+    # twistd without its plugin scan, on the same arguments
+    assert command[4:7] == [b"-m", b"imagehost.lean_twistd", str(script).encode()]
+    assert command[7:] == [b"-n", b"--pidfile=", b"imagehost", b"--listen",
+                           f"tcp:{port}:interface=127.0.0.1".encode(), b"--data-dir",
+                           str(tmp_path / "data").encode(), b""]
+
+
+def test_a_worker_refuses_arguments_twistd_would_not_give_it_in_one_line():
+    for argv in (["--index", "1"], ["--index", "x", "--handoff", "3", "--data-dir", "d"],
+                 ["--index", "1", "--handoff", "3", "--data-dir", "d", "extra"], ["--port"]):
+        finished = subprocess.run([sys.executable, "-m", "imagehost.worker", *argv],
+                                  capture_output=True, text=True, timeout=60,
+                                  env=dict(os.environ, PYTHONPATH=str(REPO)))
+        assert finished.returncode == 1, finished
+        assert finished.stderr.startswith("python -m imagehost.worker: ")
+        assert "Traceback" not in finished.stderr and finished.stderr.count("\n") == 1
+
+
+def test_worker_arguments_are_what_twistd_passes():
+    from imagehost.worker import WorkerArguments
+
+    args = WorkerArguments(["--index", "2", "--handoff", "7", "--data-dir", "/srv/data",
+                            "--config", "/etc/imagehost.ini"])
+    assert (args.index, args.handoff, args.data_dir, args.config) == (
+        2, 7, "/srv/data", "/etc/imagehost.ini")
+    assert WorkerArguments(["--index=1", "--handoff=3", "--data-dir=d"]).config is None
 
 
 @pytest_twisted.ensureDeferred

@@ -17,6 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 from PIL import Image
 
@@ -125,6 +126,36 @@ def test_a_postgresql_daemon_does_not_load_sqlite3(tmp_path, postgres):
             text = stop_cleanly(daemon, log_path)
     imported = top_level(imports(text))
     assert "psycopg" in imported and "sqlite3" not in imported
+
+
+def test_the_twistd_script_serves_without_the_plugin_scan(tmp_path):
+    """The installed ``twistd`` scans every twistd plugin to parse its options, then runs
+    itself again as ``imagehost.lean_twistd``, which knows only ours: ``unittest`` and
+    ``argparse`` (from Twisted trial's plugin) stay out of the process that serves."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log_path = tmp_path / "twistd.log"
+    with log_path.open("wb") as log:
+        daemon = subprocess.Popen(
+            [str(Path(sys.executable).with_name("twistd")), "-n", "--pidfile=", "imagehost",
+             "--workers", "2", "--listen", f"tcp:{port}:interface=127.0.0.1",
+             "--data-dir", str(tmp_path / "data")],
+            cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+            env=dict(os.environ, PYTHONPATH=str(REPO), PYTHONVERBOSE="1",
+                     IMAGEHOST_ACCESS_ALLOW_GUEST_UPLOADS="true"))
+        try:
+            wait_for_health(base)
+            wait_for_line(log_path, "imagehost worker 1 (pid")
+            image_id = upload(base, image_bytes("JPEG", (640, 480)))
+            for path in ("/", f"/image/{image_id}.webp?w=100"):
+                get(base + path)
+        finally:
+            text = stop_cleanly(daemon, log_path)
+    # Where the new interpreter reads imagehost/lean_twistd.py (its source or cached code).
+    first, lean = text.split("lean_twistd", 1)
+    assert {"unittest", "argparse", "twisted.trial"} <= imports(first)  # the scan, before
+    assert imports(lean) & {"unittest", "argparse", "twisted.trial"} == set()
+    assert "imagehost.web.api" in imports(lean)
 
 
 def test_a_tls_listener_loads_the_tls_libraries_and_serves(tmp_path):
