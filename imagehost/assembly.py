@@ -37,7 +37,6 @@ from imagehost.service import Imagehost
 from imagehost.service.accounts import Accounts, check_new_user
 from imagehost.service.administration import Administration, users_cursor_key
 from imagehost.service.albums import Albums
-from imagehost.service.collector import GarbageCollector
 from imagehost.service.delivery import Delivery
 from imagehost.service.errors import ValidationFailed
 from imagehost.service.expiry import ExpiredImages
@@ -339,7 +338,7 @@ def build_imagehost(config: Config, reactor, secret: bytes, *, clock=None,
                                     cursor_key=users_cursor_key(secret))
     return Imagehost(pools=pools, storage=storage, accounts=accounts, images=images,
                      settings=settings, library=library, delivery=delivery,
-                     garbage=GarbageCollector(pools, storage), sessions=sessions,
+                     sessions=sessions,
                      quotas=quotas, administration=administration,
                      albums=albums, shares=shares,
                      expired=ExpiredImages(pools, storage, now=utc_now,

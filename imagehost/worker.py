@@ -110,7 +110,8 @@ class WorkerArguments:
             self.handoff = int(options["handoff"])
             self.data_dir = options["data-dir"]
         except (getopt.GetoptError, KeyError, ValueError) as error:
-            raise SystemExit(f"python -m imagehost.worker: bad arguments {argv!r}: {error}")
+            raise SystemExit(
+                f"python -m imagehost.worker: bad arguments {argv!r}: {error}") from None
         if rest:
             raise SystemExit(f"python -m imagehost.worker: unexpected arguments {rest!r}")
         self.config = options.get("config")

@@ -38,6 +38,9 @@ NOT_AT_IDLE = (*NOT_FOR_A_DEFAULT_DAEMON, "OpenSSL", "cryptography", "jinja2", "
                "blurhash", "filetype", "jwt")
 # Pillow's colour management, on the first source with an embedded ICC profile.
 PIL_NOT_AT_IDLE = ("PIL.ImageCms",)
+# The CLI's backup, verify and gc: no daemon process runs them.
+CLI_ONLY = ("imagehost.service.backup", "imagehost.service.integrity",
+            "imagehost.service.collector")
 
 
 def started_daemon(tmp_path, log, *listen: str, workers: int = 1,
@@ -102,6 +105,7 @@ def test_a_default_daemon_imports_neither_boto3_nor_alembic(tmp_path):
     assert "jinja2" in imported  # the first page loads the templates
     assert top_level(imported) & set(NOT_FOR_A_DEFAULT_DAEMON) == set()
     assert top_level(imported) & {"OpenSSL", "cryptography"} == set()
+    assert imported & set(CLI_ONLY) == set()
 
 
 def test_a_postgresql_daemon_does_not_load_sqlite3(tmp_path, postgres):
@@ -155,7 +159,26 @@ def test_the_twistd_script_serves_without_the_plugin_scan(tmp_path):
     first, lean = text.split("lean_twistd", 1)
     assert {"unittest", "argparse", "twisted.trial"} <= imports(first)  # the scan, before
     assert imports(lean) & {"unittest", "argparse", "twisted.trial"} == set()
+    assert imports(lean) & {"pdb", "bdb", "cmd"} == set()  # only with --debug
     assert "imagehost.web.api" in imports(lean)
+
+
+def test_a_module_imported_on_first_use_is_the_real_one_once_read():
+    """``pdb`` in lean twistd: ``import pdb`` gives the stand-in, reading an attribute
+    imports the real module, which then takes the stand-in's place."""
+    probe = (
+        "import sys\n"
+        "from imagehost.lean_twistd import import_on_first_use\n"
+        "import_on_first_use('pdb')\n"
+        "import pdb\n"
+        "before = 'bdb' in sys.modules\n"
+        "debugger = pdb.Pdb\n"
+        "import pdb as again\n"
+        "print(before, 'bdb' in sys.modules, debugger.__module__, again is sys.modules['pdb'],"
+        " hasattr(again, 'post_mortem'), type(again).__name__)\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=str(REPO)), check=True).stdout
+    assert out.split() == ["False", "True", "pdb", "True", "True", "module"]
 
 
 def test_a_tls_listener_loads_the_tls_libraries_and_serves(tmp_path):

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from imagehost.db import ping
 from imagehost.db.accounts import User
 from imagehost.service.accounts import Accounts, check_new_user
 from imagehost.service.administration import Administration
 from imagehost.service.albums import Albums
-from imagehost.service.backup import Backups
-from imagehost.service.collector import GarbageCollector
 from imagehost.service.delivery import Delivery
 from imagehost.service.errors import Forbidden, ValidationFailed
 from imagehost.service.expiry import ExpiredImages
 from imagehost.service.images import Images
-from imagehost.service.integrity import Integrity
 from imagehost.service.library import Library
 from imagehost.service.pools import Pools
 from imagehost.service.quotas import Quotas
@@ -23,6 +21,11 @@ from imagehost.service.runtime_settings import RuntimeSettings
 from imagehost.service.sessions import BrowserSessions
 from imagehost.service.shares import Shares
 from imagehost.storage import Storage
+
+if TYPE_CHECKING:  # imported where used: the CLI's backup and verify, never a daemon
+    from imagehost.service.backup import Backups
+    from imagehost.service.collector import GarbageCollector
+    from imagehost.service.integrity import Integrity
 
 
 @dataclass
@@ -37,7 +40,6 @@ class Imagehost:
     settings: RuntimeSettings
     library: Library
     delivery: Delivery
-    garbage: GarbageCollector  # orphan files (imagehost gc)
     sessions: BrowserSessions  # logins of the web pages
     albums: Albums
     shares: Shares  # share links (/s/{code})
@@ -54,14 +56,25 @@ class Imagehost:
         self.pools.stop()
 
     @property
+    def garbage(self) -> GarbageCollector:
+        """Orphan files (imagehost gc)."""
+        from imagehost.service.collector import GarbageCollector
+
+        return GarbageCollector(self.pools, self.storage)
+
+    @property
     def integrity(self) -> Integrity:
         """Re-hashing of the stored originals (imagehost verify)."""
+        from imagehost.service.integrity import Integrity
+
         return Integrity(self.pools, self.storage)
 
     def backups(self, config) -> Backups:
         """Backups of this installation (imagehost backup); ``config`` names its database
         and secret file."""
         from datetime import UTC, datetime
+
+        from imagehost.service.backup import Backups
 
         return Backups(self.pools, self.storage, database_url=config.database_url,
                        secret_file=config.secret_file, now=lambda: datetime.now(UTC),

@@ -26,7 +26,7 @@ from imagehost.db import backup as db_backup
 from imagehost.db import images as image_queries
 from imagehost.db.backup import is_sqlite, sqlite_path
 from imagehost.db.images import RecordedOriginal
-from imagehost.service.errors import ServiceError
+from imagehost.service.errors import BackupFailed
 from imagehost.service.pools import Pools, in_lanes
 from imagehost.storage import Storage, atomic_write
 
@@ -39,10 +39,6 @@ FORMAT = 1
 __all__ = ["BackupFailed", "BackupReport", "Backups", "RestoreReport", "check_restore",
            "is_sqlite",
            "read_manifest", "restore", "sqlite_path"]
-
-
-class BackupFailed(ServiceError):
-    """A backup or restore could not be made (the message says why)."""
 
 
 @dataclass

@@ -82,3 +82,7 @@ class ValidationFailed(ServiceError):
     @classmethod
     def one(cls, prop: str, message: str) -> ValidationFailed:
         return cls(Violation(prop, message))
+
+
+class BackupFailed(ServiceError):
+    """A backup or restore could not be made (the message says why)."""

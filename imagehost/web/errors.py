@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from imagehost.service.backup import BackupFailed
 from imagehost.service.errors import (
+    BackupFailed,
     BadRequest,
     DamagedOriginal,
     Forbidden,
