@@ -93,10 +93,12 @@ def ratios(results: dict) -> dict:
         big = memory["imagehost_14mp"]
         # The sampled peak where the run has it; runs before it only had the VmHWM sum.
         peak = "peak_rss_sampled" if "peak_rss_sampled" in big else "peak_rss"
-        out["memory 14 MP fit 512: imagehost/thumbor tree peak RSS"] = (
+        # (info): with the draft, thumbor's one process peaks below one imagehost process's
+        # idle RSS, so no process count meets 1.0 here; the burst is the wide one.
+        out["memory 14 MP fit 512 (draft): imagehost/thumbor tree peak RSS (info)"] = (
             _ratio(big[peak], memory["thumbor_14mp"][peak]), 1.0, False)
         if "peak_pss" in big:
-            out["memory 14 MP: imagehost/thumbor peak PSS (trees, shared pages once)"] = (
+            out["memory 14 MP fit 512: imagehost/thumbor peak PSS (trees) (info)"] = (
                 _ratio(big["peak_pss"], memory["thumbor_14mp"]["peak_pss"]), 1.0, False)
         if "rss_10s" in big:
             out["memory: RSS 10 s after the 14 MP burst - before it, MB"] = (
