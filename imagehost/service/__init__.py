@@ -22,7 +22,7 @@ from imagehost.service.sessions import BrowserSessions
 from imagehost.service.shares import Shares
 from imagehost.storage import Storage
 
-if TYPE_CHECKING:  # imported where used: the CLI's backup and verify, never a daemon
+if TYPE_CHECKING:  # imported where used: the CLI's backup, verify and gc, never a daemon
     from imagehost.service.backup import Backups
     from imagehost.service.collector import GarbageCollector
     from imagehost.service.integrity import Integrity
