@@ -25,7 +25,7 @@ THUMBOR_VERSION = "thumbor>=7,<8"
 #: makes a ``-OO`` daemon compile every module from source at each start, as its
 #: ``.opt-2.pyc`` caches are never written, while thumbor (no ``-O``) still loads the
 #: caches pip wrote. Without it both run as on a default machine: Python writes the
-#: caches on the first start, and a restart loads them (bench/README.md, "Idle RSS").
+#: caches on the first start, and a restart loads them (bench/README.md, "seventh pass").
 NOT_INHERITED = ("PYTHONDONTWRITEBYTECODE",)
 
 

@@ -28,9 +28,8 @@ ON_FIRST_USE = ("pdb",)
 
 class _ImportedOnFirstUse(types.ModuleType):
     """Stands in ``sys.modules`` for a module until one of its attributes is read; then
-    imports the real module (which takes its place there) and answers from it."""
-
-    __spec__ = None  # what ``import`` checks on a module already in sys.modules
+    imports the real module (which takes its place there) and answers from it. Its
+    ``__spec__`` is None, so a later ``import`` takes it as loaded without reading more."""
 
     def __getattr__(self, attribute: str):
         if sys.modules.get(self.__name__) is self:
