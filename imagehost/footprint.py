@@ -29,6 +29,7 @@ every installed twistd plugin imports ``unittest`` and ``argparse`` among others
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from pathlib import Path
@@ -71,6 +72,27 @@ def leave_out_tls(config: Config) -> bool:
     for name in TLS_LIBRARIES:
         sys.modules[name] = None
     return True
+
+
+def freeze_startup_heap(process: str) -> int:
+    """Collect garbage once, then leave every object alive now out of all later
+    collections (``gc.freeze``); logs and returns how many objects that is. ``process``
+    names this process in the log line.
+
+    Called in every daemon process once it serves. A full collection walks every tracked
+    object, and the process serves nothing meanwhile: a daemon that has just started
+    holds about 109,000 of them (modules, classes, the object graph), which took 75 ms
+    here, more than the 50 ms a cached hit may wait (bench/README.md). They live as long
+    as the process, so a collection that scans them finds nothing to free.
+    """
+    from twisted.logger import Logger
+
+    gc.collect()
+    gc.freeze()
+    frozen = gc.get_freeze_count()
+    Logger().info("{process} (pid {pid}): {n} start-up objects left out of garbage "
+                  "collection", process=process, pid=os.getpid(), n=frozen)
+    return frozen
 
 
 def run_lean() -> None:

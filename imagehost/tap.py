@@ -146,4 +146,6 @@ def makeService(options, reactor=None) -> service.MultiService:
             arguments += ["--config", str(Path(options["config"]).absolute())]
         WorkerProcesses(reactor, config.processes() - 1, daemon.listeners, daemon.site,
                         arguments, config.server.shutdown_timeout).setServiceParent(daemon)
+    if twistd_runs_us:  # not in a test's process: its heap is the test run's
+        reactor.callWhenRunning(footprint.freeze_startup_heap, "imagehost twistd")
     return daemon

@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     receiver.start()
     Logger().info("imagehost worker {index} (pid {pid}) serving", index=args.index,
                   pid=os.getpid())
+    reactor.callWhenRunning(footprint.freeze_startup_heap, f"imagehost worker {args.index}")
 
     async def stop() -> None:
         receiver.stop()

@@ -106,6 +106,11 @@ def test_a_default_daemon_imports_neither_boto3_nor_alembic(tmp_path):
     assert top_level(imported) & set(NOT_FOR_A_DEFAULT_DAEMON) == set()
     assert top_level(imported) & {"OpenSSL", "cryptography"} == set()
     assert imported & set(CLI_ONLY) == set()
+    # Each process, once serving, leaves its start-up heap out of garbage collection.
+    frozen = dict(re.findall(r"imagehost (twistd|worker 1) \(pid \d+\): (\d+) start-up "
+                             r"objects left out of garbage collection", text))
+    assert frozen.keys() == {"twistd", "worker 1"}, text[-3000:]
+    assert all(int(n) > 50_000 for n in frozen.values()), frozen
 
 
 def test_a_postgresql_daemon_does_not_load_sqlite3(tmp_path, postgres):
