@@ -81,9 +81,10 @@ def freeze_startup_heap(process: str) -> int:
 
     Called in every daemon process once it serves. A full collection walks every tracked
     object, and the process serves nothing meanwhile: a daemon that has just started
-    holds about 109,000 of them (modules, classes, the object graph), which took 75 ms
-    here, more than the 50 ms a cached hit may wait (bench/README.md). They live as long
-    as the process, so a collection that scans them finds nothing to free.
+    holds about 80,000 to 100,000 of them (modules, classes, the object graph), and one
+    collection of them took 65 ms here, more than the 50 ms a cached hit may wait
+    (bench/README.md, "eighth pass"). They live as long as the process, so a collection
+    that scans them finds nothing to free.
     """
     from twisted.logger import Logger
 

@@ -478,8 +478,8 @@ async def test_overload_gets_fast_503_while_health_answers(make_server):
     # Neither a 503 nor /health waits behind a render. With one render thread, the
     # renders end one after another, a render's time apart; a 503 that waited behind the
     # first render would end after it. So typically a 503 ends half a render before the
-    # first render ends, and a /health takes under half a render; none takes a render
-    # longer than the fastest one. (Fixed limits, and "every one faster than a render",
+    # first render ends, and a /health takes under half a render; none ends more than a
+    # second after the first render. (Fixed limits, and "every one faster than a render",
     # failed on busy machines: one /health in 150 can lose a core for longer than a
     # render. Comparing with the fastest render's whole latency failed when a pause of
     # the process delayed the burst's requests alike: it is in both.)
